@@ -7,5 +7,16 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod codec;
 pub mod crypto;
+pub mod error;
+pub mod handshake;
+pub mod key_schedule;
+pub mod record;
 pub mod suite;
+pub mod time;
+
+pub use crypto::CryptoProvider;
+pub use error::{Error, Refusal};
+pub use suite::{AeadId, KemId, SigAlg, Suite};
+pub use time::Time;

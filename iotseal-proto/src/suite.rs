@@ -221,7 +221,11 @@ impl Suite {
 
     /// Parses three wire bytes; `None` if any code is unknown.
     pub const fn from_bytes(b: [u8; 3]) -> Option<Self> {
-        match (KemId::from_code(b[0]), SigAlg::from_code(b[1]), AeadId::from_code(b[2])) {
+        match (
+            KemId::from_code(b[0]),
+            SigAlg::from_code(b[1]),
+            AeadId::from_code(b[2]),
+        ) {
             (Some(kem), Some(sig), Some(aead)) => Some(Self { kem, sig, aead }),
             _ => None,
         }
@@ -230,9 +234,9 @@ impl Suite {
     /// Every combination of the known algorithms.
     pub fn all() -> impl Iterator<Item = Self> {
         KemId::ALL.iter().flat_map(|&kem| {
-            SigAlg::ALL.iter().flat_map(move |&sig| {
-                AeadId::ALL.iter().map(move |&aead| Self { kem, sig, aead })
-            })
+            SigAlg::ALL
+                .iter()
+                .flat_map(move |&sig| AeadId::ALL.iter().map(move |&aead| Self { kem, sig, aead }))
         })
     }
 }
@@ -251,7 +255,11 @@ impl FromStr for Suite {
         let (Some(k), Some(g), Some(a), None) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(UnknownAlgorithm);
         };
-        Ok(Self { kem: k.parse()?, sig: g.parse()?, aead: a.parse()? })
+        Ok(Self {
+            kem: k.parse()?,
+            sig: g.parse()?,
+            aead: a.parse()?,
+        })
     }
 }
 

@@ -14,8 +14,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::{
-    ActiveKeyExchange, CryptoError, Kem, KemResponse, Secret, SecureRandom, Signature,
-    SigningKey,
+    ActiveKeyExchange, CryptoError, Kem, KemResponse, Secret, SecureRandom, Signature, SigningKey,
 };
 use crate::suite::{KemId, SigAlg};
 
@@ -170,7 +169,10 @@ impl Signature {
             Self::Basic(s) => s.load(private),
             Self::Hybrid { classic, pq } => {
                 let (a, b) = split(private, 32, 64)?;
-                Ok(Box::new(HybridKey { classic: classic.load(a)?, pq: pq.load(b)? }))
+                Ok(Box::new(HybridKey {
+                    classic: classic.load(a)?,
+                    pq: pq.load(b)?,
+                }))
             }
         }
     }
@@ -211,7 +213,10 @@ impl SigningKey for HybridKey {
 
     fn sign(&self, msg: &[u8], rng: &dyn SecureRandom) -> Result<Vec<u8>, CryptoError> {
         let m = hybrid_message(msg);
-        Ok(concat(&self.classic.sign(&m, rng)?, &self.pq.sign(&m, rng)?))
+        Ok(concat(
+            &self.classic.sign(&m, rng)?,
+            &self.pq.sign(&m, rng)?,
+        ))
     }
 
     fn private_bytes(&self) -> Secret {

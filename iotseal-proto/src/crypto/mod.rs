@@ -257,6 +257,8 @@ pub trait HashContext: Send + Sync {
     fn update(&mut self, data: &[u8]);
     /// The hash of everything so far, leaving the context usable.
     fn fork_finish(&self) -> [u8; HASH_LEN];
+    /// An independent copy of the running state.
+    fn fork(&self) -> Box<dyn HashContext>;
     /// The hash of everything so far.
     fn finish(self: Box<Self>) -> [u8; HASH_LEN];
 }

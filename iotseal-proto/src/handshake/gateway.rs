@@ -1,0 +1,483 @@
+//! The gateway's (responder's) side of the handshake: hellos, retries, half-open state, and
+//! finishing into sessions.
+//!
+//! Call order for each request body: first [`HandshakeServer::cached_answer`] (a
+//! retransmission gets the same bytes again), then [`HandshakeServer::handle_hello`] or
+//! [`HandshakeServer::handle_finish`]. After a finish, process the records that came with it,
+//! then [`HandshakeServer::remember_answer`] the acknowledgement you send.
+//! Checks run cheapest first: parsing, the hello MAC, time, nonce, policy, then public-key work.
+
+use alloc::vec::Vec;
+
+use subtle::ConstantTimeEq;
+
+use crate::crypto::HASH_LEN;
+use crate::error::{AuthFailure, Error, Limit, Malformed, PeerMisbehaved};
+use crate::handshake::cache::{ExpiringMap, ResponseCache};
+use crate::handshake::config::{GatewayConfig, RegisteredDevice, identity_hash};
+use crate::handshake::messages::{
+    Cookie, FINISHED_LEN, Finish, GatewayHello, Hello, KEY_ID_LEN, MAC1_LEN, NONCE_LEN,
+    RetryReason, encode_gateway_hello_clear,
+};
+use crate::handshake::transcript::{Transcript, finished, signed_content};
+use crate::handshake::{DEVICE_SIG_CONTEXT, GATEWAY_SIG_CONTEXT, MAX_DEVICE_ID};
+use crate::key_schedule::{HandshakeSecrets, TrafficKeys, finished_key};
+use crate::record::{Role, Session};
+use crate::suite::Suite;
+use crate::time::{Time, wire_diff};
+
+/// Looks up devices by identifier.
+pub trait DeviceRegistry {
+    /// The registered device, if any.
+    fn lookup(&self, device_id: &[u8]) -> Option<RegisteredDevice>;
+}
+
+impl<F: Fn(&[u8]) -> Option<RegisteredDevice>> DeviceRegistry for F {
+    fn lookup(&self, device_id: &[u8]) -> Option<RegisteredDevice> {
+        self(device_id)
+    }
+}
+
+/// The answer to a hello.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HelloReply {
+    /// M2: a half-open handshake now waits for M3 under `session_id`.
+    GatewayHello {
+        /// The new session's identifier.
+        session_id: u32,
+        /// The chosen suite.
+        suite: Suite,
+        /// The bytes to send.
+        bytes: Vec<u8>,
+    },
+    /// Ask for another hello (clock hint or another key share).
+    Retry {
+        /// Why.
+        reason: RetryReason,
+        /// For a clock retry: whether the hello was stale (else from the future).
+        stale: bool,
+        /// The bytes to send.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A completed gateway handshake.
+#[derive(Debug)]
+pub struct GatewayEstablished<'a> {
+    /// The session.
+    pub session: Session,
+    /// The authenticated device identifier.
+    pub device_id: Vec<u8>,
+    /// A batch of records that came with M3 (open them with `session`).
+    pub records: &'a [u8],
+}
+
+#[derive(Debug)]
+struct HalfOpen {
+    suite: Suite,
+    transcript: Transcript,
+    secrets: HandshakeSecrets,
+    started: Time,
+}
+
+/// The gateway's handshake state: half-open table, hello nonce cache, answer cache.
+#[derive(Debug)]
+pub struct HandshakeServer {
+    config: GatewayConfig,
+    half_open: ExpiringMap<u32, HalfOpen>,
+    nonces: ExpiringMap<[u8; NONCE_LEN], ()>,
+    answers: ResponseCache,
+}
+
+impl HandshakeServer {
+    /// A server with `config`.
+    pub fn new(config: GatewayConfig) -> Self {
+        Self {
+            half_open: ExpiringMap::new(config.max_half_open),
+            nonces: ExpiringMap::new(config.nonce_cache_capacity),
+            answers: ResponseCache::new(config.response_cache_capacity),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (for example after a key rotation); half-open handshakes
+    /// keep the keys they started with.
+    pub fn set_config(&mut self, config: GatewayConfig) {
+        self.config = config;
+    }
+
+    /// Number of half-open handshakes.
+    pub fn half_open_len(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Drops expired state.
+    pub fn expire(&mut self, now: Time) {
+        self.half_open.expire(now);
+        self.nonces.expire(now);
+    }
+
+    fn skew_ms(&self) -> u64 {
+        u64::from(self.config.skew_secs) * 1000
+    }
+
+    /// The cached answer to an identical earlier request, if any.
+    pub fn cached_answer(&self, now: Time, request: &[u8]) -> Option<Vec<u8>> {
+        let h = self.config.provider.hash.hash(request);
+        self.answers.get(now, &h).map(<[u8]>::to_vec)
+    }
+
+    /// Remembers the answer to a request for the skew window.
+    pub fn remember_answer(&mut self, now: Time, request: &[u8], answer: Vec<u8>) {
+        let h = self.config.provider.hash.hash(request);
+        let exp = now.plus_millis(self.skew_ms());
+        self.answers.put(now, h, exp, answer);
+    }
+
+    /// Handles M1. `in_use` tells whether a session id is taken by a live session.
+    pub fn handle_hello(
+        &mut self,
+        now: Time,
+        msg: &[u8],
+        in_use: &dyn Fn(u32) -> bool,
+    ) -> Result<HelloReply, Error> {
+        let cfg = &self.config;
+        let p = cfg.provider;
+        let hello = Hello::decode(msg)?;
+
+        // 1. The hello MAC: which of our identities' pins the device holds.
+        let ident = cfg
+            .identities
+            .iter()
+            .position(|id| {
+                let mac = p.hmac.mac(&id.mac1_key, &[hello.mac_input]);
+                mac[..MAC1_LEN].ct_eq(&hello.mac1).unwrap_u8() == 1
+            })
+            .ok_or(AuthFailure::BadHelloMac)?;
+
+        // 2. A retry cookie, if any.
+        let cookie = match hello.cookie {
+            None => None,
+            Some(c) => {
+                let c = Cookie::decode(c)?;
+                let tag = p.hmac.mac(
+                    cfg.cookie_secret.as_bytes(),
+                    &[b"iotseal v1 cookie\0", &c.tagged_part()],
+                );
+                let age = wire_diff(now.wire_secs(), c.time);
+                if tag[..16].ct_eq(&c.tag).unwrap_u8() != 1
+                    || age < 0
+                    || age > i64::from(cfg.skew_secs)
+                {
+                    return Err(AuthFailure::BadCookie.into());
+                }
+                Some(c)
+            }
+        };
+
+        // 3. Freshness. A first hello out of the skew gets one clock retry.
+        let delta = wire_diff(hello.time, now.wire_secs());
+        let skew = i64::from(cfg.skew_secs);
+        if delta < -skew || delta > skew {
+            let stale = delta < 0;
+            if cookie.is_some() || hello.offers.is_empty() {
+                return Err(if stale { Error::Stale } else { Error::Future });
+            }
+            let suite = hello.offers[0];
+            let bytes = self.retry(now, msg, RetryReason::Clock, suite);
+            return Ok(HelloReply::Retry {
+                reason: RetryReason::Clock,
+                stale,
+                bytes,
+            });
+        }
+
+        // 4. Replay: the nonce within its window. (Identical retransmissions were answered
+        // from the answer cache before this call.)
+        if self.nonces.contains(now, &hello.nonce) {
+            return Err(Error::Replay);
+        }
+
+        // 5. Suite: the first offer our policy and identities allow.
+        let supported = |s: &Suite| {
+            p.kem(s.kem).is_ok()
+                && p.signature(s.sig).is_ok()
+                && p.aead(s.aead).is_ok()
+                && cfg.identities.iter().any(|i| i.key.algorithm() == s.sig)
+        };
+        let suite = match hello
+            .offers
+            .iter()
+            .copied()
+            .find(|s| supported(s) && cfg.policy.allows(*s))
+        {
+            Some(s) => s,
+            None if hello.offers.iter().any(supported) => return Err(Error::PolicyRefused),
+            None => return Err(Error::UnsupportedSuite),
+        };
+        let share_suite = match &cookie {
+            Some(c) => {
+                if c.suite != suite || !hello.offers.contains(&c.suite) {
+                    return Err(PeerMisbehaved::RetryMismatch.into());
+                }
+                c.suite
+            }
+            None => hello.offers[0],
+        };
+        if share_suite.kem != suite.kem {
+            let bytes = self.retry(now, msg, RetryReason::KeyShare, suite);
+            return Ok(HelloReply::Retry {
+                reason: RetryReason::KeyShare,
+                stale: false,
+                bytes,
+            });
+        }
+        if hello.share.len() != suite.kem.initiator_share_len() {
+            return Err(Malformed::BadLength.into());
+        }
+
+        // 6. Room for one more half-open handshake and nonce.
+        if !self.half_open.has_room(now) {
+            return Err(Limit::HalfOpenFull.into());
+        }
+        if !self.nonces.has_room(now) {
+            return Err(Limit::NonceCacheFull.into());
+        }
+
+        // 7. Public-key work.
+        let cfg = &self.config;
+        let resp = p.kem(suite.kem)?.respond(hello.share, p.random)?;
+        let session_id = self.new_session_id(in_use)?;
+        let mut t = Transcript::new(&p);
+        if let Some(c) = &cookie {
+            t.add(&c.hello_hash);
+            t.add(&c.to_retry_message());
+        }
+        t.add(msg);
+        let clear = encode_gateway_hello_clear(session_id, suite, now.wire_secs(), &resp.share);
+        t.add(&clear);
+        let secrets = HandshakeSecrets::new(&p, resp.secret.as_bytes(), &t.hash())?;
+        drop(resp.secret);
+
+        let id = if cfg.identities[ident].key.algorithm() == suite.sig {
+            &cfg.identities[ident]
+        } else {
+            cfg.identities
+                .iter()
+                .find(|i| i.key.algorithm() == suite.sig)
+                .ok_or(Error::UnsupportedSuite)?
+        };
+        t.add(&identity_hash(&p, suite.sig, &id.public_key));
+        let sig = id
+            .key
+            .sign(&signed_content(GATEWAY_SIG_CONTEXT, &t.hash()), p.random)?;
+        t.add(&sig);
+        let fin = finished(&p, &finished_key(&p, &secrets.gateway)?, &t.hash());
+        t.add(&fin);
+
+        let mut body = Vec::with_capacity(KEY_ID_LEN + sig.len() + FINISHED_LEN + 16);
+        body.extend_from_slice(&id.key_id);
+        body.extend_from_slice(&sig);
+        body.extend_from_slice(&fin);
+        let gkeys = TrafficKeys::new(&p, suite.aead, &secrets.gateway)?;
+        let tag = gkeys.key.seal(&gkeys.nonce(0), &clear, &mut body)?;
+        let mut bytes = clear;
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&tag);
+
+        let expires = now.plus_millis(self.skew_ms());
+        let nonce_exp =
+            Time::from_secs(now.as_secs().saturating_add_signed(delta)).plus_millis(self.skew_ms());
+        let _ = self
+            .nonces
+            .insert(now, hello.nonce, nonce_exp.max(now.plus_millis(1)), ());
+        let _ = self.half_open.insert(
+            now,
+            session_id,
+            expires,
+            HalfOpen {
+                suite,
+                transcript: t,
+                secrets,
+                started: now,
+            },
+        );
+        self.remember_answer(now, msg, bytes.clone());
+        Ok(HelloReply::GatewayHello {
+            session_id,
+            suite,
+            bytes,
+        })
+    }
+
+    fn retry(&self, now: Time, msg: &[u8], reason: RetryReason, suite: Suite) -> Vec<u8> {
+        let p = self.config.provider;
+        let mut c = Cookie {
+            hello_hash: p.hash.hash(msg),
+            reason,
+            suite,
+            time: now.wire_secs(),
+            tag: [0; 16],
+        };
+        let tag = p.hmac.mac(
+            self.config.cookie_secret.as_bytes(),
+            &[b"iotseal v1 cookie\0", &c.tagged_part()],
+        );
+        c.tag.copy_from_slice(&tag[..16]);
+        c.to_retry_message()
+    }
+
+    fn new_session_id(&self, in_use: &dyn Fn(u32) -> bool) -> Result<u32, Error> {
+        for _ in 0..16 {
+            let mut b = [0u8; 4];
+            self.config.provider.random.fill(&mut b)?;
+            let id = u32::from_be_bytes(b);
+            if !in_use(id) && !self.half_open.contains(Time(0), &id) {
+                return Ok(id);
+            }
+        }
+        Err(Limit::HalfOpenFull.into())
+    }
+
+    /// Handles M3 (and returns the records that came with it, unopened).
+    pub fn handle_finish<'a>(
+        &mut self,
+        now: Time,
+        msg: &'a [u8],
+        registry: &dyn DeviceRegistry,
+    ) -> Result<GatewayEstablished<'a>, Error> {
+        let p = self.config.provider;
+        let m3 = Finish::decode(msg)?;
+        let ho = self
+            .half_open
+            .get(now, &m3.session_id)
+            .ok_or(Error::UnknownSession)?;
+        let suite = ho.suite;
+        let sig_len = suite.sig.signature_len();
+        let plain_len = 1 + MAX_DEVICE_ID + sig_len + FINISHED_LEN;
+        if m3.encrypted.len() != plain_len + crate::crypto::TAG_LEN {
+            return Err(Malformed::BadLength.into());
+        }
+        // Cheapest authentication first: the AEAD under the device's handshake key.
+        let dkeys = TrafficKeys::new(&p, suite.aead, &ho.secrets.device)?;
+        let mut body = m3.encrypted.to_vec();
+        let (ct, tag) = body.split_at_mut(plain_len);
+        let tag: [u8; crate::crypto::TAG_LEN] =
+            (&*tag).try_into().map_err(|_| Malformed::BadLength)?;
+        dkeys.key.open(&dkeys.nonce(0), m3.clear, ct, &tag)?;
+        let id_len = usize::from(ct[0]);
+        if id_len == 0
+            || id_len > MAX_DEVICE_ID
+            || ct[1 + id_len..1 + MAX_DEVICE_ID].iter().any(|&b| b != 0)
+        {
+            return Err(Malformed::BadValue.into());
+        }
+        let device_id = &ct[1..1 + id_len];
+        let sig = &ct[1 + MAX_DEVICE_ID..1 + MAX_DEVICE_ID + sig_len];
+        let fin = &ct[1 + MAX_DEVICE_ID + sig_len..];
+
+        let dev = registry
+            .lookup(device_id)
+            .ok_or(AuthFailure::UnknownIdentity)?;
+        if dev.revoked {
+            return Err(AuthFailure::Revoked.into());
+        }
+        if dev.alg != suite.sig || dev.policy.as_ref().is_some_and(|pol| !pol.allows(suite)) {
+            return Err(Error::PolicyRefused);
+        }
+
+        let mut t = ho.transcript.fork();
+        t.add(m3.clear);
+        t.add(device_id);
+        t.add(&identity_hash(&p, dev.alg, &dev.public_key));
+        p.signature(suite.sig)?
+            .verify(
+                &dev.public_key,
+                &signed_content(DEVICE_SIG_CONTEXT, &t.hash()),
+                sig,
+            )
+            .map_err(|_| AuthFailure::BadSignature)?;
+        t.add(sig);
+        let expect = finished(&p, &finished_key(&p, &ho.secrets.device)?, &t.hash());
+        if expect.ct_eq(fin).unwrap_u8() != 1 {
+            return Err(AuthFailure::BadFinished.into());
+        }
+        t.add(fin);
+        let th_full: [u8; HASH_LEN] = t.hash();
+
+        let ho = self
+            .half_open
+            .remove(&m3.session_id)
+            .ok_or(Error::UnknownSession)?;
+        let (d_app, g_app) = ho.secrets.application(&p, &th_full)?;
+        let session = Session::new(
+            p,
+            suite,
+            Role::Gateway,
+            m3.session_id,
+            ho.started,
+            self.config.session,
+            d_app,
+            g_app,
+        )?;
+        Ok(GatewayEstablished {
+            session,
+            device_id: device_id.to_vec(),
+            records: m3.records,
+        })
+    }
+
+    /// Test-only: rebuilds the half-open state of a recorded handshake from its M1, M2 and
+    /// the shared secret, so a provider that keeps its own randomness can be checked as the
+    /// receiver of a recorded M3.
+    #[doc(hidden)]
+    pub fn dangerous_resume_half_open(
+        &mut self,
+        now: Time,
+        m1: &[u8],
+        m2: &[u8],
+        shared: &[u8],
+    ) -> Result<u32, Error> {
+        let p = self.config.provider;
+        let gh = GatewayHello::decode(m2)?;
+        let mut t = Transcript::new(&p);
+        t.add(m1);
+        t.add(gh.clear);
+        let secrets = HandshakeSecrets::new(&p, shared, &t.hash())?;
+        let gkeys = TrafficKeys::new(&p, gh.suite.aead, &secrets.gateway)?;
+        let mut body = gh.encrypted.to_vec();
+        let n = body.len().checked_sub(16).ok_or(Malformed::Truncated)?;
+        let (ct, tag) = body.split_at_mut(n);
+        let tag: [u8; 16] = (&*tag).try_into().map_err(|_| Malformed::BadLength)?;
+        gkeys.key.open(&gkeys.nonce(0), gh.clear, ct, &tag)?;
+        let (kid, rest) = ct.split_at(KEY_ID_LEN);
+        let (sig, fin) = rest.split_at(gh.suite.sig.signature_len());
+        let id = self
+            .config
+            .identities
+            .iter()
+            .find(|i| i.key_id[..] == kid[..])
+            .ok_or(AuthFailure::UnknownIdentity)?;
+        t.add(&identity_hash(&p, gh.suite.sig, &id.public_key));
+        t.add(sig);
+        t.add(fin);
+        let exp = now.plus_millis(self.skew_ms());
+        let _ = self.half_open.insert(
+            now,
+            gh.session_id,
+            exp,
+            HalfOpen {
+                suite: gh.suite,
+                transcript: t,
+                secrets,
+                started: now,
+            },
+        );
+        Ok(gh.session_id)
+    }
+}

@@ -1,0 +1,392 @@
+//! An established session: sealing and opening records, key updates, the replay window and
+//! acknowledgements.
+//!
+//! Call order for a received record: [`Session::open`] (parses, refuses replays before
+//! decrypting, authenticates, ratchets to a new epoch only once a record authenticates under
+//! it) → the caller processes it (the gateway stores it durably) → [`Session::accept`] marks
+//! the sequence number in the window → [`Session::seal_ack`] answers from the window state.
+
+use alloc::vec::Vec;
+
+use crate::crypto::{CryptoProvider, Secret, TAG_LEN};
+use crate::error::{AuthFailure, Error, Limit, Malformed, PeerMisbehaved};
+use crate::key_schedule::{TrafficKeys, next_secret};
+use crate::record::header::{ContentType, Header, MAX_SEQ};
+use crate::record::window::ReplayWindow;
+use crate::record::{MAX_PLAINTEXT, ack};
+use crate::suite::Suite;
+use crate::time::Time;
+
+/// Which end of the session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The device (initiator): sends data, receives acknowledgements.
+    Device,
+    /// The gateway (responder): receives data, sends acknowledgements.
+    Gateway,
+}
+
+/// Record-layer settings. Both ends apply their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Update the sending key after this many records under one key.
+    pub rekey_after_records: u64,
+    /// Update the sending key after this many plaintext bytes under one key.
+    pub rekey_after_bytes: u64,
+    /// Update the sending key after this many seconds under one key.
+    pub rekey_after_secs: u64,
+    /// How long records under the previous receive key are still accepted after a key update.
+    pub grace_secs: u64,
+    /// Record freshness: refuse records whose time is further than this from now. `None` for
+    /// store-and-forward transports (an MQTT broker's queue), where the window alone stops
+    /// replays.
+    pub max_record_age_secs: Option<u64>,
+    /// Absolute lifetime of a session; then both ends refuse it and the device handshakes again.
+    pub lifetime_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            rekey_after_records: 1 << 16,
+            rekey_after_bytes: 1 << 30,
+            rekey_after_secs: 3600,
+            grace_secs: 30,
+            max_record_age_secs: Some(120),
+            lifetime_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SendState {
+    secret: Secret,
+    keys: TrafficKeys,
+    epoch: u64,
+    next_seq: u64,
+    epoch_records: u64,
+    epoch_bytes: u64,
+    epoch_started: Time,
+}
+
+#[derive(Debug)]
+struct PreviousKey {
+    keys: TrafficKeys,
+    until: Time,
+}
+
+#[derive(Debug)]
+struct RecvState {
+    secret: Secret,
+    keys: TrafficKeys,
+    epoch: u64,
+    previous: Option<PreviousKey>,
+    window: ReplayWindow,
+    failures: u64,
+}
+
+/// A record that authenticated. Its plaintext was decrypted in place.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened<'a> {
+    /// Content type.
+    pub content_type: ContentType,
+    /// Sequence number (pass it to [`Session::accept`] once processed).
+    pub seq: u64,
+    /// The record's time by the receiver's clock (session start + the sender's offset).
+    pub time: Time,
+    /// The plaintext, inside the caller's buffer.
+    pub plaintext: &'a [u8],
+}
+
+/// An established session of either role.
+#[derive(Debug)]
+pub struct Session {
+    provider: CryptoProvider,
+    suite: Suite,
+    role: Role,
+    id: u32,
+    started: Time,
+    config: SessionConfig,
+    send: SendState,
+    recv: RecvState,
+}
+
+impl Session {
+    /// Builds a session from the two application traffic secrets.
+    pub(crate) fn new(
+        provider: CryptoProvider,
+        suite: Suite,
+        role: Role,
+        id: u32,
+        started: Time,
+        config: SessionConfig,
+        device_secret: Secret,
+        gateway_secret: Secret,
+    ) -> Result<Self, Error> {
+        let (send_secret, recv_secret) = match role {
+            Role::Device => (device_secret, gateway_secret),
+            Role::Gateway => (gateway_secret, device_secret),
+        };
+        let send_keys = TrafficKeys::new(&provider, suite.aead, &send_secret)?;
+        let recv_keys = TrafficKeys::new(&provider, suite.aead, &recv_secret)?;
+        Ok(Self {
+            provider,
+            suite,
+            role,
+            id,
+            started,
+            config,
+            send: SendState {
+                secret: send_secret,
+                keys: send_keys,
+                epoch: 0,
+                next_seq: 0,
+                epoch_records: 0,
+                epoch_bytes: 0,
+                epoch_started: started,
+            },
+            recv: RecvState {
+                secret: recv_secret,
+                keys: recv_keys,
+                epoch: 0,
+                previous: None,
+                window: ReplayWindow::new(),
+                failures: 0,
+            },
+        })
+    }
+
+    /// The session identifier.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The negotiated suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// When the session started, by this end's clock.
+    pub fn started(&self) -> Time {
+        self.started
+    }
+
+    /// The next sequence number [`Session::seal`] will use.
+    pub fn next_seq(&self) -> u64 {
+        self.send.next_seq
+    }
+
+    /// Current sending and receiving key epochs.
+    pub fn epochs(&self) -> (u64, u64) {
+        (self.send.epoch, self.recv.epoch)
+    }
+
+    /// The receive window (read-only).
+    pub fn window(&self) -> &ReplayWindow {
+        &self.recv.window
+    }
+
+    /// Whether the session is past its lifetime or out of sequence numbers.
+    pub fn is_expired(&self, now: Time) -> bool {
+        now.millis_since(self.started) / 1000 >= self.config.lifetime_secs
+            || self.send.next_seq > MAX_SEQ
+    }
+
+    /// Whether the sending key will be updated before the next record.
+    pub fn key_update_due(&self, now: Time) -> bool {
+        let s = &self.send;
+        let limit = self
+            .config
+            .rekey_after_records
+            .min(self.suite.aead.confidentiality_limit());
+        s.epoch_records >= limit
+            || s.epoch_bytes >= self.config.rekey_after_bytes
+            || now.millis_since(s.epoch_started) / 1000 >= self.config.rekey_after_secs
+    }
+
+    /// Moves the sending side to the next epoch now: one-way ratchet, the old secret erased.
+    pub fn update_send_key(&mut self, now: Time) -> Result<(), Error> {
+        let next = next_secret(&self.provider, &self.send.secret)?;
+        self.send.keys = TrafficKeys::new(&self.provider, self.suite.aead, &next)?;
+        self.send.secret = next; // the old secret drops here and is wiped
+        self.send.epoch += 1;
+        self.send.epoch_records = 0;
+        self.send.epoch_bytes = 0;
+        self.send.epoch_started = now;
+        Ok(())
+    }
+
+    /// Seals one record of `content_type` carrying `plaintext`, appended to `out`.
+    /// Updates the key first if due. Returns the sequence number used.
+    pub fn seal(
+        &mut self,
+        now: Time,
+        content_type: ContentType,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<u64, Error> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(crate::error::ApiMisuse::PlaintextTooLarge.into());
+        }
+        if now.millis_since(self.started) / 1000 >= self.config.lifetime_secs {
+            return Err(Limit::SessionExpired.into());
+        }
+        let seq = self.send.next_seq;
+        if seq > MAX_SEQ {
+            return Err(Limit::SequenceExhausted.into());
+        }
+        if self.key_update_due(now) {
+            self.update_send_key(now)?;
+        }
+        let header = Header {
+            content_type,
+            epoch_bits: (self.send.epoch & 0x0f) as u8,
+            session_id: self.id,
+            seq,
+            time_offset: now.millis_since(self.started) / 1000,
+        };
+        let start = out.len();
+        header.encode(out);
+        let body = out.len();
+        out.extend_from_slice(plaintext);
+        let (aad, payload) = out[start..].split_at_mut(body - start);
+        let tag = self
+            .send
+            .keys
+            .key
+            .seal(&self.send.keys.nonce(seq), aad, payload)?;
+        out.extend_from_slice(&tag);
+        // Never reuse a nonce: the counter moves even if the caller drops the record.
+        self.send.next_seq = seq + 1;
+        self.send.epoch_records += 1;
+        self.send.epoch_bytes += plaintext.len() as u64;
+        Ok(seq)
+    }
+
+    /// Seals an acknowledgement of everything the window holds (built only from the window
+    /// state, so answering a replay with it reveals and stores nothing new).
+    pub fn seal_ack(&mut self, now: Time, out: &mut Vec<u8>) -> Result<u64, Error> {
+        let mut payload = Vec::new();
+        ack::encode(self.recv.window.ranges(ack::MAX_ACK_RANGES), &mut payload);
+        self.seal(now, ContentType::Ack, &payload, out)
+    }
+
+    /// Authenticates and decrypts `record` in place. Does not mark it as received: call
+    /// [`Session::accept`] once it is processed. A record already marked, or below the window,
+    /// fails with [`Error::Replay`] before any decryption.
+    pub fn open<'a>(&mut self, now: Time, record: &'a mut [u8]) -> Result<Opened<'a>, Error> {
+        let (h, hlen) = Header::decode(record)?;
+        if h.session_id != self.id {
+            return Err(Error::UnknownSession);
+        }
+        let allowed = match (self.role, h.content_type) {
+            (_, ContentType::Close) => true,
+            (Role::Gateway, ContentType::Data) | (Role::Device, ContentType::Ack) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(PeerMisbehaved::UnexpectedContent.into());
+        }
+        if record.len() < hlen + TAG_LEN {
+            return Err(Malformed::Truncated.into());
+        }
+        if now.millis_since(self.started) / 1000 >= self.config.lifetime_secs {
+            return Err(Limit::SessionExpired.into());
+        }
+        self.recv.window.check(h.seq)?;
+        let time = self.started.plus_millis(h.time_offset * 1000);
+        if let Some(max) = self.config.max_record_age_secs {
+            if now.millis_since(time) > max * 1000 {
+                return Err(Error::Stale);
+            }
+            if time.millis_since(now) > max * 1000 {
+                return Err(Error::Future);
+            }
+        }
+        let (aad, rest) = record.split_at_mut(hlen);
+        let (payload, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Malformed::Truncated)?;
+
+        let cur = (self.recv.epoch & 0x0f) as u8;
+        let next_bits = ((self.recv.epoch + 1) & 0x0f) as u8;
+        let prev_bits = (self.recv.epoch.wrapping_sub(1) & 0x0f) as u8;
+        let result = if h.epoch_bits == cur {
+            let k = &self.recv.keys;
+            k.key
+                .open(&k.nonce(h.seq), aad, payload, tag)
+                .map(|()| None)
+        } else if h.epoch_bits == next_bits {
+            let secret = next_secret(&self.provider, &self.recv.secret)?;
+            let keys = TrafficKeys::new(&self.provider, self.suite.aead, &secret)?;
+            keys.key
+                .open(&keys.nonce(h.seq), aad, payload, tag)
+                .map(|()| Some((secret, keys)))
+        } else if h.epoch_bits == prev_bits && self.recv.epoch > 0 {
+            match &self.recv.previous {
+                Some(p) if now < p.until => p
+                    .keys
+                    .key
+                    .open(&p.keys.nonce(h.seq), aad, payload, tag)
+                    .map(|()| None),
+                _ => return Err(PeerMisbehaved::BadEpoch.into()),
+            }
+        } else {
+            return Err(PeerMisbehaved::BadEpoch.into());
+        };
+        match result {
+            Err(_) => {
+                self.recv.failures += 1;
+                if self.recv.failures >= self.suite.aead.integrity_limit() {
+                    return Err(Limit::IntegrityLimit.into());
+                }
+                Err(AuthFailure::DecryptFailed.into())
+            }
+            Ok(ratchet) => {
+                if let Some((secret, keys)) = ratchet {
+                    // Authentic under epoch e+1: only now move, keep e for the grace period.
+                    let old = core::mem::replace(&mut self.recv.keys, keys);
+                    self.recv.previous = Some(PreviousKey {
+                        keys: old,
+                        until: now.plus_millis(self.config.grace_secs * 1000),
+                    });
+                    self.recv.secret = secret;
+                    self.recv.epoch += 1;
+                    self.recv.failures = 0;
+                }
+                Ok(Opened {
+                    content_type: h.content_type,
+                    seq: h.seq,
+                    time,
+                    plaintext: payload,
+                })
+            }
+        }
+    }
+
+    /// Marks `seq` as received, after its record was processed (stored).
+    pub fn accept(&mut self, seq: u64) -> Result<(), Error> {
+        self.recv.window.mark(seq)
+    }
+
+    /// Whether `seq` was already accepted (a retransmission to answer with an ack).
+    pub fn was_accepted(&self, seq: u64) -> bool {
+        self.recv.window.contains(seq)
+    }
+
+    /// Parses an acknowledgement payload and checks it only names records we sent.
+    pub fn parse_ack(&self, plaintext: &[u8]) -> Result<Vec<(u64, u64)>, Error> {
+        let ranges = ack::decode(plaintext)?;
+        if ranges
+            .first()
+            .is_some_and(|&(_, last)| last >= self.send.next_seq)
+        {
+            return Err(PeerMisbehaved::AckOfUnsent.into());
+        }
+        Ok(ranges)
+    }
+}
