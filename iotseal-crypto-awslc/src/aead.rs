@@ -148,7 +148,7 @@ impl RecordKey for AeadKey {
 ///
 /// Key: `enc_key (32) || mac_key (32)`. Keystream: AES-256-CTR from the 16-byte counter block
 /// `nonce (12) || be32(0)`. Tag: the first 16 bytes of
-/// `HMAC-SHA256(mac_key, be64(len(aad)) || aad || ciphertext)`, checked in constant time
+/// `HMAC-SHA256(mac_key, nonce || be64(len(aad)) || aad || ciphertext)`, checked in constant time
 /// before anything is decrypted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Aes256CtrHmacSha256;
@@ -206,9 +206,10 @@ impl CtrHmacKey {
             .map_err(|_| CryptoError::InvalidLength)
     }
 
-    /// The full HMAC-SHA256 over `be64(len(aad)) || aad || ciphertext`.
-    fn tag(&self, aad: &[u8], ciphertext: &[u8]) -> hmac::Tag {
+    /// The full HMAC-SHA256 over `nonce || be64(len(aad)) || aad || ciphertext`.
+    fn tag(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], ciphertext: &[u8]) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(nonce);
         ctx.update(&(aad.len() as u64).to_be_bytes());
         ctx.update(aad);
         ctx.update(ciphertext);
@@ -228,7 +229,7 @@ impl RecordKey for CtrHmacKey {
             in_out.zeroize();
             return Err(e);
         }
-        let full = self.tag(aad, in_out);
+        let full = self.tag(nonce, aad, in_out);
         full.as_ref()[..TAG_LEN]
             .try_into()
             .map_err(|_| CryptoError::InvalidLength)
@@ -241,7 +242,7 @@ impl RecordKey for CtrHmacKey {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        let full = self.tag(aad, in_out);
+        let full = self.tag(nonce, aad, in_out);
         // Constant-time comparison (CRYPTO_memcmp), before anything is decrypted: on failure
         // `in_out` still holds the ciphertext only.
         constant_time::verify_slices_are_equal(&full.as_ref()[..TAG_LEN], tag)

@@ -33,7 +33,7 @@ pub struct ChaCha20Poly1305;
 ///
 /// Key `enc_key (32) || mac_key (32)`; keystream AES-256-CTR with counter block
 /// `nonce || be32(counter)`, counter from 0; tag the first 16 bytes of
-/// HMAC-SHA256(mac_key, be64(len(aad)) || aad || ciphertext).
+/// HMAC-SHA256(mac_key, nonce || be64(len(aad)) || aad || ciphertext).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Aes256CtrHmacSha256;
 
@@ -155,8 +155,9 @@ impl CtrHmacKey {
         Ctr::from_core(ctr::CtrCore::inner_iv_init(&self.aes, (&block).into()))
     }
 
-    fn tag(&self, aad: &[u8], ciphertext: &[u8]) -> [u8; TAG_LEN] {
+    fn tag(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], ciphertext: &[u8]) -> [u8; TAG_LEN] {
         let mut mac = self.mac.clone();
+        mac.update(nonce);
         mac.update(&(aad.len() as u64).to_be_bytes());
         mac.update(aad);
         mac.update(ciphertext);
@@ -178,7 +179,7 @@ impl RecordKey for CtrHmacKey {
         self.keystream(nonce)
             .try_apply_keystream(in_out)
             .map_err(|_| CryptoError::InvalidLength)?;
-        Ok(self.tag(aad, in_out))
+        Ok(self.tag(nonce, aad, in_out))
     }
 
     fn open(
@@ -188,7 +189,7 @@ impl RecordKey for CtrHmacKey {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        let expected = self.tag(aad, in_out);
+        let expected = self.tag(nonce, aad, in_out);
         if !bool::from(expected.ct_eq(tag)) {
             return Err(CryptoError::DecryptFailed);
         }
@@ -279,16 +280,8 @@ mod tests {
             check(&nonce, b"header", &bad_ct, &tag);
             check(&nonce, b"headeR", &sealed, &tag);
             check(&nonce, b"", &sealed, &tag);
-            if alg.id() == AeadId::Aes256CtrHmacSha256 {
-                // As specified, the MAC covers AAD and ciphertext but not the nonce: a wrong
-                // nonce authenticates and decrypts to garbage. (The protocol binds the nonce
-                // through the AAD: the record header carries the sequence number.)
-                let mut buf = sealed;
-                key.open(&[8u8; 12], b"header", &mut buf, &tag).unwrap();
-                assert_ne!(buf, plain);
-            } else {
-                check(&[8u8; 12], b"header", &sealed, &tag);
-            }
+            // The nonce is authenticated too (the encrypt-then-MAC tag covers it).
+            check(&[8u8; 12], b"header", &sealed, &tag);
             check(&nonce, b"header", &sealed[..sealed.len() - 1], &tag);
             // A different key of the same algorithm.
             let other = alg.key(&alloc::vec![0xa5; alg.id().key_len()]).unwrap();
@@ -411,6 +404,7 @@ mod tests {
                 .for_each(|(p, k)| *p ^= k);
         }
         let mut mac = <HmacState as KeyInit>::new_from_slice(&mac_key).unwrap();
+        mac.update(&nonce);
         mac.update(&(aad.len() as u64).to_be_bytes());
         mac.update(aad);
         mac.update(&expected);

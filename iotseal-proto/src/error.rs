@@ -237,6 +237,20 @@ impl fmt::Display for Error {
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
 
+macro_rules! display_via_debug {
+    ($($t:ty),+) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+        #[cfg(feature = "std")]
+        impl std::error::Error for $t {}
+    )+};
+}
+
+display_via_debug!(Malformed, PeerMisbehaved, AuthFailure, Limit, ApiMisuse);
+
 impl From<Malformed> for Error {
     fn from(m: Malformed) -> Self {
         Self::Malformed(m)

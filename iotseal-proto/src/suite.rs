@@ -102,6 +102,9 @@ impl fmt::Display for UnknownAlgorithm {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for UnknownAlgorithm {}
+
 impl KemId {
     /// Whether this key exchange resists a quantum adversary.
     pub const fn is_post_quantum(self) -> bool {

@@ -15,3 +15,5 @@ pub fn providers() -> Vec<CryptoProvider> {
         iotseal_crypto_awslc::default_provider(),
     ]
 }
+pub mod pair;
+pub mod protocol_vectors;

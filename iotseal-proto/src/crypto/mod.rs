@@ -214,7 +214,8 @@ pub const NONCE_LEN: usize = 12;
 ///
 /// For `aes256ctr-hmacsha256` the key is `enc_key (32) || mac_key (32)`; the keystream is
 /// AES-256-CTR with the 16-byte counter block `nonce || be32(counter)`, counter starting at 0;
-/// the tag is the first 16 bytes of HMAC-SHA256(mac_key, be64(len(aad)) || aad || ciphertext),
+/// the tag is the first 16 bytes of
+/// HMAC-SHA256(mac_key, nonce || be64(len(aad)) || aad || ciphertext),
 /// checked in constant time before decrypting.
 pub trait RecordKey: Send + Sync + fmt::Debug {
     /// Encrypts `in_out` in place; returns the tag.

@@ -113,10 +113,10 @@ impl ResponseCache {
     /// Remembers an answer until `expires`, evicting the oldest if full.
     pub fn put(&mut self, now: Time, request_hash: [u8; 32], expires: Time, answer: Vec<u8>) {
         self.map.expire(now);
-        if self.map.len() >= self.map.capacity() {
-            if let Some((_, k)) = self.map.by_expiry.pop_first() {
-                self.map.entries.remove(&k);
-            }
+        if self.map.len() >= self.map.capacity()
+            && let Some((_, k)) = self.map.by_expiry.pop_first()
+        {
+            self.map.entries.remove(&k);
         }
         let _ = self.map.insert(now, request_hash, expires, answer);
     }

@@ -46,7 +46,7 @@ pub struct PinnedKey {
 }
 
 /// Which suites a gateway (or a device entry) accepts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SuitePolicy {
     /// Suites allowed; empty means every suite.
     pub allowed: Vec<Suite>,
@@ -54,16 +54,6 @@ pub struct SuitePolicy {
     pub require_pq_kem: bool,
     /// Require a post-quantum signature (`mldsa65` or `ed25519+mldsa65`).
     pub require_pq_sig: bool,
-}
-
-impl Default for SuitePolicy {
-    fn default() -> Self {
-        Self {
-            allowed: Vec::new(),
-            require_pq_kem: false,
-            require_pq_sig: false,
-        }
-    }
 }
 
 impl SuitePolicy {

@@ -113,6 +113,7 @@ pub struct Session {
 
 impl Session {
     /// Builds a session from the two application traffic secrets.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         provider: CryptoProvider,
         suite: Suite,
@@ -284,11 +285,12 @@ impl Session {
         if h.session_id != self.id {
             return Err(Error::UnknownSession);
         }
-        let allowed = match (self.role, h.content_type) {
-            (_, ContentType::Close) => true,
-            (Role::Gateway, ContentType::Data) | (Role::Device, ContentType::Ack) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (self.role, h.content_type),
+            (_, ContentType::Close)
+                | (Role::Gateway, ContentType::Data)
+                | (Role::Device, ContentType::Ack)
+        );
         if !allowed {
             return Err(PeerMisbehaved::UnexpectedContent.into());
         }

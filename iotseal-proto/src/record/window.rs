@@ -87,22 +87,22 @@ impl ReplayWindow {
         let mut s = self.next;
         let mut left = max;
         core::iter::from_fn(move || {
-            while left > 0 && s > low {
-                // Skip unmarked.
-                while s > low && !self.bit(s - 1) {
-                    s -= 1;
-                }
-                if s == low {
-                    return None;
-                }
-                let end = s - 1;
-                while s > low && self.bit(s - 1) {
-                    s -= 1;
-                }
-                left -= 1;
-                return Some((s, end));
+            if left == 0 {
+                return None;
             }
-            None
+            // Skip unmarked.
+            while s > low && !self.bit(s - 1) {
+                s -= 1;
+            }
+            if s == low {
+                return None;
+            }
+            let end = s - 1;
+            while s > low && self.bit(s - 1) {
+                s -= 1;
+            }
+            left -= 1;
+            Some((s, end))
         })
     }
 
