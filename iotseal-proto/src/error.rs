@@ -101,6 +101,9 @@ pub enum AuthFailure {
     UnknownIdentity,
     /// The device is revoked.
     Revoked,
+    /// The device's registered key or suite rules do not allow the negotiated suite. Reported
+    /// to the peer like any other authentication failure, so M3 is no registry oracle.
+    DevicePolicy,
     /// The peer's key share was invalid.
     BadKeyShare,
 }
@@ -144,7 +147,7 @@ pub enum Refusal {
     Malformed = 1,
     /// Authentication failed (any reason).
     AuthFailed = 2,
-    /// Replay, or out of the time window.
+    /// Replay (a hello nonce or record seen before, or below the window).
     Replay = 3,
     /// The session is unknown: handshake again.
     UnknownSession = 4,
@@ -154,7 +157,7 @@ pub enum Refusal {
     Busy = 6,
     /// The session ended: handshake again.
     SessionEnded = 7,
-    /// Stale or future hello.
+    /// A hello or record whose time is outside the allowed skew or age.
     Stale = 8,
 }
 
@@ -203,6 +206,7 @@ impl Error {
             Self::PeerMisbehaved(_) => "protocol",
             Self::AuthFailed(AuthFailure::UnknownIdentity) => "unknown",
             Self::AuthFailed(AuthFailure::Revoked) => "revoked",
+            Self::AuthFailed(AuthFailure::DevicePolicy) => "policy",
             Self::AuthFailed(_) | Self::Crypto(_) => "tamper",
             Self::Replay => "replay",
             Self::Stale => "stale",
@@ -309,6 +313,7 @@ mod tests {
             AuthFailure::UnknownIdentity,
             AuthFailure::Revoked,
             AuthFailure::BadKeyShare,
+            AuthFailure::DevicePolicy,
         ] {
             assert_eq!(Error::AuthFailed(a).refusal(), Refusal::AuthFailed);
         }

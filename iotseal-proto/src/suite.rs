@@ -180,8 +180,9 @@ impl AeadId {
     /// Maximum records sealed under one key before a key update is mandatory.
     ///
     /// AES-GCM: 2^24.5 full-size records (RFC 9147 §4.5.3, from AEBounds); we use 2^24.
-    /// ChaCha20-Poly1305 and AES-CTR+HMAC have no practical confidentiality limit
-    /// below the sequence space; we still cap at 2^32 so keys get updated.
+    /// ChaCha20-Poly1305 and AES-CTR+HMAC have no practical limit at our record sizes; the
+    /// 2^32 here is above the per-session sequence cap (2^30), so for them only the
+    /// configured key-update policy triggers updates.
     pub const fn confidentiality_limit(self) -> u64 {
         match self {
             Self::Aes128Gcm | Self::Aes256Gcm => 1 << 24,
@@ -189,10 +190,9 @@ impl AeadId {
         }
     }
 
-    /// Maximum failed record authentications tolerated under one key.
-    ///
-    /// AES-GCM 2^57 and ChaCha20-Poly1305 2^36 (RFC 9147 §4.5.3); HMAC-SHA256-128 the
-    /// same order as AES-GCM. We cap all at 2^36 to keep the arithmetic simple.
+    /// Maximum failed record authentications under one session before it is closed:
+    /// 2^36 for AES-GCM and ChaCha20-Poly1305 (RFC 9147 §4.5.3); we apply the same bound to
+    /// HMAC-SHA256-128.
     pub const fn integrity_limit(self) -> u64 {
         1 << 36
     }

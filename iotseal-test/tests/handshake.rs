@@ -353,7 +353,13 @@ fn device_identity_checks() {
                 ..good.clone()
             },
         );
-        assert_eq!(pair.handshake().unwrap_err(), Error::PolicyRefused);
+        let err = pair.handshake().unwrap_err();
+        assert_eq!(err, AuthFailure::DevicePolicy.into());
+        assert_eq!(
+            err.refusal(),
+            Error::from(AuthFailure::UnknownIdentity).refusal(),
+            "no registry oracle"
+        );
 
         pair.registry.insert(&id, good);
         pair.handshake().expect("restored");
@@ -584,4 +590,76 @@ fn deterministic_with_seeded_provider() {
         .unwrap();
     assert_eq!(a.flights, b.flights);
     let _ = Malformed::Truncated;
+}
+
+/// A device with a wrong clock whose first offer is not the one the gateway picks: the clock
+/// retry names the chosen suite, so the retried hello carries the right key share.
+#[test]
+fn clock_retry_names_the_chosen_suite() {
+    let classic = suite(KemId::X25519, SigAlg::Ed25519, AeadId::Aes256Gcm);
+    let mut pair = Pair::with_offers(rc(), aws(), vec![classic, Suite::DEFAULT], 53);
+    pair.reconfigure(|c| {
+        c.policy = SuitePolicy {
+            require_pq_kem: true,
+            ..SuitePolicy::default()
+        }
+    });
+    let gw_now = pair.now;
+    let dev_now = Time(gw_now.0 + 600_000);
+    let (hs, m1) = DeviceHandshake::start(pair.device.clone(), dev_now).unwrap();
+    let r = pair.server.handle_hello(gw_now, &m1, &|_| false).unwrap();
+    assert!(matches!(
+        r,
+        HelloReply::Retry {
+            reason: RetryReason::Clock,
+            stale: false,
+            ..
+        }
+    ));
+    let DeviceNext::Retry { handshake, hello } = hs.handle(dev_now, reply_bytes(&r)).unwrap()
+    else {
+        panic!()
+    };
+    let r = pair
+        .server
+        .handle_hello(gw_now, &hello, &|_| false)
+        .unwrap();
+    let HelloReply::GatewayHello { suite: chosen, .. } = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(*chosen, Suite::DEFAULT);
+    let DeviceNext::Established(e) = handshake.handle(dev_now, reply_bytes(&r)).unwrap() else {
+        panic!()
+    };
+    pair.server
+        .handle_finish(gw_now, &e.finish, &pair.registry)
+        .unwrap();
+}
+
+/// A first offer the gateway does not know (a newer device): the key share is for it, so
+/// the gateway asks for a share of the suite it picks.
+#[test]
+fn unknown_first_offer_gets_a_key_share_retry() {
+    let mut pair = Pair::with_offers(rc(), aws(), vec![Suite::DEFAULT, SMALL], 54);
+    let now = pair.now;
+    let (_hs, m1) = DeviceHandshake::start(pair.device.clone(), now).unwrap();
+    // Rewrite the first offer's KEM code to an unknown one and re-MAC.
+    let mut forged = m1[..m1.len() - MAC1_LEN].to_vec();
+    forged[3] = 0x7e;
+    let pin = &pair.device.pins[0];
+    let mac = aws()
+        .hmac
+        .mac(&mac1_key(&aws(), pin.alg, &pin.public_key), &[&forged]);
+    forged.extend_from_slice(&mac[..MAC1_LEN]);
+    let r = pair.server.handle_hello(now, &forged, &|_| false).unwrap();
+    assert!(
+        matches!(
+            r,
+            HelloReply::Retry {
+                reason: RetryReason::KeyShare,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }

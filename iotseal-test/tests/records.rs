@@ -277,3 +277,25 @@ fn session_lifetime_and_sequence_limit() {
     );
     assert!(e.device.is_expired(Time(pair.now.0 + 61_000)));
 }
+
+/// The sender updates its key several times before any of its records arrive (one record an
+/// hour, the in-between ones lost): the receiver catches up, within MAX_EPOCH_SKIP.
+#[test]
+fn receiver_catches_up_over_several_key_updates() {
+    let (pair, mut e) = established(AeadId::Aes256Gcm, 13, |p| {
+        p.edit_device(|d| d.session.rekey_after_records = 1);
+    });
+    let now = pair.now;
+    let recs: Vec<Vec<u8>> = (0..12u8).map(|i| seal(&mut e, now, &[i])).collect();
+    deliver(&mut e, now, &recs[0]).unwrap();
+    deliver(&mut e, now, &recs[5]).expect("5 epochs ahead");
+    assert_eq!(e.gateway.epochs().1, 5);
+    // Too far ahead: 10 epochs beyond the current one.
+    let far: Vec<Vec<u8>> = (0..12u8).map(|i| seal(&mut e, now, &[i])).collect();
+    assert_eq!(
+        deliver(&mut e, now, &far[3]).unwrap_err(),
+        PeerMisbehaved::BadEpoch.into(),
+        "beyond MAX_EPOCH_SKIP"
+    );
+    assert_eq!(iotseal_proto::record::MAX_EPOCH_SKIP, 8);
+}

@@ -62,7 +62,9 @@ pub struct DeviceEstablished {
     /// M3, to send (records sealed with `session` may follow it in the same message).
     pub finish: Vec<u8>,
     /// The gateway's authenticated time, when the round trip was short enough (at most
-    /// skew / 2) to adopt it; `None` otherwise. Adopt by setting the clock to this value.
+    /// skew / 2) to adopt it; `None` otherwise. Adopt by setting the clock to this value: the
+    /// session already runs on it (its start is this time), so pass times on the adopted
+    /// clock to it from now on.
     pub gateway_time: Option<Time>,
     /// Which pinned key the gateway used.
     pub gateway_key_id: [u8; KEY_ID_LEN],
@@ -308,23 +310,25 @@ impl DeviceHandshake {
         finish.extend_from_slice(&plain);
         finish.extend_from_slice(&tag);
 
+        let rtt_ms = now.millis_since(self.sent_at);
+        let gateway_time = (rtt_ms <= u64::from(cfg.skew_secs) * 500).then(|| {
+            let delta = wire_diff(m2.time, now.wire_secs());
+            Time((now.as_millis() as i64 + delta * 1000).max(0) as u64)
+        });
+        // The session runs on the adopted clock when there is one: the caller passes times
+        // on that clock from now on.
+        let started = gateway_time.unwrap_or(now);
         let (d_app, g_app) = secrets.application(p, &th_full)?;
         let session = Session::new(
             *p,
             suite,
             Role::Device,
             m2.session_id,
-            now,
+            started,
             cfg.session,
             d_app,
             g_app,
         )?;
-
-        let rtt_ms = now.millis_since(self.sent_at);
-        let gateway_time = (rtt_ms <= u64::from(cfg.skew_secs) * 500).then(|| {
-            let delta = wire_diff(m2.time, now.wire_secs());
-            Time((now.as_millis() as i64 + delta * 1000).max(0) as u64)
-        });
         let mut gateway_key_id = [0u8; KEY_ID_LEN];
         gateway_key_id.copy_from_slice(kid);
         Ok(Box::new(DeviceEstablished {

@@ -180,30 +180,7 @@ impl HandshakeServer {
             }
         };
 
-        // 3. Freshness. A first hello out of the skew gets one clock retry.
-        let delta = wire_diff(hello.time, now.wire_secs());
-        let skew = i64::from(cfg.skew_secs);
-        if delta < -skew || delta > skew {
-            let stale = delta < 0;
-            if cookie.is_some() || hello.offers.is_empty() {
-                return Err(if stale { Error::Stale } else { Error::Future });
-            }
-            let suite = hello.offers[0];
-            let bytes = self.retry(now, msg, RetryReason::Clock, suite);
-            return Ok(HelloReply::Retry {
-                reason: RetryReason::Clock,
-                stale,
-                bytes,
-            });
-        }
-
-        // 4. Replay: the nonce within its window. (Identical retransmissions were answered
-        // from the answer cache before this call.)
-        if self.nonces.contains(now, &hello.nonce) {
-            return Err(Error::Replay);
-        }
-
-        // 5. Suite: the first offer our policy and identities allow.
+        // 3. Suite: the first offer our policy and identities allow (no public-key work).
         let supported = |s: &Suite| {
             p.kem(s.kem).is_ok()
                 && p.signature(s.sig).is_ok()
@@ -220,16 +197,44 @@ impl HandshakeServer {
             None if hello.offers.iter().any(supported) => return Err(Error::PolicyRefused),
             None => return Err(Error::UnsupportedSuite),
         };
+
+        // 4. Freshness. A first hello out of the skew gets one clock retry, whose cookie
+        // names the chosen suite (so the retried hello carries the right key share).
+        let delta = wire_diff(hello.time, now.wire_secs());
+        let skew = i64::from(cfg.skew_secs);
+        if delta < -skew || delta > skew {
+            let stale = delta < 0;
+            if cookie.is_some() {
+                return Err(if stale { Error::Stale } else { Error::Future });
+            }
+            let bytes = self.retry(now, msg, RetryReason::Clock, suite);
+            return Ok(HelloReply::Retry {
+                reason: RetryReason::Clock,
+                stale,
+                bytes,
+            });
+        }
+
+        // 5. Replay: the nonce within its window. (Identical retransmissions were answered
+        // from the answer cache before this call.)
+        if self.nonces.contains(now, &hello.nonce) {
+            return Err(Error::Replay);
+        }
+
+        // 6. The key share must be for the chosen suite's KEM, else one key-share retry.
         let share_suite = match &cookie {
             Some(c) => {
                 if c.suite != suite || !hello.offers.contains(&c.suite) {
                     return Err(PeerMisbehaved::RetryMismatch.into());
                 }
-                c.suite
+                Some(c.suite)
             }
-            None => hello.offers[0],
+            None => hello.first_offer,
         };
-        if share_suite.kem != suite.kem {
+        if share_suite.map(|s| s.kem) != Some(suite.kem) {
+            if cookie.is_some() {
+                return Err(PeerMisbehaved::RetryMismatch.into());
+            }
             let bytes = self.retry(now, msg, RetryReason::KeyShare, suite);
             return Ok(HelloReply::Retry {
                 reason: RetryReason::KeyShare,
@@ -241,7 +246,7 @@ impl HandshakeServer {
             return Err(Malformed::BadLength.into());
         }
 
-        // 6. Room for one more half-open handshake and nonce.
+        // 7. Room for one more half-open handshake and nonce.
         if !self.half_open.has_room(now) {
             return Err(Limit::HalfOpenFull.into());
         }
@@ -249,7 +254,7 @@ impl HandshakeServer {
             return Err(Limit::NonceCacheFull.into());
         }
 
-        // 7. Public-key work.
+        // 8. Public-key work.
         let cfg = &self.config;
         let resp = p.kem(suite.kem)?.respond(hello.share, p.random)?;
         let session_id = self.new_session_id(in_use)?;
@@ -291,8 +296,10 @@ impl HandshakeServer {
         bytes.extend_from_slice(&tag);
 
         let expires = now.plus_millis(self.skew_ms());
-        let nonce_exp =
-            Time::from_secs(now.as_secs().saturating_add_signed(delta)).plus_millis(self.skew_ms());
+        // The hello stays fresh through the whole second `time + skew`: keep its nonce until
+        // the end of that second.
+        let nonce_exp = Time::from_secs(now.as_secs().saturating_add_signed(delta))
+            .plus_millis(self.skew_ms() + 1000);
         let _ = self
             .nonces
             .insert(now, hello.nonce, nonce_exp.max(now.plus_millis(1)), ());
@@ -388,7 +395,7 @@ impl HandshakeServer {
             return Err(AuthFailure::Revoked.into());
         }
         if dev.alg != suite.sig || dev.policy.as_ref().is_some_and(|pol| !pol.allows(suite)) {
-            return Err(Error::PolicyRefused);
+            return Err(AuthFailure::DevicePolicy.into());
         }
 
         let mut t = ho.transcript.fork();

@@ -41,8 +41,11 @@ pub mod msg_type {
 /// M1, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello<'a> {
-    /// Offered suites, most preferred first.
+    /// Offered suites this implementation knows, most preferred first.
     pub offers: Vec<Suite>,
+    /// The first offer as sent, if known: the key share is for its KEM (unless a cookie is
+    /// echoed, then it is for the cookie's suite).
+    pub first_offer: Option<Suite>,
     /// The device's time (wire seconds).
     pub time: u32,
     /// Random nonce.
@@ -73,10 +76,13 @@ impl<'a> Hello<'a> {
             return Err(Malformed::BadLength.into());
         }
         let mut offers = Vec::with_capacity(n);
-        for _ in 0..n {
-            if let Some(s) = Suite::from_bytes(r.array()?) {
-                offers.push(s);
+        let mut first_offer = None;
+        for i in 0..n {
+            let s = Suite::from_bytes(r.array()?);
+            if i == 0 {
+                first_offer = s;
             }
+            offers.extend(s);
         }
         let time = r.u32()?;
         let nonce = r.array()?;
@@ -92,6 +98,7 @@ impl<'a> Hello<'a> {
         r.finish()?;
         Ok(Self {
             offers,
+            first_offer,
             time,
             nonce,
             share,

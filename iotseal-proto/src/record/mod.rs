@@ -7,7 +7,7 @@ mod session;
 pub mod window;
 
 pub use header::{ContentType, Header, MAX_SEQ};
-pub use session::{Opened, Role, Session, SessionConfig};
+pub use session::{MAX_EPOCH_SKIP, Opened, Role, Session, SessionConfig};
 pub use window::{ReplayWindow, WINDOW_SIZE};
 
 /// The largest plaintext of one record.

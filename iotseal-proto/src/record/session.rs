@@ -58,6 +58,9 @@ impl Default for SessionConfig {
     }
 }
 
+/// How many key updates ahead of the receiver a record may be and still be accepted.
+pub const MAX_EPOCH_SKIP: u64 = 8;
+
 #[derive(Debug)]
 struct SendState {
     secret: Secret,
@@ -300,6 +303,9 @@ impl Session {
         if now.millis_since(self.started) / 1000 >= self.config.lifetime_secs {
             return Err(Limit::SessionExpired.into());
         }
+        if self.recv.failures >= self.suite.aead.integrity_limit() {
+            return Err(Limit::IntegrityLimit.into());
+        }
         self.recv.window.check(h.seq)?;
         let time = self.started.plus_millis(h.time_offset * 1000);
         if let Some(max) = self.config.max_record_age_secs {
@@ -314,21 +320,25 @@ impl Session {
         let (payload, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Malformed::Truncated)?;
 
-        let cur = (self.recv.epoch & 0x0f) as u8;
-        let next_bits = ((self.recv.epoch + 1) & 0x0f) as u8;
-        let prev_bits = (self.recv.epoch.wrapping_sub(1) & 0x0f) as u8;
-        let result = if h.epoch_bits == cur {
+        // Which epoch the record claims: the previous one (grace period), the current one,
+        // or up to MAX_EPOCH_SKIP ahead (a sender may update more than once before one of
+        // its records arrives). 4 bits disambiguate these 1 + 1 + MAX_EPOCH_SKIP values.
+        let ahead = (h.epoch_bits.wrapping_sub(self.recv.epoch as u8)) & 0x0f;
+        let result = if ahead == 0 {
             let k = &self.recv.keys;
             k.key
                 .open(&k.nonce(h.seq), aad, payload, tag)
                 .map(|()| None)
-        } else if h.epoch_bits == next_bits {
-            let secret = next_secret(&self.provider, &self.recv.secret)?;
+        } else if u64::from(ahead) <= MAX_EPOCH_SKIP {
+            let mut secret = next_secret(&self.provider, &self.recv.secret)?;
+            for _ in 1..ahead {
+                secret = next_secret(&self.provider, &secret)?;
+            }
             let keys = TrafficKeys::new(&self.provider, self.suite.aead, &secret)?;
             keys.key
                 .open(&keys.nonce(h.seq), aad, payload, tag)
-                .map(|()| Some((secret, keys)))
-        } else if h.epoch_bits == prev_bits && self.recv.epoch > 0 {
+                .map(|()| Some((secret, keys, u64::from(ahead))))
+        } else if ahead == 0x0f && self.recv.epoch > 0 {
             match &self.recv.previous {
                 Some(p) if now < p.until => p
                     .keys
@@ -349,15 +359,16 @@ impl Session {
                 Err(AuthFailure::DecryptFailed.into())
             }
             Ok(ratchet) => {
-                if let Some((secret, keys)) = ratchet {
-                    // Authentic under epoch e+1: only now move, keep e for the grace period.
+                if let Some((secret, keys, ahead)) = ratchet {
+                    // Authentic under a later epoch: only now move (skipped secrets are
+                    // already dropped), keep the current keys for the grace period.
                     let old = core::mem::replace(&mut self.recv.keys, keys);
                     self.recv.previous = Some(PreviousKey {
                         keys: old,
                         until: now.plus_millis(self.config.grace_secs * 1000),
                     });
                     self.recv.secret = secret;
-                    self.recv.epoch += 1;
+                    self.recv.epoch += ahead;
                     self.recv.failures = 0;
                 }
                 Ok(Opened {
