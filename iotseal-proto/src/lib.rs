@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod handshake;
 pub mod key_schedule;
+pub mod reading;
 pub mod record;
 pub mod suite;
 pub mod time;

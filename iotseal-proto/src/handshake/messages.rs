@@ -346,3 +346,40 @@ pub fn decode_alert(buf: &[u8]) -> Option<crate::error::Refusal> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2000), first in 0u8..8) {
+            let mut d = data;
+            if let Some(b) = d.first_mut() {
+                *b = first;
+            }
+            let _ = Hello::decode(&d);
+            let _ = Cookie::from_retry_message(&d);
+            let _ = Cookie::decode(&d);
+            let _ = GatewayHello::decode(&d);
+            let _ = Finish::decode(&d);
+            let _ = Finish::peek_session_id(&d);
+            let _ = decode_alert(&d);
+        }
+
+        #[test]
+        fn hello_round_trips(n in 1usize..4, time: u32, nonce: [u8; 16], share in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let offers: Vec<Suite> = Suite::all().take(n).collect();
+            let mut m = encode_hello_body(&offers, time, &nonce, &share, None);
+            m.extend_from_slice(&[7; MAC1_LEN]);
+            let h = Hello::decode(&m).unwrap();
+            prop_assert_eq!(h.offers, offers.clone());
+            prop_assert_eq!(h.first_offer, Some(offers[0]));
+            prop_assert_eq!(h.time, time);
+            prop_assert_eq!(h.nonce, nonce);
+            prop_assert_eq!(h.share, &share[..]);
+            prop_assert_eq!(h.mac1, [7; MAC1_LEN]);
+        }
+    }
+}
