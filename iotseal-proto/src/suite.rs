@@ -47,6 +47,21 @@ macro_rules! registry {
                 match s { $( $text => Ok(Self::$variant), )+ _ => Err(UnknownAlgorithm) }
             }
         }
+
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <alloc::string::String as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(|_| serde::de::Error::custom("unknown algorithm name"))
+            }
+        }
     };
 }
 
@@ -247,6 +262,22 @@ impl Suite {
 impl fmt::Display for Suite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kem, self.sig, self.aead)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Suite {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Suite {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <alloc::string::String as serde::Deserialize>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom("unknown suite (kem/sig/aead)"))
     }
 }
 

@@ -1,0 +1,148 @@
+//! Storage behind a trait: the embedded default is SQLite ([`sqlite::SqliteStorage`]); other
+//! backends (PostgreSQL for scale-out) implement the same trait with the same rules:
+//!
+//! - [`Storage::store_readings`] returns only after the readings are committed durably; only
+//!   then may the gateway acknowledge them.
+//! - A reading is identified by (device id, message id): storing it again is a no-op counted
+//!   as a duplicate, never a second row.
+//! - A batch is all-or-nothing: a crash leaves either every reading of a call or none.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use iotseal_proto::SigAlg;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A storage failure. Details are for logs only.
+#[derive(Debug)]
+pub struct StorageError(pub String);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// A verified, decrypted reading to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewReading {
+    /// The authenticated device.
+    pub device_id: String,
+    /// The device's message id (unique per device).
+    pub msg_id: u64,
+    /// Device timestamp, ms since the Unix epoch.
+    pub device_time_ms: u64,
+    /// Gateway receive time, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// The encoded reading as it arrived (see `iotseal_proto::reading`).
+    pub payload: Vec<u8>,
+    /// Values parsed out of the payload: (sensor name, value).
+    pub values: Vec<(String, f64)>,
+}
+
+/// Result of a store call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Readings written.
+    pub inserted: usize,
+    /// Readings already stored before (same device and message id).
+    pub duplicates: usize,
+}
+
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceRecord {
+    /// Identifier (1 to 32 bytes of UTF-8).
+    pub id: String,
+    /// Signature algorithm of its key.
+    pub alg: SigAlg,
+    /// Public key, hex.
+    pub public_key_hex: String,
+    /// Revoked devices cannot handshake; their sessions end.
+    pub revoked: bool,
+    /// Registration time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last accepted record or handshake, ms since the Unix epoch.
+    pub last_seen_ms: Option<u64>,
+    /// Readings stored for this device.
+    pub readings: u64,
+}
+
+/// A stored reading, as queried.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StoredReading {
+    /// Device id.
+    pub device_id: String,
+    /// Message id.
+    pub msg_id: u64,
+    /// Device timestamp, ms.
+    pub device_time_ms: u64,
+    /// Gateway receive time, ms.
+    pub received_ms: u64,
+    /// Payload, hex.
+    pub payload_hex: String,
+    /// Parsed values.
+    pub values: Vec<(String, f64)>,
+}
+
+/// Which readings to return.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadingQuery {
+    /// The device.
+    pub device_id: String,
+    /// Device time from (inclusive), ms.
+    pub from_ms: Option<u64>,
+    /// Device time to (exclusive), ms.
+    pub to_ms: Option<u64>,
+    /// At most this many (bounded by the backend, at most 100,000).
+    pub limit: Option<u32>,
+}
+
+/// An entry of the sessions' audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Device id (None before the device authenticated).
+    pub device_id: Option<String>,
+    /// Session id.
+    pub session_id: u32,
+    /// `established`, `closed`, `expired`, `revoked`, `refused:<reason>`.
+    pub event: String,
+    /// Suite name.
+    pub suite: String,
+}
+
+/// Durable storage of devices, readings and the session audit trail.
+pub trait Storage: Send + Sync + 'static {
+    /// Stores readings in one transaction; returns after commit.
+    fn store_readings(
+        &self,
+        readings: Vec<NewReading>,
+    ) -> BoxFuture<'_, Result<StoreOutcome, StorageError>>;
+    /// Registers a device. Fails if the id exists or the public key is already registered.
+    fn add_device(&self, device: DeviceRecord) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Marks a device revoked; false if unknown.
+    fn revoke_device(&self, id: String) -> BoxFuture<'_, Result<bool, StorageError>>;
+    /// One device.
+    fn device(&self, id: String) -> BoxFuture<'_, Result<Option<DeviceRecord>, StorageError>>;
+    /// Every device.
+    fn devices(&self) -> BoxFuture<'_, Result<Vec<DeviceRecord>, StorageError>>;
+    /// Records that a device was seen at `at_ms`.
+    fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Readings of a device in a time range, oldest first.
+    fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>>;
+    /// Total readings stored.
+    fn count_readings(&self) -> BoxFuture<'_, Result<u64, StorageError>>;
+    /// Appends to the session audit trail.
+    fn session_event(&self, ev: SessionEvent) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Waits until everything accepted so far is committed; then the storage may be dropped.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>>;
+}
