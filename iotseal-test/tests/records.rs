@@ -299,3 +299,23 @@ fn receiver_catches_up_over_several_key_updates() {
     );
     assert_eq!(iotseal_proto::record::MAX_EPOCH_SKIP, 8);
 }
+
+/// After a jump over several epochs, late records of the epoch the receiver left are still
+/// accepted during the grace period (skipped epochs' records are not).
+#[test]
+fn grace_covers_the_epoch_left_after_a_jump() {
+    let (pair, mut e) = established(AeadId::Aes256Gcm, 14, |p| {
+        p.edit_device(|d| d.session.rekey_after_records = 2);
+    });
+    let now = pair.now;
+    let recs: Vec<Vec<u8>> = (0..8u8).map(|i| seal(&mut e, now, &[i])).collect();
+    deliver(&mut e, now, &recs[0]).unwrap();
+    deliver(&mut e, now, &recs[6]).expect("jump from epoch 0 to 3");
+    assert_eq!(e.gateway.epochs().1, 3);
+    deliver(&mut e, now, &recs[1]).expect("epoch 0 record inside the grace period");
+    assert_eq!(
+        deliver(&mut e, now, &recs[3]).unwrap_err(),
+        PeerMisbehaved::BadEpoch.into(),
+        "skipped epoch 1"
+    );
+}

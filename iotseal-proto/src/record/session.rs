@@ -75,6 +75,7 @@ struct SendState {
 #[derive(Debug)]
 struct PreviousKey {
     keys: TrafficKeys,
+    epoch: u64,
     until: Time,
 }
 
@@ -338,15 +339,19 @@ impl Session {
             keys.key
                 .open(&keys.nonce(h.seq), aad, payload, tag)
                 .map(|()| Some((secret, keys, u64::from(ahead))))
-        } else if ahead == 0x0f && self.recv.epoch > 0 {
-            match &self.recv.previous {
-                Some(p) if now < p.until => p
-                    .keys
-                    .key
-                    .open(&p.keys.nonce(h.seq), aad, payload, tag)
-                    .map(|()| None),
-                _ => return Err(PeerMisbehaved::BadEpoch.into()),
+        } else if let Some(p) = self
+            .recv
+            .previous
+            .as_ref()
+            .filter(|p| (p.epoch & 0x0f) as u8 == h.epoch_bits)
+        {
+            if now >= p.until {
+                return Err(PeerMisbehaved::BadEpoch.into());
             }
+            p.keys
+                .key
+                .open(&p.keys.nonce(h.seq), aad, payload, tag)
+                .map(|()| None)
         } else {
             return Err(PeerMisbehaved::BadEpoch.into());
         };
@@ -365,6 +370,7 @@ impl Session {
                     let old = core::mem::replace(&mut self.recv.keys, keys);
                     self.recv.previous = Some(PreviousKey {
                         keys: old,
+                        epoch: self.recv.epoch,
                         until: now.plus_millis(self.config.grace_secs * 1000),
                     });
                     self.recv.secret = secret;

@@ -1,0 +1,184 @@
+//! HTTP/1.1 over TLS 1.3 to the gateway, trusting exactly the pinned certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use iotseal_proto::Refusal;
+use iotseal_proto::handshake::messages::decode_alert;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::files::GatewayPins;
+use crate::transport::{BoxFuture, Transport, TransportError};
+
+/// Largest answer accepted from a gateway.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Accepts exactly one certificate (by its SHA-256) and checks the TLS 1.3 signature with it.
+#[derive(Debug)]
+struct PinnedCert {
+    sha256: Vec<u8>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = aws_lc_sha256(end_entity.as_ref());
+        if got.len() == self.sha256.len() && aws_lc_rs_ct_eq(&got, &self.sha256) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn aws_lc_sha256(data: &[u8]) -> Vec<u8> {
+    let p = iotseal_crypto_awslc::default_provider();
+    p.hash.hash(data).to_vec()
+}
+
+fn aws_lc_rs_ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An HTTPS transport with keep-alive connections to one gateway.
+#[derive(Clone, Debug)]
+pub struct HttpsTransport {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    base: String,
+    timeout: Duration,
+}
+
+impl HttpsTransport {
+    /// A transport to `pins.url` trusting only the pinned certificate (TLS 1.3 only,
+    /// X25519MLKEM768 preferred). A `http://` URL (a deployment behind a TLS-terminating
+    /// proxy) is spoken in plain HTTP; the end-to-end layer still protects every reading.
+    pub fn new(pins: &GatewayPins) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = PinnedCert {
+            sha256: hex::decode(pins.tls_cert_sha256.trim())?,
+            provider: provider.clone(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self {
+            client,
+            base: pins.url.trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Sets the per-request timeout (default 10 s).
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{}", self.base, path))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| TransportError::Unavailable(e.to_string()))?
+                .to_bytes();
+            if status == StatusCode::OK {
+                Ok(body.to_vec())
+            } else {
+                let refusal = decode_alert(&body).unwrap_or(match status {
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                        Refusal::Busy
+                    }
+                    StatusCode::NOT_FOUND => Refusal::UnknownSession,
+                    _ => Refusal::Malformed,
+                });
+                Err(TransportError::Refused(refusal))
+            }
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(TransportError::Unavailable("timeout".into())))
+    }
+}
+
+impl Transport for HttpsTransport {
+    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+        Box::pin(self.post("/v1/handshake", body))
+    }
+
+    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+        Box::pin(self.post("/v1/records", body))
+    }
+}

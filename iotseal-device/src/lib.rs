@@ -1,0 +1,32 @@
+//! iotseal device SDK: a device that pins its gateway, runs the handshake, seals batched
+//! readings, and keeps every reading until the gateway acknowledges it.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use iotseal_device::{DeviceClient, DeviceOptions, GatewayPins, IdentityFile, HttpsTransport};
+//! use iotseal_proto::reading::SensorKind;
+//! let pins = GatewayPins::load("gateway.pub.toml".as_ref())?;
+//! let identity = IdentityFile::load("device.key".as_ref())?;
+//! let transport = HttpsTransport::new(&pins)?;
+//! let mut device = DeviceClient::new(identity.device_config(&pins, None)?, transport, DeviceOptions::default());
+//! device.push(vec![(SensorKind::Temperature, 21.5)], Vec::new())?;
+//! let report = device.flush().await?;
+//! println!("{} readings acknowledged", report.acknowledged);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod clock;
+mod files;
+mod https;
+mod queue;
+mod transport;
+
+pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushReport};
+pub use clock::Clock;
+pub use files::{GatewayPins, IdentityFile, PinnedIdentity};
+pub use https::HttpsTransport;
+pub use queue::{PendingReading, QueueFull};
+pub use transport::{BoxFuture, Transport, TransportError};
