@@ -16,9 +16,18 @@ fn records(c: &mut Criterion) {
     for (pname, p) in providers() {
         for aead in AeadId::ALL {
             let mut g = c.benchmark_group(format!("record/{pname}/{aead}"));
-            g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-            let key = p.aead(*aead).unwrap().key(&vec![7u8; aead.key_len()]).unwrap();
-            let suite = Suite { kem: KemId::X25519, sig: SigAlg::Ed25519, aead: *aead };
+            g.measurement_time(Duration::from_secs(2))
+                .warm_up_time(Duration::from_millis(500));
+            let key = p
+                .aead(*aead)
+                .unwrap()
+                .key(&vec![7u8; aead.key_len()])
+                .unwrap();
+            let suite = Suite {
+                kem: KemId::X25519,
+                sig: SigAlg::Ed25519,
+                aead: *aead,
+            };
             let mut setup = Setup::new(suite, p, p);
             let (mut dev, mut gw) = setup.handshake();
             for size in SIZES {
@@ -26,17 +35,21 @@ fn records(c: &mut Criterion) {
                 let msg = vec![0x42u8; size];
                 let mut buf = msg.clone();
                 let mut seq = 0u64;
-                g.bench_with_input(BenchmarkId::new("raw_aead_seal_open", size), &size, |b, _| {
-                    b.iter(|| {
-                        seq += 1;
-                        let mut nonce = [0u8; 12];
-                        nonce[4..].copy_from_slice(&seq.to_be_bytes());
-                        buf.copy_from_slice(&msg);
-                        let tag = key.seal(&nonce, b"hdr-13-bytes!", &mut buf).unwrap();
-                        key.open(&nonce, b"hdr-13-bytes!", &mut buf, &tag).unwrap();
-                        black_box(&buf);
-                    })
-                });
+                g.bench_with_input(
+                    BenchmarkId::new("raw_aead_seal_open", size),
+                    &size,
+                    |b, _| {
+                        b.iter(|| {
+                            seq += 1;
+                            let mut nonce = [0u8; 12];
+                            nonce[4..].copy_from_slice(&seq.to_be_bytes());
+                            buf.copy_from_slice(&msg);
+                            let tag = key.seal(&nonce, b"hdr-13-bytes!", &mut buf).unwrap();
+                            key.open(&nonce, b"hdr-13-bytes!", &mut buf, &tag).unwrap();
+                            black_box(&buf);
+                        })
+                    },
+                );
                 let mut out = Vec::with_capacity(size + 64);
                 g.bench_with_input(BenchmarkId::new("record_seal_open", size), &size, |b, _| {
                     b.iter(|| {
@@ -69,7 +82,9 @@ fn bench_suites() -> Vec<Suite> {
 fn handshakes(c: &mut Criterion) {
     for (pname, p) in providers() {
         let mut g = c.benchmark_group(format!("handshake/{pname}"));
-        g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500)).sample_size(30);
+        g.measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_millis(500))
+            .sample_size(30);
         for suite in bench_suites() {
             let mut setup = Setup::new(suite, p, p);
             let id = suite.to_string();
@@ -114,10 +129,14 @@ fn handshakes(c: &mut Criterion) {
 fn primitives(c: &mut Criterion) {
     for (pname, p) in providers() {
         let mut g = c.benchmark_group(format!("primitive/{pname}"));
-        g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300)).sample_size(30);
+        g.measurement_time(Duration::from_secs(2))
+            .warm_up_time(Duration::from_millis(300))
+            .sample_size(30);
         for kem in KemId::ALL {
             let k = p.kem(*kem).unwrap();
-            g.bench_function(BenchmarkId::new("kem_start", kem.name()), |b| b.iter(|| black_box(k.start(p.random).unwrap())));
+            g.bench_function(BenchmarkId::new("kem_start", kem.name()), |b| {
+                b.iter(|| black_box(k.start(p.random).unwrap()))
+            });
             let share = k.start(p.random).unwrap().share().to_vec();
             g.bench_function(BenchmarkId::new("kem_respond", kem.name()), |b| {
                 b.iter(|| black_box(k.respond(&share, p.random).unwrap()))
@@ -142,8 +161,12 @@ fn primitives(c: &mut Criterion) {
             let msg = [0x5a; 60];
             let sg = key.sign(&msg, p.random).unwrap();
             let pk = key.public_key();
-            g.bench_function(BenchmarkId::new("sign", sig.name()), |b| b.iter(|| black_box(key.sign(&msg, p.random).unwrap())));
-            g.bench_function(BenchmarkId::new("verify", sig.name()), |b| b.iter(|| s.verify(&pk, &msg, &sg).unwrap()));
+            g.bench_function(BenchmarkId::new("sign", sig.name()), |b| {
+                b.iter(|| black_box(key.sign(&msg, p.random).unwrap()))
+            });
+            g.bench_function(BenchmarkId::new("verify", sig.name()), |b| {
+                b.iter(|| s.verify(&pk, &msg, &sg).unwrap())
+            });
         }
         g.finish();
     }

@@ -28,16 +28,36 @@ pub struct Setup {
 impl Setup {
     /// Keys generated for `suite`; device on `dp`, gateway on `gp`.
     pub fn new(suite: Suite, dp: CryptoProvider, gp: CryptoProvider) -> Self {
-        let gkey = gp.signature(suite.sig).unwrap().generate(gp.random).unwrap();
-        let dkey = dp.signature(suite.sig).unwrap().generate(dp.random).unwrap();
-        let registered = RegisteredDevice { alg: suite.sig, public_key: dkey.public_key(), revoked: false, policy: None };
-        let pins = vec![PinnedKey { alg: suite.sig, public_key: gkey.public_key() }];
+        let gkey = gp
+            .signature(suite.sig)
+            .unwrap()
+            .generate(gp.random)
+            .unwrap();
+        let dkey = dp
+            .signature(suite.sig)
+            .unwrap()
+            .generate(dp.random)
+            .unwrap();
+        let registered = RegisteredDevice {
+            alg: suite.sig,
+            public_key: dkey.public_key(),
+            revoked: false,
+            policy: None,
+        };
+        let pins = vec![PinnedKey {
+            alg: suite.sig,
+            public_key: gkey.public_key(),
+        }];
         let mut dc = DeviceConfig::new(dp, b"bench-device".to_vec(), dkey, pins);
         dc.offers = vec![suite];
         let mut gc = GatewayConfig::new(gp, vec![GatewayIdentity::new(&gp, gkey)]).unwrap();
         gc.max_half_open = usize::MAX;
         gc.nonce_cache_capacity = usize::MAX;
-        Self { device: Arc::new(dc), server: HandshakeServer::new(gc), registered }
+        Self {
+            device: Arc::new(dc),
+            server: HandshakeServer::new(gc),
+            registered,
+        }
     }
 
     /// Device: start (ephemeral key, M1).
@@ -65,7 +85,10 @@ impl Setup {
     pub fn gateway_finish(&mut self, m3: &[u8]) -> Session {
         let reg = self.registered.clone();
         let registry = move |_: &[u8]| Some(reg.clone());
-        self.server.handle_finish(NOW, m3, &registry).unwrap().session
+        self.server
+            .handle_finish(NOW, m3, &registry)
+            .unwrap()
+            .session
     }
 
     /// A whole handshake; returns (device session, gateway session).

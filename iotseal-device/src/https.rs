@@ -88,6 +88,37 @@ fn aws_lc_rs_ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A keep-alive HTTP/1.1 client that trusts exactly the pinned certificate (TLS 1.3 only).
+pub(crate) fn connector(
+    pins: &GatewayPins,
+) -> Result<
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = PinnedCert {
+        sha256: hex::decode(pins.tls_cert_sha256.trim())?,
+        provider: provider.clone(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector);
+    Ok(client)
+}
+
 /// An HTTPS transport with keep-alive connections to one gateway.
 #[derive(Clone, Debug)]
 pub struct HttpsTransport {
@@ -101,29 +132,8 @@ impl HttpsTransport {
     /// X25519MLKEM768 preferred). A `http://` URL (a deployment behind a TLS-terminating
     /// proxy) is spoken in plain HTTP; the end-to-end layer still protects every reading.
     pub fn new(pins: &GatewayPins) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = PinnedCert {
-            sha256: hex::decode(pins.tls_cert_sha256.trim())?,
-            provider: provider.clone(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Ok(Self {
-            client,
+            client: connector(pins)?,
             base: pins.url.trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(10),
         })

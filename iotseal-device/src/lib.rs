@@ -17,13 +17,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod client;
 mod clock;
 mod files;
 mod https;
 mod queue;
+pub mod sim;
 mod transport;
 
+pub use admin::{AdminClient, StoredReadingJson};
 pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushReport};
 pub use clock::Clock;
 pub use files::{GatewayPins, IdentityFile, PinnedIdentity};

@@ -1,0 +1,182 @@
+//! Scenario files (TOML): groups of devices with their suite, sensors and rates, network
+//! impairments, duration and seed. Examples live in `scenarios/`.
+
+use std::path::Path;
+
+use iotseal_proto::Suite;
+use serde::{Deserialize, Serialize};
+
+use super::impair::Impairments;
+use super::sensors::SensorModelKind;
+
+/// A group of identical devices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Name (device ids are `<name>-<n>`).
+    pub name: String,
+    /// Number of devices.
+    pub devices: u32,
+    /// Suite (`kem/sig/aead`).
+    #[serde(default = "default_suite")]
+    pub suite: Suite,
+    /// Sensors on each device.
+    pub sensors: Vec<SensorModelKind>,
+    /// Readings per second per device.
+    #[serde(default = "default_rate")]
+    pub rate_hz: f64,
+    /// Readings sent together (one flush).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Opaque extra bytes per reading (payload size).
+    #[serde(default)]
+    pub payload_extra: usize,
+    /// Crypto provider of the devices: `rustcrypto` or `aws-lc`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+}
+
+fn default_suite() -> Suite {
+    Suite::DEFAULT
+}
+fn default_rate() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    10
+}
+fn default_provider() -> String {
+    "rustcrypto".into()
+}
+
+/// A whole simulation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Seed: the same seed gives the same sensor values and impairments.
+    #[serde(default)]
+    pub seed: u64,
+    /// How long devices produce readings, seconds.
+    #[serde(default = "default_duration")]
+    pub duration_secs: f64,
+    /// Simulated seconds per real second for the daily cycles (time-lapse).
+    #[serde(default = "default_speedup")]
+    pub time_lapse: f64,
+    /// Network impairments between devices and gateway.
+    #[serde(default)]
+    pub network: Impairments,
+    /// Device groups.
+    #[serde(rename = "group")]
+    pub groups: Vec<Group>,
+}
+
+fn default_duration() -> f64 {
+    20.0
+}
+fn default_speedup() -> f64 {
+    3600.0
+}
+
+impl Scenario {
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let s: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.groups.is_empty() {
+            return Err("a scenario needs at least one [[group]]".into());
+        }
+        let total: u32 = self.groups.iter().map(|g| g.devices).sum();
+        if total == 0 || total > 100_000 {
+            return Err(format!("{total} devices: must be 1 to 100000"));
+        }
+        for g in &self.groups {
+            if !(g.rate_hz > 0.0 && g.rate_hz <= 1000.0) {
+                return Err(format!("group {}: rate_hz must be in (0, 1000]", g.name));
+            }
+            if g.batch == 0 || g.batch > 1024 {
+                return Err(format!("group {}: batch must be 1 to 1024", g.name));
+            }
+            if g.payload_extra > iotseal_proto::reading::MAX_EXTRA {
+                return Err(format!(
+                    "group {}: payload_extra at most {}",
+                    g.name,
+                    iotseal_proto::reading::MAX_EXTRA
+                ));
+            }
+            if g.sensors.is_empty() {
+                return Err(format!("group {}: no sensors", g.name));
+            }
+            if !["rustcrypto", "aws-lc"].contains(&g.provider.as_str()) {
+                return Err(format!("group {}: unknown provider {}", g.name, g.provider));
+            }
+        }
+        self.network.validate()
+    }
+
+    /// A mixed default: classical, hybrid and post-quantum groups with various sensors.
+    pub fn mixed(devices_per_group: u32, duration_secs: f64, seed: u64) -> Self {
+        let g =
+            |name: &str, suite: &str, sensors: Vec<SensorModelKind>, rate: f64, provider: &str| {
+                Group {
+                    name: name.into(),
+                    devices: devices_per_group,
+                    suite: suite.parse().expect("valid suite"),
+                    sensors,
+                    rate_hz: rate,
+                    batch: 5,
+                    payload_extra: 0,
+                    provider: provider.into(),
+                }
+            };
+        use SensorModelKind as K;
+        Self {
+            seed,
+            duration_secs,
+            time_lapse: 3600.0,
+            network: Impairments::default(),
+            groups: vec![
+                g(
+                    "greenhouse",
+                    "x25519mlkem768/ed25519/aes256gcm",
+                    vec![K::Temperature, K::Humidity],
+                    4.0,
+                    "rustcrypto",
+                ),
+                g(
+                    "truck",
+                    "x25519/ed25519/chacha20poly1305",
+                    vec![K::Gps, K::Accelerometer],
+                    5.0,
+                    "rustcrypto",
+                ),
+                g(
+                    "meter",
+                    "p256/ecdsa-p256/aes128gcm",
+                    vec![K::PowerMeter],
+                    2.0,
+                    "aws-lc",
+                ),
+                g(
+                    "wearable",
+                    "mlkem768/mldsa65/aes256ctr-hmacsha256",
+                    vec![K::HeartRate],
+                    2.0,
+                    "rustcrypto",
+                ),
+                g(
+                    "station",
+                    "x25519mlkem768/ed25519+mldsa65/aes256gcm",
+                    vec![K::Pressure, K::Temperature],
+                    1.0,
+                    "aws-lc",
+                ),
+            ],
+        }
+    }
+}
