@@ -1,6 +1,89 @@
 //! iotseal-gateway: runs the gateway role of the protocol core over HTTP/1.1 + TLS 1.3,
 //! verifies and stores readings durably, manages devices, sessions and keys.
+//!
+//! ```text
+//!  device ──TLS 1.3──▶ hyper/axum ──▶ POST /v1/handshake ──▶ HandshakeServer (std Mutex)
+//!                                 └─▶ POST /v1/records   ──▶ SessionTable ─▶ Session (per-session lock)
+//!                                                              │ open → store_readings → accept → seal_ack
+//!                                                              ▼
+//!                                                           Storage (SQLite)
+//!  admin ──token──▶ /v1/devices ──▶ Registry (cache of storage) ──▶ revocation ends sessions
+//! ```
+//!
+//! Start a gateway in-process with [`Gateway::start`]; it returns once listening, with the
+//! bound address. [`GatewayHandle::shutdown`] stops accepting, lets in-flight requests finish
+//! and flushes storage.
+//!
+//! HTTP binding (see `docs/protocol.md` for the messages):
+//!
+//! | Route | Body | Answer |
+//! |-------|------|--------|
+//! | `POST /v1/handshake` | M1, or M3 + batch of records | Retry / M2, or a batch with the ack record |
+//! | `POST /v1/records` | batch of records | batch of ack records (one per session) |
+//! | `GET /healthz`, `GET /metrics` | | `ok`, Prometheus text |
+//! | `/v1/devices...` | admin JSON, bearer token | |
+//!
+//! Refusals are answered with an alert body (`0x7f`, code) and the status of
+//! [`http::status_for`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
+pub mod client;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod ratelimit;
+pub mod registry;
+mod server;
+pub mod sessions;
+pub mod settings;
 pub mod storage;
+pub mod testing;
+pub mod tls;
+
+use std::fmt;
+
+pub use server::{Gateway, GatewayHandle, open_storage, serve};
+pub use settings::Settings;
+
+/// What can stop the gateway from starting or running. Details are for the operator's logs.
+#[derive(Debug)]
+pub enum GatewayError {
+    /// The configuration is invalid.
+    Config(String),
+    /// An identity key could not be loaded.
+    Key(String),
+    /// TLS setup failed.
+    Tls(String),
+    /// Storage failed.
+    Storage(storage::StorageError),
+    /// I/O (binding the socket, reading files).
+    Io(std::io::Error),
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(m) => write!(f, "configuration: {m}"),
+            Self::Key(m) => write!(f, "identity key: {m}"),
+            Self::Tls(m) => write!(f, "TLS: {m}"),
+            Self::Storage(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "I/O: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+impl From<std::io::Error> for GatewayError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<storage::StorageError> for GatewayError {
+    fn from(e: storage::StorageError) -> Self {
+        Self::Storage(e)
+    }
+}

@@ -1,0 +1,381 @@
+//! Prometheus metrics, hand-rolled on atomics (text exposition format 0.0.4).
+//!
+//! Every name starts with `iotseal_`. Label sets are bounded: suites and refusal reasons come
+//! from fixed lists, routes from the router's templates, statuses from the HTTP status space.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Refusal reasons that always appear in `iotseal_refusals_total` (zero until counted).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "replay",
+    "stale",
+    "future",
+    "tamper",
+    "unknown",
+    "revoked",
+    "policy",
+    "malformed",
+    "unknown_session",
+    "limit",
+    "oversize",
+    "rate_limited",
+    "unauthorized",
+    "protocol",
+    "busy",
+    "storage",
+    "timeout",
+];
+
+/// Upper bounds of the `storage_commit_seconds` histogram buckets.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A counter family with one label set per key.
+#[derive(Debug, Default)]
+struct Family(Mutex<BTreeMap<Vec<String>, u64>>);
+
+impl Family {
+    fn inc(&self, labels: &[&str], by: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: callers pass labels from fixed sets; cap anyway against surprises.
+        if m.len() >= 4096 && !m.contains_key(&to_key(labels)) {
+            return;
+        }
+        *m.entry(to_key(labels)).or_insert(0) += by;
+    }
+
+    fn get(&self, labels: &[&str]) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&to_key(labels)).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (labels, v) in m.iter() {
+            let _ = write!(out, "{name}{{");
+            for (i, (n, l)) in label_names.iter().zip(labels).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{n}=\"{}\"", escape(l));
+            }
+            let _ = writeln!(out, "}} {v}");
+        }
+    }
+}
+
+fn to_key(labels: &[&str]) -> Vec<String> {
+    labels.iter().map(|s| (*s).to_string()).collect()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A histogram with fixed buckets (seconds).
+#[derive(Debug)]
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            buckets: COMMIT_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(COMMIT_BUCKETS) {
+            if s <= *le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, le) in self.buckets.iter().zip(COMMIT_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{le}\"}} {}",
+                b.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    handshakes: Family,
+    refusals: Family,
+    tls_handshakes: Family,
+    http_requests: Family,
+    records_accepted: AtomicU64,
+    readings_stored: AtomicU64,
+    readings_duplicate: AtomicU64,
+    acks_sent: AtomicU64,
+    replay_acks_suppressed: AtomicU64,
+    active_sessions: AtomicU64,
+    half_open: AtomicU64,
+    open_connections: AtomicU64,
+    storage_commit: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            handshakes: Family::default(),
+            refusals: Family::default(),
+            tls_handshakes: Family::default(),
+            http_requests: Family::default(),
+            records_accepted: AtomicU64::new(0),
+            readings_stored: AtomicU64::new(0),
+            readings_duplicate: AtomicU64::new(0),
+            acks_sent: AtomicU64::new(0),
+            replay_acks_suppressed: AtomicU64::new(0),
+            active_sessions: AtomicU64::new(0),
+            half_open: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
+            storage_commit: Histogram::new(),
+        };
+        for r in REFUSAL_REASONS {
+            m.refusals.inc(&[r], 0);
+        }
+        for o in ["ok", "failed", "timeout"] {
+            m.tls_handshakes.inc(&[o], 0);
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// Counts a handshake step outcome (`established`, `retry`, or a refusal reason).
+    pub fn handshake(&self, suite: &str, outcome: &str) {
+        self.handshakes.inc(&[suite, outcome], 1);
+    }
+
+    /// Counts a refusal by reason (see [`REFUSAL_REASONS`]).
+    pub fn refusal(&self, reason: &str) {
+        self.refusals_n(reason, 1);
+    }
+
+    /// Counts `n` refusals by reason.
+    pub fn refusals_n(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.refusals.inc(&[reason], n);
+        }
+    }
+
+    /// The refusal count of one reason.
+    pub fn refusals(&self, reason: &str) -> u64 {
+        self.refusals.get(&[reason])
+    }
+
+    /// Counts a TLS handshake (`ok`, `failed`, `timeout`).
+    pub fn tls_handshake(&self, outcome: &str) {
+        self.tls_handshakes.inc(&[outcome], 1);
+    }
+
+    /// Counts an HTTP response.
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests.inc(&[route, &status.to_string()], 1);
+    }
+
+    /// Counts accepted records.
+    pub fn records_accepted(&self, n: u64) {
+        self.records_accepted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Accepted records so far.
+    pub fn records_accepted_total(&self) -> u64 {
+        self.records_accepted.load(Ordering::Relaxed)
+    }
+
+    /// Counts stored and duplicate readings.
+    pub fn readings(&self, stored: u64, duplicate: u64) {
+        self.readings_stored.fetch_add(stored, Ordering::Relaxed);
+        self.readings_duplicate
+            .fetch_add(duplicate, Ordering::Relaxed);
+    }
+
+    /// Counts a sealed acknowledgement.
+    pub fn ack_sent(&self) {
+        self.acks_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an acknowledgement not sent because a session's replay-ack budget was spent.
+    pub fn replay_ack_suppressed(&self) {
+        self.replay_acks_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the live session gauge.
+    pub fn set_active_sessions(&self, n: usize) {
+        self.active_sessions.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the half-open handshake gauge.
+    pub fn set_half_open(&self, n: usize) {
+        self.half_open.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Connection gauge: one more.
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connection gauge: one less.
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records a storage commit's duration.
+    pub fn storage_commit(&self, d: Duration) {
+        self.storage_commit.observe(d);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.handshakes.render(
+            &mut out,
+            "iotseal_handshakes_total",
+            "Handshake messages handled, by suite and outcome.",
+            &["suite", "outcome"],
+        );
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        counter(
+            &mut out,
+            "iotseal_records_accepted_total",
+            "Records authenticated, stored and marked in their session's window.",
+            &self.records_accepted,
+        );
+        counter(
+            &mut out,
+            "iotseal_readings_stored_total",
+            "Readings written to storage.",
+            &self.readings_stored,
+        );
+        counter(
+            &mut out,
+            "iotseal_readings_duplicate_total",
+            "Readings already stored (same device and message id).",
+            &self.readings_duplicate,
+        );
+        counter(
+            &mut out,
+            "iotseal_acks_sent_total",
+            "Acknowledgement records sealed.",
+            &self.acks_sent,
+        );
+        counter(
+            &mut out,
+            "iotseal_replay_acks_suppressed_total",
+            "Replays not answered with an acknowledgement (per-session rate bound).",
+            &self.replay_acks_suppressed,
+        );
+        self.refusals.render(
+            &mut out,
+            "iotseal_refusals_total",
+            "Refused messages and records, by reason.",
+            &["reason"],
+        );
+        gauge(
+            &mut out,
+            "iotseal_active_sessions",
+            "Established sessions in memory.",
+            &self.active_sessions,
+        );
+        gauge(
+            &mut out,
+            "iotseal_half_open_handshakes",
+            "Handshakes waiting for M3.",
+            &self.half_open,
+        );
+        gauge(
+            &mut out,
+            "iotseal_open_connections",
+            "Open client connections.",
+            &self.open_connections,
+        );
+        self.storage_commit.render(
+            &mut out,
+            "iotseal_storage_commit_seconds",
+            "Time to store one request's readings durably.",
+        );
+        self.tls_handshakes.render(
+            &mut out,
+            "iotseal_tls_handshakes_total",
+            "TLS handshakes, by outcome.",
+            &["outcome"],
+        );
+        self.http_requests.render(
+            &mut out,
+            "iotseal_http_requests_total",
+            "HTTP responses, by route and status.",
+            &["route", "status"],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::default();
+        m.handshake("x25519/ed25519/aes256gcm", "established");
+        m.refusal("replay");
+        m.http_request("/healthz", 200);
+        m.storage_commit(Duration::from_millis(3));
+        let t = m.render();
+        for name in [
+            "iotseal_handshakes_total{suite=\"x25519/ed25519/aes256gcm\",outcome=\"established\"} 1",
+            "iotseal_refusals_total{reason=\"replay\"} 1",
+            "iotseal_refusals_total{reason=\"tamper\"} 0",
+            "iotseal_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
+            "iotseal_storage_commit_seconds_bucket{le=\"0.005\"} 1",
+            "iotseal_storage_commit_seconds_count 1",
+            "iotseal_active_sessions 0",
+            "iotseal_tls_handshakes_total{outcome=\"ok\"} 0",
+        ] {
+            assert!(t.contains(name), "missing {name} in\n{t}");
+        }
+    }
+}

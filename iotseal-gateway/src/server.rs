@@ -1,0 +1,514 @@
+//! Starting, running and stopping the gateway: the accept loop (TLS 1.3 or plain HTTP), one
+//! task per connection, the sweeper, the audit writer, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use iotseal_proto::handshake::{GatewayConfig, HandshakeServer};
+use iotseal_proto::{CryptoProvider, Time};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::registry::Registry;
+use crate::sessions::{EndReason, SessionEntry, SessionTable};
+use crate::settings::StorageSpec;
+use crate::storage::{SessionEvent, Storage};
+use crate::{GatewayError, Settings, http, keys, tls};
+
+/// The peer address of a request's connection (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// State shared by every connection and task.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) hs: Mutex<HandshakeServer>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) admin_token_sha256: [u8; 32],
+    pub(crate) provider: CryptoProvider,
+    audit: mpsc::Sender<SessionEvent>,
+    clock: AtomicU64,
+}
+
+impl Shared {
+    /// Wall-clock time that never goes backwards (the core needs non-decreasing times).
+    pub(crate) fn now(&self) -> Time {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prev = self.clock.fetch_max(wall, Ordering::Relaxed);
+        Time(prev.max(wall))
+    }
+
+    /// Queues an audit event (written by a background task; never blocks a request).
+    pub(crate) fn audit(&self, session: &SessionEntry, event: &str, now: Time) {
+        let ev = SessionEvent {
+            at_ms: now.as_millis(),
+            device_id: Some(session.device.id.clone()),
+            session_id: session.id,
+            event: event.to_string(),
+            suite: session.suite.to_string(),
+        };
+        if self.audit.try_send(ev).is_err() {
+            warn!(
+                session = session.id,
+                event, "audit queue full; event dropped"
+            );
+        }
+    }
+
+    /// Audits sessions that left the table and updates the gauge.
+    pub(crate) fn ended(&self, ended: &[Arc<SessionEntry>], reason: EndReason, now: Time) {
+        for e in ended {
+            debug!(session = e.id, device = %e.device.id, reason = reason.as_str(), "session ended");
+            self.audit(e, reason.as_str(), now);
+        }
+        self.metrics.set_active_sessions(self.sessions.len());
+    }
+
+    pub(crate) fn lock_hs(&self) -> std::sync::MutexGuard<'_, HandshakeServer> {
+        self.hs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Opens the storage the settings name.
+pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, GatewayError> {
+    match settings.storage_spec()? {
+        StorageSpec::Memory => Ok(Arc::new(crate::testing::MemoryStorage::default())),
+        StorageSpec::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let s = crate::storage::sqlite::SqliteStorage::open(
+                &path,
+                crate::storage::sqlite::SqliteOptions::default(),
+            )?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+/// Entry point to start a gateway.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Loads keys, TLS and storage as `settings` say, binds, and starts serving. Returns once
+    /// the socket is bound.
+    pub async fn start(settings: Settings) -> Result<GatewayHandle, GatewayError> {
+        let storage = open_storage(&settings).await?;
+        Self::start_with_storage(settings, storage).await
+    }
+
+    /// As [`Gateway::start`] with a given storage.
+    pub async fn start_with_storage(
+        settings: Settings,
+        storage: Arc<dyn Storage>,
+    ) -> Result<GatewayHandle, GatewayError> {
+        settings.validate()?;
+        let provider = iotseal_crypto_awslc::default_provider();
+        let key_files: Vec<_> = settings
+            .identity_keys
+            .iter()
+            .map(|p| settings.resolve(p))
+            .collect();
+        let identities = keys::load_identities(&provider, &key_files)?;
+        let mut gc = GatewayConfig::new(provider, identities)
+            .map_err(|e| GatewayError::Key(format!("gateway configuration: {e}")))?;
+        gc.policy = settings.suite_policy();
+        gc.skew_secs = settings.skew_secs;
+        gc.max_half_open = settings.limits.half_open;
+        gc.nonce_cache_capacity = settings.limits.nonce_cache;
+        gc.response_cache_capacity = settings.limits.response_cache;
+        gc.session = settings.session_config();
+
+        let token_path = settings.resolve(&settings.admin_token_file);
+        let token = std::fs::read_to_string(&token_path)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", token_path.display())))?;
+        let token = token.trim();
+        if token.len() < 16 {
+            return Err(GatewayError::Config(format!(
+                "{}: admin token too short",
+                token_path.display()
+            )));
+        }
+        let admin_token_sha256 = provider.hash.hash(token.as_bytes());
+
+        let acceptor = if settings.plain_http {
+            None
+        } else {
+            let cfg = tls::server_config(
+                &settings.resolve(&settings.tls.cert),
+                &settings.resolve(&settings.tls.key),
+                settings
+                    .tls
+                    .client_ca
+                    .as_ref()
+                    .map(|p| settings.resolve(p))
+                    .as_deref(),
+            )?;
+            Some(tokio_rustls::TlsAcceptor::from(cfg))
+        };
+
+        let devices = storage.devices().await?;
+        let registry = Registry::load(&devices);
+        let listener = TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let url = settings.url_for(addr);
+
+        let (audit_tx, audit_rx) = mpsc::channel(16_384);
+        let l = &settings.limits;
+        let shared = Arc::new(Shared {
+            sessions: SessionTable::new(l.max_sessions, l.max_sessions_per_device),
+            limiter: RateLimiter::new(
+                l.handshake_rate_per_ip,
+                l.handshake_burst_per_ip,
+                l.rate_limit_table,
+            ),
+            hs: Mutex::new(HandshakeServer::new(gc)),
+            registry,
+            metrics: Arc::new(Metrics::default()),
+            admin_token_sha256,
+            provider,
+            storage,
+            audit: audit_tx,
+            clock: AtomicU64::new(0),
+            settings,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let router = http::router(shared.clone());
+        let task = tokio::spawn(run(
+            shared.clone(),
+            listener,
+            acceptor,
+            router,
+            shutdown_rx,
+            audit_rx,
+        ));
+        info!(%url, devices = devices.len(), "gateway listening");
+        Ok(GatewayHandle {
+            addr,
+            url,
+            shutdown: shutdown_tx,
+            task,
+            shared,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    addr: SocketAddr,
+    url: String,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), GatewayError>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("addr", &self.addr)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL (`https://IP:PORT`, or `http://` with plain HTTP).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.shared.storage.clone()
+    }
+
+    /// Established sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
+    }
+
+    /// Starts a graceful shutdown: stop accepting, let in-flight requests finish, flush.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the gateway has stopped.
+    pub async fn wait(self) -> Result<(), GatewayError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(GatewayError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// [`GatewayHandle::shutdown`], then [`GatewayHandle::wait`].
+    pub async fn stop(self) -> Result<(), GatewayError> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+/// Runs a gateway until `shutdown` completes, then stops it gracefully. `on_listening` is
+/// called with the URL once the socket is bound.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(&str),
+) -> Result<(), GatewayError> {
+    let h = Gateway::start(settings).await?;
+    on_listening(h.url());
+    shutdown.await;
+    h.stop().await
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    audit_rx: mpsc::Receiver<SessionEvent>,
+) -> Result<(), GatewayError> {
+    let l = shared.settings.limits.clone();
+    let (audit_stop, audit_stop_rx) = tokio::sync::oneshot::channel();
+    let audit_task = tokio::spawn(audit_writer(
+        shared.storage.clone(),
+        audit_rx,
+        audit_stop_rx,
+    ));
+    let sweeper = tokio::spawn(sweeper(shared.clone(), shutdown.clone()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(l.max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => {
+                let (tcp, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off briefly.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    shared.metrics.refusal("limit");
+                    debug!(%peer, "connection limit reached");
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                conns.spawn(connection(
+                    shared.clone(),
+                    acceptor.clone(),
+                    router.clone(),
+                    tcp,
+                    peer,
+                    shutdown.clone(),
+                    permit,
+                ));
+            }
+        }
+    }
+    drop(listener);
+    info!(
+        connections = conns.len(),
+        "shutting down: finishing in-flight requests"
+    );
+    let grace = Duration::from_secs(l.shutdown_grace_secs);
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!("shutdown grace period over; closing remaining connections");
+        conns.abort_all();
+    }
+    let _ = sweeper.await;
+    flush_last_seen(&shared).await;
+    // Write what the audit queue holds, then make everything durable.
+    let _ = audit_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), audit_task).await;
+    shared.storage.flush().await?;
+    info!("gateway stopped");
+    Ok(())
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let m = shared.metrics.clone();
+    m.connection_opened();
+    let l = &shared.settings.limits;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(l.header_read_timeout_secs))
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        router.clone().oneshot(req)
+    });
+    match acceptor {
+        None => serve_conn(&builder, TokioIo::new(tcp), svc, shutdown).await,
+        Some(acc) => {
+            let t = Duration::from_secs(l.tls_handshake_timeout_secs);
+            match tokio::time::timeout(t, acc.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    m.tls_handshake("ok");
+                    serve_conn(&builder, TokioIo::new(stream), svc, shutdown).await;
+                }
+                Ok(Err(e)) => {
+                    m.tls_handshake("failed");
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    m.tls_handshake("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+    m.connection_closed();
+}
+
+async fn serve_conn<I, S>(
+    builder: &http1::Builder,
+    io: I,
+    svc: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "connection ended");
+            }
+        }
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Completes once shutdown was requested (at once if it already was).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn audit_writer(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::Receiver<SessionEvent>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut stopping = false;
+    loop {
+        let ev = if stopping {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                ev = rx.recv() => ev,
+                _ = &mut stop => {
+                    // Drain what is queued, then end.
+                    stopping = true;
+                    rx.close();
+                    rx.recv().await
+                }
+            }
+        };
+        let Some(ev) = ev else { break };
+        if let Err(e) = storage.session_event(ev).await {
+            error!(error = %e, "writing the session audit trail failed");
+        }
+    }
+}
+
+async fn sweeper(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs(shared.settings.limits.sweep_interval_secs.max(1));
+    let mut iv = tokio::time::interval(every);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = iv.tick() => sweep_once(&shared).await,
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+pub(crate) async fn sweep_once(shared: &Shared) {
+    let now = shared.now();
+    {
+        let mut hs = shared.lock_hs();
+        hs.expire(now);
+        shared.metrics.set_half_open(hs.half_open_len());
+    }
+    let l = &shared.settings.limits;
+    let ended = shared.sessions.sweep(
+        now.as_millis(),
+        l.idle_timeout_secs.saturating_mul(1000),
+        l.session_lifetime_secs.saturating_mul(1000),
+    );
+    for (e, reason) in &ended {
+        shared.ended(std::slice::from_ref(e), *reason, now);
+    }
+    shared.metrics.set_active_sessions(shared.sessions.len());
+    shared.limiter.sweep(now.as_millis());
+    flush_last_seen(shared).await;
+}
+
+/// Writes devices' last-seen times that changed (batched here instead of one storage write
+/// per request).
+async fn flush_last_seen(shared: &Shared) {
+    for d in shared.registry.all() {
+        if let Some(t) = d.take_unflushed_seen()
+            && let Err(e) = shared.storage.touch_device(d.id.clone(), t).await
+        {
+            warn!(device = %d.id, error = %e, "storing last-seen time failed");
+        }
+    }
+}

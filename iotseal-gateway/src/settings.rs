@@ -1,0 +1,546 @@
+//! The gateway's settings (`gateway.toml`): every field has a default, relative paths are
+//! resolved against the directory of the configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use iotseal_proto::Suite;
+use iotseal_proto::handshake::SuitePolicy;
+use iotseal_proto::record::SessionConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::GatewayError;
+
+/// Everything the gateway can be told. See [`Settings::commented_toml`] for the meaning of
+/// each field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory for data files (relative to the configuration file's directory).
+    pub data_dir: PathBuf,
+    /// Storage: `sqlite:PATH` (relative to `data_dir`) or `memory:` (volatile, for tests).
+    pub storage: String,
+    /// Serve plain HTTP instead of TLS (only behind a TLS-terminating proxy).
+    pub plain_http: bool,
+    /// Identity key files (several during a key rotation).
+    pub identity_keys: Vec<PathBuf>,
+    /// File holding the admin API token (hex).
+    pub admin_token_file: PathBuf,
+    /// Allowed clock skew for hellos, seconds.
+    pub skew_secs: u32,
+    /// TLS.
+    pub tls: TlsSettings,
+    /// Suite policy.
+    pub policy: PolicySettings,
+    /// Bounds and timeouts.
+    pub limits: Limits,
+    /// Record-layer settings.
+    pub records: RecordSettings,
+    /// Directory that relative paths are resolved against (the configuration file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM, PKCS#8 or SEC1).
+    pub key: PathBuf,
+    /// If set, devices must present a client certificate issued by one of these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The gateway's suite policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Suites accepted (`kem/sig/aead`); empty accepts every supported suite.
+    pub allowed_suites: Vec<Suite>,
+    /// Require a post-quantum key exchange.
+    pub require_pq_kem: bool,
+    /// Require a post-quantum signature.
+    pub require_pq_sig: bool,
+}
+
+/// Bounds, rates and timeouts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, bytes (larger gets 413 before it is read).
+    pub max_body: usize,
+    /// Most established sessions in memory.
+    pub max_sessions: usize,
+    /// Most sessions per device; a new one evicts the device's oldest.
+    pub max_sessions_per_device: usize,
+    /// A session unused this long is dropped, seconds.
+    pub idle_timeout_secs: u64,
+    /// Absolute session lifetime, seconds.
+    pub session_lifetime_secs: u64,
+    /// Update the gateway's sending key after this many records.
+    pub rekey_after_records: u64,
+    /// ... or this many plaintext bytes.
+    pub rekey_after_bytes: u64,
+    /// ... or this many seconds.
+    pub rekey_after_secs: u64,
+    /// Records under the previous device key are accepted this long after a key update, s.
+    pub grace_secs: u64,
+    /// Most half-open handshakes (waiting for M3).
+    pub half_open: usize,
+    /// Most hello nonces remembered.
+    pub nonce_cache: usize,
+    /// Most cached handshake answers (for retransmissions).
+    pub response_cache: usize,
+    /// New handshakes per second per source IP (token bucket rate).
+    pub handshake_rate_per_ip: f64,
+    /// Token bucket size per source IP.
+    pub handshake_burst_per_ip: f64,
+    /// Most source IPs tracked by the rate limiter (beyond: one shared bucket).
+    pub rate_limit_table: usize,
+    /// At most one acknowledgement answering only replays per session per this many ms.
+    pub replay_ack_interval_ms: u64,
+    /// Most open client connections.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time (also the keep-alive idle
+    /// limit), seconds.
+    pub header_read_timeout_secs: u64,
+    /// A request (body included) must complete within this time, seconds.
+    pub request_timeout_secs: u64,
+    /// A TLS handshake must complete within this time, seconds.
+    pub tls_handshake_timeout_secs: u64,
+    /// On shutdown, in-flight requests get this long to finish, seconds.
+    pub shutdown_grace_secs: u64,
+    /// How often expired sessions and rate-limiter entries are swept, seconds.
+    pub sweep_interval_secs: u64,
+    /// `Retry-After` sent with 503 Busy and 429, seconds.
+    pub retry_after_secs: u64,
+}
+
+/// Record-layer settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordSettings {
+    /// Refuse records whose time is further than this from now, seconds; 0 turns the check
+    /// off (store-and-forward paths).
+    pub max_record_age_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            data_dir: PathBuf::from("."),
+            storage: "sqlite:iotseal.db".into(),
+            plain_http: false,
+            identity_keys: vec![PathBuf::from("identity-1.key")],
+            admin_token_file: PathBuf::from("admin.token"),
+            skew_secs: 30,
+            tls: TlsSettings::default(),
+            policy: PolicySettings::default(),
+            limits: Limits::default(),
+            records: RecordSettings::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: PathBuf::from("tls-cert.pem"),
+            key: PathBuf::from("tls-key.pem"),
+            client_ca: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        Self {
+            max_body: 1 << 20,
+            max_sessions: 100_000,
+            max_sessions_per_device: 4,
+            idle_timeout_secs: 3600,
+            session_lifetime_secs: s.lifetime_secs,
+            rekey_after_records: s.rekey_after_records,
+            rekey_after_bytes: s.rekey_after_bytes,
+            rekey_after_secs: s.rekey_after_secs,
+            grace_secs: s.grace_secs,
+            half_open: 4096,
+            nonce_cache: 65536,
+            response_cache: 8192,
+            handshake_rate_per_ip: 20.0,
+            handshake_burst_per_ip: 40.0,
+            rate_limit_table: 65536,
+            replay_ack_interval_ms: 1000,
+            max_connections: 10_000,
+            header_read_timeout_secs: 30,
+            request_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            sweep_interval_secs: 5,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl Default for RecordSettings {
+    fn default() -> Self {
+        Self {
+            max_record_age_secs: 120,
+        }
+    }
+}
+
+/// Where readings go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageSpec {
+    /// SQLite database file.
+    Sqlite(PathBuf),
+    /// In memory (volatile; tests and demos).
+    Memory,
+}
+
+impl Settings {
+    /// Reads a configuration file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let mut s: Self = toml::from_str(&text)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        s.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Sets one setting by its dotted name (`listen`, `limits.max_body`, ...) from text: a
+    /// TOML value (`42`, `true`, `["a", "b"]`), or else a plain string.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), GatewayError> {
+        let bad = |e: &dyn std::fmt::Display| GatewayError::Config(format!("{key}: {e}"));
+        let mut table = toml::Table::try_from(&*self).map_err(|e| bad(&e))?;
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().ok_or_else(|| bad(&"empty key"))?;
+        let mut t = &mut table;
+        for p in parts {
+            t = t
+                .entry(p)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| bad(&"not a section"))?;
+        }
+        // A string where a string is expected stays a string even if it parses as a number.
+        let value = match (t.get(last), parsed) {
+            (Some(toml::Value::String(_)), v) if !v.is_str() => {
+                toml::Value::String(value.to_string())
+            }
+            (_, v) => v,
+        };
+        t.insert(last.to_string(), value);
+        let base = std::mem::take(&mut self.base_dir);
+        let mut s: Self = table.try_into().map_err(|e| bad(&e))?;
+        s.base_dir = base;
+        *self = s;
+        Ok(())
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        let l = &self.limits;
+        let bad = |m: &str| Err(GatewayError::Config(m.to_string()));
+        if self.identity_keys.is_empty() {
+            return bad("identity_keys: at least one identity key is needed");
+        }
+        if l.max_body == 0 || l.max_sessions == 0 || l.max_sessions_per_device == 0 {
+            return bad("limits: max_body, max_sessions and max_sessions_per_device must be > 0");
+        }
+        if l.half_open == 0 || l.nonce_cache == 0 || l.max_connections == 0 {
+            return bad("limits: half_open, nonce_cache and max_connections must be > 0");
+        }
+        if l.handshake_rate_per_ip.is_nan()
+            || l.handshake_rate_per_ip <= 0.0
+            || l.handshake_burst_per_ip.is_nan()
+            || l.handshake_burst_per_ip < 1.0
+        {
+            return bad("limits: handshake_rate_per_ip must be > 0, handshake_burst_per_ip >= 1");
+        }
+        if l.request_timeout_secs == 0
+            || l.header_read_timeout_secs == 0
+            || l.tls_handshake_timeout_secs == 0
+        {
+            return bad("limits: timeouts must be > 0");
+        }
+        if l.idle_timeout_secs == 0 || l.session_lifetime_secs == 0 {
+            return bad("limits: idle_timeout_secs and session_lifetime_secs must be > 0");
+        }
+        self.storage_spec()?;
+        Ok(())
+    }
+
+    /// A path from the configuration, resolved against [`Settings::base_dir`].
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.data_dir)
+    }
+
+    /// The storage backend, resolved.
+    pub fn storage_spec(&self) -> Result<StorageSpec, GatewayError> {
+        if let Some(p) = self.storage.strip_prefix("sqlite:") {
+            let p = Path::new(p);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.data_dir().join(p)
+            };
+            Ok(StorageSpec::Sqlite(p))
+        } else if self.storage == "memory:" {
+            Ok(StorageSpec::Memory)
+        } else {
+            Err(GatewayError::Config(format!(
+                "storage: expected sqlite:PATH or memory:, got {:?}",
+                self.storage
+            )))
+        }
+    }
+
+    /// The core's suite policy.
+    pub fn suite_policy(&self) -> SuitePolicy {
+        SuitePolicy {
+            allowed: self.policy.allowed_suites.clone(),
+            require_pq_kem: self.policy.require_pq_kem,
+            require_pq_sig: self.policy.require_pq_sig,
+        }
+    }
+
+    /// The core's record-layer settings.
+    pub fn session_config(&self) -> SessionConfig {
+        let l = &self.limits;
+        SessionConfig {
+            rekey_after_records: l.rekey_after_records,
+            rekey_after_bytes: l.rekey_after_bytes,
+            rekey_after_secs: l.rekey_after_secs,
+            grace_secs: l.grace_secs,
+            max_record_age_secs: match self.records.max_record_age_secs {
+                0 => None,
+                n => Some(n),
+            },
+            lifetime_secs: l.session_lifetime_secs,
+        }
+    }
+
+    /// The URL clients use, for a bound address.
+    pub fn url_for(&self, addr: SocketAddr) -> String {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        if addr.ip().is_unspecified() {
+            format!("{scheme}://localhost:{}", addr.port())
+        } else {
+            format!("{scheme}://{addr}")
+        }
+    }
+
+    /// `gateway.toml` with every setting at its default, each with a comment. Parsing it
+    /// gives [`Settings::default`] (with the listen address, identity key files and storage
+    /// given here).
+    pub fn commented_toml(listen: SocketAddr, identity_keys: &[PathBuf]) -> String {
+        let d = Self::default();
+        let l = &d.limits;
+        let keys = identity_keys
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"# iotseal gateway configuration. Every setting is shown with its default.
+# Relative paths are relative to this file's directory. Every setting can also be given as a
+# flag of `iotseal gateway run` (e.g. --limits-max-body) or an IOTSEAL_* environment variable
+# (e.g. IOTSEAL_LIMITS_MAX_BODY); flags and environment override this file.
+
+# Address to listen on (port 0 picks a free one).
+listen = "{listen}"
+# Directory for data files.
+data_dir = "{data_dir}"
+# Storage: "sqlite:PATH" (relative to data_dir) or "memory:" (volatile).
+storage = "{storage}"
+# Serve plain HTTP instead of TLS 1.3: only behind a TLS-terminating proxy. Readings stay
+# sealed end to end either way.
+plain_http = {plain_http}
+# Gateway identity keys (`iotseal gateway rotate-key` adds one; during a rotation both are
+# listed and valid; the device's first pin picks the one that signs).
+identity_keys = [{keys}]
+# Admin API bearer token (hex), for /v1/devices.
+admin_token_file = "{token}"
+# Allowed clock skew of device hellos, seconds.
+skew_secs = {skew}
+
+[tls]
+# Certificate chain and private key (PEM).
+cert = "{cert}"
+key = "{key}"
+# Require device client certificates issued by these CAs (PEM). Off by default.
+# client_ca = "client-ca.pem"
+
+[policy]
+# Suites accepted, as "kem/sig/aead"; empty accepts every supported suite.
+allowed_suites = []
+# Require a post-quantum key exchange (mlkem768, x25519mlkem768).
+require_pq_kem = false
+# Require a post-quantum signature (mldsa65, ed25519+mldsa65).
+require_pq_sig = false
+
+[limits]
+# Largest request body, bytes (larger: 413 before reading it).
+max_body = {max_body}
+# Most established sessions in memory.
+max_sessions = {max_sessions}
+# Most sessions per device; a new one evicts the device's oldest.
+max_sessions_per_device = {per_device}
+# Sessions unused this long are dropped, seconds.
+idle_timeout_secs = {idle}
+# Absolute session lifetime, seconds.
+session_lifetime_secs = {lifetime}
+# The gateway's sending key is updated after this many records, bytes or seconds.
+rekey_after_records = {rr}
+rekey_after_bytes = {rb}
+rekey_after_secs = {rs}
+# Records under a device's previous key are accepted this long after its key update, s.
+grace_secs = {grace}
+# Most half-open handshakes (waiting for M3).
+half_open = {half_open}
+# Most hello nonces remembered.
+nonce_cache = {nonce_cache}
+# Most cached handshake answers (retransmissions get the same bytes).
+response_cache = {response_cache}
+# New handshakes per second per source IP, and the burst allowed.
+handshake_rate_per_ip = {rate:?}
+handshake_burst_per_ip = {burst:?}
+# Most source IPs tracked by the rate limiter (beyond that they share one bucket).
+rate_limit_table = {rate_table}
+# At most one acknowledgement answering only replays per session per this many ms.
+replay_ack_interval_ms = {replay_ack}
+# Most open client connections.
+max_connections = {max_conn}
+# Request headers must arrive within this time (also the keep-alive idle limit), seconds.
+header_read_timeout_secs = {hrt}
+# A whole request must complete within this time, seconds.
+request_timeout_secs = {rt}
+# A TLS handshake must complete within this time, seconds.
+tls_handshake_timeout_secs = {tht}
+# On shutdown, in-flight requests get this long to finish, seconds.
+shutdown_grace_secs = {sg}
+# How often expired sessions are swept, seconds.
+sweep_interval_secs = {sweep}
+# Retry-After of 503 (busy) and 429 (rate limited) answers, seconds.
+retry_after_secs = {retry_after}
+
+[records]
+# Refuse records further than this from now, seconds (0: off, for store-and-forward).
+max_record_age_secs = {max_age}
+"#,
+            data_dir = d.data_dir.display(),
+            storage = d.storage,
+            plain_http = d.plain_http,
+            token = d.admin_token_file.display(),
+            skew = d.skew_secs,
+            cert = d.tls.cert.display(),
+            key = d.tls.key.display(),
+            max_body = l.max_body,
+            max_sessions = l.max_sessions,
+            per_device = l.max_sessions_per_device,
+            idle = l.idle_timeout_secs,
+            lifetime = l.session_lifetime_secs,
+            rr = l.rekey_after_records,
+            rb = l.rekey_after_bytes,
+            rs = l.rekey_after_secs,
+            grace = l.grace_secs,
+            half_open = l.half_open,
+            nonce_cache = l.nonce_cache,
+            response_cache = l.response_cache,
+            rate = l.handshake_rate_per_ip,
+            burst = l.handshake_burst_per_ip,
+            rate_table = l.rate_limit_table,
+            replay_ack = l.replay_ack_interval_ms,
+            max_conn = l.max_connections,
+            hrt = l.header_read_timeout_secs,
+            rt = l.request_timeout_secs,
+            tht = l.tls_handshake_timeout_secs,
+            sg = l.shutdown_grace_secs,
+            sweep = l.sweep_interval_secs,
+            retry_after = l.retry_after_secs,
+            max_age = d.records.max_record_age_secs,
+        )
+    }
+
+    /// Every setting's dotted name (for flags and environment variables).
+    pub fn keys() -> Vec<String> {
+        let t = toml::Table::try_from(Self::default()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (k, v) in &t {
+            match v {
+                toml::Value::Table(sub) => out.extend(sub.keys().map(|s| format!("{k}.{s}"))),
+                _ => out.push(k.clone()),
+            }
+        }
+        out.push("tls.client_ca".into());
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_file_parses_to_defaults() {
+        let keys = vec![PathBuf::from("identity-1.key")];
+        let text = Settings::commented_toml(Settings::default().listen, &keys);
+        let s: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(s, Settings::default());
+        // Every key is in the file (commented out or not).
+        for k in Settings::keys() {
+            let leaf = k.rsplit('.').next().unwrap();
+            assert!(text.contains(&format!("{leaf} =")), "{k} missing");
+        }
+    }
+
+    #[test]
+    fn set_by_dotted_name() {
+        let mut s = Settings::default();
+        s.set("listen", "127.0.0.1:0").unwrap();
+        s.set("limits.max_body", "4096").unwrap();
+        s.set("plain_http", "true").unwrap();
+        s.set("tls.client_ca", "ca.pem").unwrap();
+        s.set("policy.allowed_suites", r#"["x25519/ed25519/aes128gcm"]"#)
+            .unwrap();
+        s.set("storage", "memory:").unwrap();
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.limits.max_body, 4096);
+        assert!(s.plain_http);
+        assert_eq!(s.tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(s.policy.allowed_suites.len(), 1);
+        assert_eq!(s.storage_spec().unwrap(), StorageSpec::Memory);
+        assert!(s.set("limits.max_body", "lots").is_err());
+        assert!(s.set("nonsense", "1").is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Test support: an in-memory [`Storage`] and a helper that lays out a gateway directory
+//! (identity key, self-signed certificate, admin token, settings).
+//!
+//! [`MemoryStorage`] is also what `storage = "memory:"` uses: volatile, for demos and tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use iotseal_proto::{CryptoProvider, SigAlg};
+
+use crate::keys::{GatewayPublic, IdentityKeyFile, self_signed_cert};
+use crate::storage::{
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
+    StoreOutcome, StoredReading,
+};
+use crate::{GatewayError, Settings};
+
+#[derive(Debug, Default)]
+struct Mem {
+    devices: BTreeMap<String, DeviceRecord>,
+    readings: BTreeMap<(String, u64), NewReading>,
+    events: Vec<SessionEvent>,
+    store_calls: u64,
+}
+
+/// Storage in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    mem: Mutex<Mem>,
+    fail_stores: AtomicBool,
+}
+
+impl MemoryStorage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every stored reading, by (device, message id).
+    pub fn all_readings(&self) -> Vec<NewReading> {
+        self.lock().readings.values().cloned().collect()
+    }
+
+    /// The audit trail.
+    pub fn events(&self) -> Vec<SessionEvent> {
+        self.lock().events.clone()
+    }
+
+    /// How many `store_readings` calls were made.
+    pub fn store_calls(&self) -> u64 {
+        self.lock().store_calls
+    }
+
+    /// Test hook: make every `store_readings` fail (or succeed again).
+    #[doc(hidden)]
+    pub fn dangerous_fail_stores(&self, fail: bool) {
+        self.fail_stores.store(fail, Ordering::SeqCst);
+    }
+}
+
+fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl Storage for MemoryStorage {
+    fn store_readings(
+        &self,
+        readings: Vec<NewReading>,
+    ) -> BoxFuture<'_, Result<StoreOutcome, StorageError>> {
+        if self.fail_stores.load(Ordering::SeqCst) {
+            return ready(Err(StorageError("injected failure".into())));
+        }
+        let mut m = self.lock();
+        m.store_calls += 1;
+        let mut out = StoreOutcome::default();
+        for r in readings {
+            let k = (r.device_id.clone(), r.msg_id);
+            if m.readings.contains_key(&k) {
+                out.duplicates += 1;
+            } else {
+                if let Some(d) = m.devices.get_mut(&r.device_id) {
+                    d.readings += 1;
+                }
+                m.readings.insert(k, r);
+                out.inserted += 1;
+            }
+        }
+        ready(Ok(out))
+    }
+
+    fn add_device(&self, device: DeviceRecord) -> BoxFuture<'_, Result<(), StorageError>> {
+        let mut m = self.lock();
+        if m.devices.contains_key(&device.id)
+            || m.devices
+                .values()
+                .any(|d| d.public_key_hex == device.public_key_hex)
+        {
+            return ready(Err(StorageError("device id or key exists".into())));
+        }
+        m.devices.insert(device.id.clone(), device);
+        ready(Ok(()))
+    }
+
+    fn revoke_device(&self, id: String) -> BoxFuture<'_, Result<bool, StorageError>> {
+        let mut m = self.lock();
+        ready(Ok(m
+            .devices
+            .get_mut(&id)
+            .map(|d| d.revoked = true)
+            .is_some()))
+    }
+
+    fn device(&self, id: String) -> BoxFuture<'_, Result<Option<DeviceRecord>, StorageError>> {
+        ready(Ok(self.lock().devices.get(&id).cloned()))
+    }
+
+    fn devices(&self) -> BoxFuture<'_, Result<Vec<DeviceRecord>, StorageError>> {
+        ready(Ok(self.lock().devices.values().cloned().collect()))
+    }
+
+    fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>> {
+        if let Some(d) = self.lock().devices.get_mut(&id) {
+            d.last_seen_ms = Some(d.last_seen_ms.unwrap_or(0).max(at_ms));
+        }
+        ready(Ok(()))
+    }
+
+    fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>> {
+        let m = self.lock();
+        let mut v: Vec<StoredReading> = m
+            .readings
+            .values()
+            .filter(|r| r.device_id == q.device_id)
+            .filter(|r| q.from_ms.is_none_or(|f| r.device_time_ms >= f))
+            .filter(|r| q.to_ms.is_none_or(|t| r.device_time_ms < t))
+            .map(|r| StoredReading {
+                device_id: r.device_id.clone(),
+                msg_id: r.msg_id,
+                device_time_ms: r.device_time_ms,
+                received_ms: r.received_ms,
+                payload_hex: hex::encode(&r.payload),
+                values: r.values.clone(),
+            })
+            .collect();
+        v.sort_by_key(|r| (r.device_time_ms, r.msg_id));
+        v.truncate(q.limit.unwrap_or(100_000).min(100_000) as usize);
+        ready(Ok(v))
+    }
+
+    fn count_readings(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        ready(Ok(self.lock().readings.len() as u64))
+    }
+
+    fn session_event(&self, ev: SessionEvent) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.lock().events.push(ev);
+        ready(Ok(()))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        ready(Ok(()))
+    }
+}
+
+/// The files of a gateway directory laid out by [`lay_out_gateway_dir`].
+#[derive(Debug)]
+pub struct GatewayDir {
+    /// Settings pointing at the files (listen 127.0.0.1:0, storage in memory).
+    pub settings: Settings,
+    /// The admin token.
+    pub admin_token: String,
+    /// What devices pin.
+    pub public: GatewayPublic,
+    /// The certificate path.
+    pub cert_path: PathBuf,
+}
+
+/// Writes an identity key per algorithm in `algs`, a self-signed certificate and an admin
+/// token into `dir`; returns settings for them (listen on 127.0.0.1:0, memory storage).
+pub fn lay_out_gateway_dir(
+    dir: &Path,
+    p: &CryptoProvider,
+    algs: &[SigAlg],
+) -> Result<GatewayDir, GatewayError> {
+    let mut key_files = Vec::new();
+    let mut keys = Vec::new();
+    for (i, alg) in algs.iter().enumerate() {
+        let k = IdentityKeyFile::generate(p, *alg)?;
+        let name = PathBuf::from(format!("identity-{}.key", i + 1));
+        std::fs::write(dir.join(&name), k.to_toml())?;
+        key_files.push(name);
+        keys.push(k);
+    }
+    let cert = self_signed_cert(&[])?;
+    std::fs::write(dir.join("tls-cert.pem"), &cert.cert_pem)?;
+    std::fs::write(dir.join("tls-key.pem"), &cert.key_pem)?;
+    let token = hex::encode(
+        p.random_vec(32)
+            .map_err(|e| GatewayError::Key(e.to_string()))?,
+    );
+    std::fs::write(dir.join("admin.token"), &token)?;
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        storage: "memory:".into(),
+        identity_keys: key_files,
+        base_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
+    let public = GatewayPublic::new(p, "https://127.0.0.1:0".into(), &keys, &cert.cert_pem)?;
+    Ok(GatewayDir {
+        settings,
+        admin_token: token,
+        public,
+        cert_path: dir.join("tls-cert.pem"),
+    })
+}
