@@ -2,7 +2,7 @@
 //! readings, and keeps every reading until the gateway acknowledges it.
 //!
 //! ```no_run
-//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use iotseal_device::{DeviceClient, DeviceOptions, GatewayPins, IdentityFile, HttpsTransport};
 //! use iotseal_proto::reading::SensorKind;
 //! let pins = GatewayPins::load("gateway.pub.toml".as_ref())?;

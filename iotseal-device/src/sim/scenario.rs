@@ -180,3 +180,40 @@ impl Scenario {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Scenario::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4);
+        Scenario::mixed(2, 5.0, 1).validate().unwrap();
+    }
+
+    #[test]
+    fn bad_scenarios_refused() {
+        let bad = [
+            "[[group]]\nname='a'\ndevices=1\nsensors=[]",
+            "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nrate_hz=0",
+            "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nbatch=5000",
+            "[[group]]\nname='a'\ndevices=1\nsensors=['thermometer']",
+            "[network]\ndrop_request=1.5\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
+            "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nsuite='x25519/ed25519'",
+            "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nunknown_knob=1",
+        ];
+        for b in bad {
+            let r: Result<Scenario, _> = toml::from_str(b);
+            assert!(r.is_err() || r.unwrap().validate().is_err(), "{b}");
+        }
+    }
+}
