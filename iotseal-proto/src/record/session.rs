@@ -198,7 +198,7 @@ impl Session {
 
     /// Whether the session is past its lifetime or out of sequence numbers.
     pub fn is_expired(&self, now: Time) -> bool {
-        now.millis_since(self.started) / 1000 >= self.config.lifetime_secs
+        now.millis_since(self.started) >= self.config.lifetime_secs.saturating_mul(1000)
             || self.send.next_seq > MAX_SEQ
     }
 
@@ -211,7 +211,8 @@ impl Session {
             .min(self.suite.aead.confidentiality_limit());
         s.epoch_records >= limit
             || s.epoch_bytes >= self.config.rekey_after_bytes
-            || now.millis_since(s.epoch_started) / 1000 >= self.config.rekey_after_secs
+            || now.millis_since(s.epoch_started)
+                >= self.config.rekey_after_secs.saturating_mul(1000)
     }
 
     /// Moves the sending side to the next epoch now: one-way ratchet, the old secret erased.
@@ -238,7 +239,7 @@ impl Session {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(crate::error::ApiMisuse::PlaintextTooLarge.into());
         }
-        if now.millis_since(self.started) / 1000 >= self.config.lifetime_secs {
+        if now.millis_since(self.started) >= self.config.lifetime_secs.saturating_mul(1000) {
             return Err(Limit::SessionExpired.into());
         }
         let seq = self.send.next_seq;
@@ -301,7 +302,7 @@ impl Session {
         if record.len() < hlen + TAG_LEN {
             return Err(Malformed::Truncated.into());
         }
-        if now.millis_since(self.started) / 1000 >= self.config.lifetime_secs {
+        if now.millis_since(self.started) >= self.config.lifetime_secs.saturating_mul(1000) {
             return Err(Limit::SessionExpired.into());
         }
         if self.recv.failures >= self.suite.aead.integrity_limit() {
