@@ -374,7 +374,7 @@ mod tests {
             let mut m = encode_hello_body(&offers, time, &nonce, &share, None);
             m.extend_from_slice(&[7; MAC1_LEN]);
             let h = Hello::decode(&m).unwrap();
-            prop_assert_eq!(h.offers, offers.clone());
+            prop_assert_eq!(&h.offers, &offers);
             prop_assert_eq!(h.first_offer, Some(offers[0]));
             prop_assert_eq!(h.time, time);
             prop_assert_eq!(h.nonce, nonce);
