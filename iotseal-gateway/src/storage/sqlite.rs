@@ -1,1 +1,304 @@
-//! SQLite storage.
+//! SQLite storage: the embedded default backend.
+//!
+//! # Design
+//!
+//! - **One writer thread** owns the only write connection. Every write (readings, devices,
+//!   touches, audit events) is a request sent to it over a bounded channel. It drains every
+//!   request waiting (up to [`SqliteOptions::max_batch`] readings), runs them in one
+//!   transaction and commits once, then replies to each caller with its own result: group
+//!   commit, so the cost of the `fsync` is shared by every concurrent caller.
+//! - Each request runs inside its own savepoint: a request that fails (for example readings of
+//!   an unknown device) is rolled back alone and only its caller gets the error. An error that
+//!   ends the transaction (a failed `COMMIT`, I/O error, disk full) fails every request of the
+//!   batch. Either way a call's writes are all committed or none are.
+//! - **Reads** use a small pool of read-only connections from `spawn_blocking`; WAL lets them
+//!   run while the writer writes, and they see every commit acknowledged before they start.
+//! - Readings are deduplicated by (device id, message id) with `ON CONFLICT DO NOTHING`
+//!   (rather than `INSERT OR IGNORE`, which would also swallow `NOT NULL`/`CHECK` failures).
+//!
+//! # Durability
+//!
+//! The file uses WAL. With `synchronous=FULL` (the default, [`SqliteOptions::synchronous_full`])
+//! every commit is fsynced before [`Storage::store_readings`] returns, so an acknowledged
+//! reading survives a process crash *and* a power loss or kernel panic. With
+//! `synchronous=NORMAL` the WAL is synced only at checkpoints: commits are still atomic and
+//! survive a process crash (the data is in the OS page cache), but the last transactions before
+//! a power loss may be lost *after* they were acknowledged, so a device would not retransmit
+//! them. NORMAL is faster (no fsync per group commit); choose it only where that loss is
+//! acceptable.
+//!
+//! # Schema
+//!
+//! Versioned by `PRAGMA user_version` (see [`SqliteStorage::SCHEMA_VERSION`]); migrations are
+//! applied in one transaction at open. A file written by a newer build, or an SQLite file that
+//! is not an iotseal database, is refused.
+//!
+//! Tables: `devices`, `readings` (primary key (device_id, msg_id), index on (device_id,
+//! device_time_ms, msg_id)), `reading_values` (one row per parsed value, in payload order;
+//! a NaN value is stored as NULL and read back as NaN) and `session_events`.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::reader::Readers;
+use self::writer::{DeviceRow, EventRow, Op, ReadingRow};
+use super::{
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
+    StoreOutcome, StoredReading,
+};
+
+/// Requests queued for the writer before callers wait for room.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Options of [`SqliteStorage::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `PRAGMA synchronous=FULL` (default, true): every commit is fsynced. false selects
+    /// `NORMAL`: faster, still crash-safe for the process, but commits acknowledged just before
+    /// a power loss may be lost (see the module documentation).
+    pub synchronous_full: bool,
+    /// Most readings committed in one transaction (default 4096). A single call with more
+    /// readings still commits in one transaction of its own.
+    pub max_batch: usize,
+    /// How long a connection waits for a lock held by another connection or process before
+    /// failing with "database is locked" (default 5 s).
+    pub busy_timeout: Duration,
+    /// Most read connections open at once (default 4).
+    pub read_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous_full: true,
+            max_batch: 4096,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
+    }
+}
+
+/// Storage in one SQLite file. See the [module documentation](self).
+///
+/// Dropping it stops the writer thread after it has committed every request already queued;
+/// the drop blocks until then.
+pub struct SqliteStorage {
+    path: PathBuf,
+    writer: Option<mpsc::Sender<Op>>,
+    thread: Option<JoinHandle<()>>,
+    readers: Arc<Readers>,
+}
+
+impl fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an SQLite error.
+fn db(e: rusqlite::Error) -> StorageError {
+    StorageError(format!("sqlite: {e}"))
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError(format!("{what} {v} is out of range (max 2^63-1)")))
+}
+
+impl SqliteStorage {
+    /// The schema version this build creates (`PRAGMA user_version` of its files).
+    pub const SCHEMA_VERSION: u32 = schema::LATEST;
+
+    /// Opens (creating it and its parent directory if needed) the database at `path`, applies
+    /// pending migrations and starts the writer thread.
+    ///
+    /// This blocks on file I/O; from async code call it in `spawn_blocking` if that matters.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StorageError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StorageError(format!("cannot create directory {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = schema::open_writer(path, options.synchronous_full, options.busy_timeout)?;
+        // Open one reader now, so a file readers cannot open fails here rather than later.
+        let first_reader = schema::open_reader(path, options.busy_timeout)?;
+        let readers = Readers::new(
+            path.to_path_buf(),
+            options.busy_timeout,
+            options.read_connections,
+            first_reader,
+        );
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let max_batch = options.max_batch;
+        let thread = std::thread::Builder::new()
+            .name("iotseal-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, max_batch))
+            .map_err(|e| StorageError(format!("cannot start the sqlite writer thread: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Some(tx),
+            thread: Some(thread),
+            readers: Arc::new(readers),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The most recent entries of the session audit trail, newest first (at most `limit`,
+    /// bounded to 100,000).
+    pub async fn session_events(&self, limit: u32) -> Result<Vec<SessionEvent>, StorageError> {
+        self.readers
+            .run(move |c| reader::session_events(c, limit))
+            .await
+    }
+
+    /// Sends a request to the writer and waits for its reply (after the commit).
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Op,
+    ) -> Result<T, StorageError> {
+        let Some(writer) = &self.writer else {
+            return Err(StorageError("sqlite: storage is closed".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        writer
+            .send(op(tx))
+            .await
+            .map_err(|_| StorageError("sqlite: the writer thread has stopped".into()))?;
+        rx.await.map_err(|_| {
+            StorageError("sqlite: the writer thread stopped before committing".into())
+        })?
+    }
+}
+
+impl Drop for SqliteStorage {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once the queue is drained.
+        drop(self.writer.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("sqlite: the writer thread panicked");
+        }
+    }
+}
+
+fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
+    Ok(ReadingRow {
+        msg_id: to_i64(r.msg_id, "msg_id")?,
+        device_time_ms: to_i64(r.device_time_ms, "device_time_ms")?,
+        received_ms: to_i64(r.received_ms, "received_ms")?,
+        device_id: r.device_id,
+        payload: r.payload,
+        values: r.values,
+    })
+}
+
+fn device_row(d: DeviceRecord) -> Result<DeviceRow, StorageError> {
+    if d.id.is_empty() || d.id.len() > 32 {
+        return Err(StorageError(format!(
+            "device id must be 1 to 32 bytes, got {}",
+            d.id.len()
+        )));
+    }
+    let public_key = hex::decode(&d.public_key_hex)
+        .map_err(|e| StorageError(format!("device {:?}: public key is not hex: {e}", d.id)))?;
+    if public_key.is_empty() {
+        return Err(StorageError(format!("device {:?}: empty public key", d.id)));
+    }
+    Ok(DeviceRow {
+        alg: d.alg.name(),
+        public_key,
+        revoked: d.revoked,
+        created_ms: to_i64(d.created_ms, "created_ms")?,
+        last_seen_ms: d
+            .last_seen_ms
+            .map(|v| to_i64(v, "last_seen_ms"))
+            .transpose()?,
+        id: d.id,
+    })
+}
+
+impl Storage for SqliteStorage {
+    fn store_readings(
+        &self,
+        readings: Vec<NewReading>,
+    ) -> BoxFuture<'_, Result<StoreOutcome, StorageError>> {
+        Box::pin(async move {
+            if readings.is_empty() {
+                return Ok(StoreOutcome::default());
+            }
+            // Checked before queueing: a bad call must not fail the others of its batch.
+            let readings = readings
+                .into_iter()
+                .map(reading_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.submit(|reply| Op::Store { readings, reply }).await
+        })
+    }
+
+    fn add_device(&self, device: DeviceRecord) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let device = device_row(device)?;
+            self.submit(|reply| Op::AddDevice { device, reply }).await
+        })
+    }
+
+    fn revoke_device(&self, id: String) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move { self.submit(|reply| Op::Revoke { id, reply }).await })
+    }
+
+    fn device(&self, id: String) -> BoxFuture<'_, Result<Option<DeviceRecord>, StorageError>> {
+        Box::pin(async move { self.readers.run(move |c| reader::device(c, &id)).await })
+    }
+
+    fn devices(&self) -> BoxFuture<'_, Result<Vec<DeviceRecord>, StorageError>> {
+        Box::pin(async move { self.readers.run(reader::devices).await })
+    }
+
+    /// Moves `last_seen_ms` forward to `at_ms` (never back). Unknown devices are ignored.
+    fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let at_ms = to_i64(at_ms, "at_ms")?;
+            self.submit(|reply| Op::Touch { id, at_ms, reply }).await
+        })
+    }
+
+    fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>> {
+        Box::pin(async move { self.readers.run(move |c| reader::readings(c, &q)).await })
+    }
+
+    fn count_readings(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        Box::pin(async move { self.readers.run(reader::count_readings).await })
+    }
+
+    fn session_event(&self, ev: SessionEvent) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let event = EventRow {
+                at_ms: to_i64(ev.at_ms, "at_ms")?,
+                device_id: ev.device_id,
+                session_id: ev.session_id,
+                event: ev.event,
+                suite: ev.suite,
+            };
+            self.submit(|reply| Op::Event { event, reply }).await
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { self.submit(|reply| Op::Flush { reply }).await })
+    }
+}

@@ -1,0 +1,190 @@
+//! Opening connections and the versioned schema.
+//!
+//! The schema version is `PRAGMA user_version`: the number of [`MIGRATIONS`] applied. The file
+//! is also stamped with `PRAGMA application_id` = [`APPLICATION_ID`] so that another
+//! application's SQLite file is refused instead of being "migrated".
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::db;
+use crate::storage::StorageError;
+
+/// `PRAGMA application_id` of iotseal gateway databases ("IOTS").
+pub(super) const APPLICATION_ID: i32 = 0x494F_5453;
+
+/// The migrations, in order. Script `i` takes the schema from version `i` to `i + 1`; each is
+/// applied in the same transaction as the `user_version` update. Never edit a released script:
+/// append a new one.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: devices, readings, parsed values, session audit trail.
+    r"
+    CREATE TABLE devices (
+        id           TEXT    NOT NULL PRIMARY KEY,
+        alg          TEXT    NOT NULL,
+        public_key   BLOB    NOT NULL UNIQUE,
+        revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER,
+        readings     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    CREATE TABLE readings (
+        device_id      TEXT    NOT NULL REFERENCES devices (id),
+        msg_id         INTEGER NOT NULL,
+        device_time_ms INTEGER NOT NULL,
+        received_ms    INTEGER NOT NULL,
+        payload        BLOB    NOT NULL,
+        PRIMARY KEY (device_id, msg_id)
+    ) STRICT;
+    -- Time-range queries, ordered by (device_time_ms, msg_id) without a sort.
+    CREATE INDEX readings_device_time ON readings (device_id, device_time_ms, msg_id);
+
+    -- One row per parsed value, in payload order (idx). value NULL stands for NaN, which
+    -- SQLite cannot store as a REAL.
+    CREATE TABLE reading_values (
+        device_id TEXT    NOT NULL,
+        msg_id    INTEGER NOT NULL,
+        idx       INTEGER NOT NULL,
+        sensor    TEXT    NOT NULL,
+        value     REAL,
+        PRIMARY KEY (device_id, msg_id, idx),
+        FOREIGN KEY (device_id, msg_id) REFERENCES readings (device_id, msg_id) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID;
+
+    -- Audit trail. device_id is not a foreign key: refused sessions may name unknown devices.
+    CREATE TABLE session_events (
+        id         INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        device_id  TEXT,
+        session_id INTEGER NOT NULL,
+        event      TEXT    NOT NULL,
+        suite      TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX session_events_at ON session_events (at_ms);
+    CREATE INDEX session_events_device ON session_events (device_id, at_ms);
+    ",
+];
+
+/// The schema version this build creates and understands.
+pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Opens the write connection: creates the file, WAL, synchronous, foreign keys, migrations.
+pub(super) fn open_writer(
+    path: &Path,
+    synchronous_full: bool,
+    busy_timeout: Duration,
+) -> Result<Connection, StorageError> {
+    // No SQLITE_OPEN_URI: a path is a path, even if it starts with "file:".
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StorageError(format!("sqlite: cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(busy_timeout).map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(64);
+
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(db)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError(format!(
+            "sqlite: {} cannot use WAL journal mode (got {mode:?})",
+            path.display()
+        )));
+    }
+    let sync = if synchronous_full { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", sync).map_err(db)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+    let fk: bool = conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .map_err(db)?;
+    if !fk {
+        return Err(StorageError(
+            "sqlite: foreign key enforcement is unavailable".into(),
+        ));
+    }
+
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection (WAL: readers never block the writer, and see every commit
+/// made before their read transaction starts).
+pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StorageError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StorageError(format!("sqlite: cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(busy_timeout).map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+/// Brings the schema to [`LATEST`] in one immediate transaction (so two processes opening the
+/// same file do not both migrate). Refuses files from a newer build and foreign files.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
+    let app_id: i64 = tx
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(db)?;
+
+    if version == 0 {
+        let objects: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if objects > 0 || (app_id != 0 && app_id != i64::from(APPLICATION_ID)) {
+            return Err(StorageError(format!(
+                "sqlite: {} is an SQLite database that iotseal did not create; refusing to use it",
+                path.display()
+            )));
+        }
+    } else if app_id != i64::from(APPLICATION_ID) {
+        return Err(StorageError(format!(
+            "sqlite: {} is not an iotseal database (application_id {app_id:#x})",
+            path.display()
+        )));
+    }
+    let Ok(version) = u32::try_from(version) else {
+        return Err(StorageError(format!(
+            "sqlite: {} has an invalid schema version {version}",
+            path.display()
+        )));
+    };
+    if version > LATEST {
+        return Err(StorageError(format!(
+            "sqlite: {} has schema version {version}, newer than this build supports \
+             ({LATEST}); use a newer iotseal gateway",
+            path.display()
+        )));
+    }
+    if version == LATEST {
+        // Nothing to do: the transaction only read.
+        return tx.commit().map_err(db);
+    }
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(script)
+            .map_err(|e| StorageError(format!("sqlite: migration to version {}: {e}", i + 1)))?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(db)?;
+    tx.pragma_update(None, "user_version", LATEST).map_err(db)?;
+    tx.commit().map_err(db)?;
+    tracing::info!(
+        path = %path.display(),
+        from = version,
+        to = LATEST,
+        "sqlite schema migrated"
+    );
+    Ok(())
+}
