@@ -270,7 +270,7 @@ enum FinishStep {
     Cached(Vec<u8>),
     Refused(Error),
     Established {
-        session: iotseal_proto::record::Session,
+        session: Box<iotseal_proto::record::Session>,
         device_id: Vec<u8>,
         records: Vec<u8>,
     },
@@ -287,7 +287,7 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
         }
         let r = match hs.handle_finish(now, &body2, &sh2.registry) {
             Ok(est) => FinishStep::Established {
-                session: est.session,
+                session: Box::new(est.session),
                 device_id: est.device_id,
                 records: est.records.to_vec(),
             },
@@ -327,7 +327,7 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
             return refuse(&sh, "revoked", Refusal::AuthFailed);
         }
     };
-    let entry = SessionEntry::new(session, device.clone(), now.as_millis());
+    let entry = SessionEntry::new(*session, device.clone(), now.as_millis());
     let mut guard = entry.state.lock().await;
     let evicted = sh.sessions.insert(entry.clone());
     sh.ended(&evicted, EndReason::Evicted, now);

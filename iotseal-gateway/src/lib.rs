@@ -35,7 +35,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
-mod server;
+pub mod server;
 pub mod sessions;
 pub mod settings;
 pub mod storage;

@@ -246,6 +246,15 @@ impl Settings {
             (Some(toml::Value::String(_)), v) if !v.is_str() => {
                 toml::Value::String(value.to_string())
             }
+            // A list may be given as `a,b,c`.
+            (Some(toml::Value::Array(_)), v) if !v.is_array() => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(|x| toml::Value::String(x.to_string()))
+                    .collect(),
+            ),
             (_, v) => v,
         };
         t.insert(last.to_string(), value);
@@ -358,27 +367,41 @@ impl Settings {
         }
     }
 
-    /// `gateway.toml` with every setting at its default, each with a comment. Parsing it
-    /// gives [`Settings::default`] (with the listen address, identity key files and storage
-    /// given here).
-    pub fn commented_toml(listen: SocketAddr, identity_keys: &[PathBuf]) -> String {
-        let d = Self::default();
+    /// `gateway.toml` listing every setting with a comment, with the values of `self` (for a
+    /// new gateway: the defaults, plus its listen address, key files and TLS files). Parsing
+    /// it gives `self` back.
+    pub fn commented_toml(&self) -> String {
+        let d = self;
         let l = &d.limits;
-        let keys = identity_keys
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let client_ca = match &d.tls.client_ca {
+            Some(p) => format!("client_ca = {}", q(p)),
+            None => "# client_ca = \"client-ca.pem\"".to_string(),
+        };
+        let suites = d
+            .policy
+            .allowed_suites
             .iter()
-            .map(|p| format!("{:?}", p.display().to_string()))
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys = d
+            .identity_keys
+            .iter()
+            .map(|p| q(p))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
             r#"# iotseal gateway configuration. Every setting is shown with its default.
 # Relative paths are relative to this file's directory. Every setting can also be given as a
-# flag of `iotseal gateway run` (e.g. --limits-max-body) or an IOTSEAL_* environment variable
-# (e.g. IOTSEAL_LIMITS_MAX_BODY); flags and environment override this file.
+# flag of `iotseal gateway run` or an IOTSEAL_* environment variable, named after the key
+# without its section (--max-body / IOTSEAL_MAX_BODY, --skew-secs / IOTSEAL_SKEW_SECS; TLS
+# keys as --tls-cert, --tls-key, --tls-client-ca); flags and environment override this file.
 
 # Address to listen on (port 0 picks a free one).
 listen = "{listen}"
 # Directory for data files.
-data_dir = "{data_dir}"
+data_dir = {data_dir}
 # Storage: "sqlite:PATH" (relative to data_dir) or "memory:" (volatile).
 storage = "{storage}"
 # Serve plain HTTP instead of TLS 1.3: only behind a TLS-terminating proxy. Readings stay
@@ -388,24 +411,24 @@ plain_http = {plain_http}
 # listed and valid; the device's first pin picks the one that signs).
 identity_keys = [{keys}]
 # Admin API bearer token (hex), for /v1/devices.
-admin_token_file = "{token}"
+admin_token_file = {token}
 # Allowed clock skew of device hellos, seconds.
 skew_secs = {skew}
 
 [tls]
 # Certificate chain and private key (PEM).
-cert = "{cert}"
-key = "{key}"
+cert = {cert}
+key = {key}
 # Require device client certificates issued by these CAs (PEM). Off by default.
-# client_ca = "client-ca.pem"
+{client_ca}
 
 [policy]
 # Suites accepted, as "kem/sig/aead"; empty accepts every supported suite.
-allowed_suites = []
+allowed_suites = [{suites}]
 # Require a post-quantum key exchange (mlkem768, x25519mlkem768).
-require_pq_kem = false
+require_pq_kem = {pq_kem}
 # Require a post-quantum signature (mldsa65, ed25519+mldsa65).
-require_pq_sig = false
+require_pq_sig = {pq_sig}
 
 [limits]
 # Largest request body, bytes (larger: 413 before reading it).
@@ -456,13 +479,16 @@ retry_after_secs = {retry_after}
 # Refuse records further than this from now, seconds (0: off, for store-and-forward).
 max_record_age_secs = {max_age}
 "#,
-            data_dir = d.data_dir.display(),
+            listen = d.listen,
+            data_dir = q(&d.data_dir),
             storage = d.storage,
             plain_http = d.plain_http,
-            token = d.admin_token_file.display(),
+            token = q(&d.admin_token_file),
             skew = d.skew_secs,
-            cert = d.tls.cert.display(),
-            key = d.tls.key.display(),
+            cert = q(&d.tls.cert),
+            key = q(&d.tls.key),
+            pq_kem = d.policy.require_pq_kem,
+            pq_sig = d.policy.require_pq_sig,
             max_body = l.max_body,
             max_sessions = l.max_sessions,
             per_device = l.max_sessions_per_device,
@@ -513,10 +539,18 @@ mod tests {
 
     #[test]
     fn commented_file_parses_to_defaults() {
-        let keys = vec![PathBuf::from("identity-1.key")];
-        let text = Settings::commented_toml(Settings::default().listen, &keys);
+        let text = Settings::default().commented_toml();
         let s: Settings = toml::from_str(&text).unwrap();
         assert_eq!(s, Settings::default());
+        let mut custom = Settings::default();
+        custom.set("tls.client_ca", "/etc/ca.pem").unwrap();
+        custom.set("identity_keys", "a.key,b.key").unwrap();
+        custom
+            .set("policy.allowed_suites", "x25519/ed25519/aes128gcm")
+            .unwrap();
+        custom.set("policy.require_pq_kem", "true").unwrap();
+        let back: Settings = toml::from_str(&custom.commented_toml()).unwrap();
+        assert_eq!(back, custom);
         // Every key is in the file (commented out or not).
         for k in Settings::keys() {
             let leaf = k.rsplit('.').next().unwrap();
