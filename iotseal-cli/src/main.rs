@@ -22,6 +22,10 @@ enum Command {
     Suites(cmd::suites::Args),
     /// Generate an identity key pair.
     Keygen(cmd::keygen::Args),
+    /// Set up, rotate keys of, and run a gateway.
+    Gateway(cmd::gateway::Args),
+    /// Manage devices through a running gateway's admin API.
+    Device(cmd::device::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Suites(a) => cmd::suites::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Gateway(a) => cmd::gateway::run(a),
+        Command::Device(a) => cmd::device::run(a),
     }
 }
