@@ -914,3 +914,126 @@ async fn curl_check() {
     assert_eq!(body, [0x7f, Refusal::Malformed as u8]);
     println!("curl check passed");
 }
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| {
+        s.limits.idle_timeout_secs = 1;
+        s.limits.sweep_interval_secs = 1;
+    })
+    .await;
+    let mut dev = env.device("d", suite("x25519/ed25519/aes256gcm")).await;
+    let mut conn = env.conn().await;
+    let mut hs = dev.handshake(&mut conn, 0).await;
+    assert_eq!(env.gw().session_count(), 1);
+    let t0 = Instant::now();
+    while env.gw().session_count() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "not swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = framed(&seal_records(&mut hs.session, &[dev.readings(1)]));
+    let r = conn.post_binary("/v1/records", body).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(decode_alert(&r.body), Some(Refusal::UnknownSession));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ev: Vec<String> = env.storage.events().into_iter().map(|e| e.event).collect();
+    assert_eq!(ev, ["established", "expired"]);
+}
+
+#[tokio::test]
+async fn sqlite_storage_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider();
+    let laid =
+        iotseal_gateway::testing::lay_out_gateway_dir(dir.path(), &p, &[SigAlg::Ed25519]).unwrap();
+    let mut settings = laid.settings;
+    settings.storage = "sqlite:data/iotseal.db".into();
+    let gw = iotseal_gateway::Gateway::start(settings.clone())
+        .await
+        .unwrap();
+    let client = iotseal_gateway::client::Client::new(
+        gw.url(),
+        Some(iotseal_gateway::tls::pinned_client_config(&laid.public.cert_der().unwrap()).unwrap()),
+    )
+    .unwrap();
+    let key = p
+        .signature(SigAlg::Ed25519)
+        .unwrap()
+        .generate(p.random)
+        .unwrap();
+    let body = format!(
+        r#"{{"id":"s1","alg":"ed25519","public_key":"{}"}}"#,
+        hex::encode(key.public_key())
+    );
+    let auth = format!("Bearer {}", laid.admin_token);
+    let r = client
+        .request(
+            Method::POST,
+            "/v1/devices",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let pins = vec![iotseal_proto::handshake::PinnedKey {
+        alg: SigAlg::Ed25519,
+        public_key: hex::decode(&laid.public.identity[0].public_key).unwrap(),
+    }];
+    let mut cfg = iotseal_proto::handshake::DeviceConfig::new(p, b"s1".to_vec(), key, pins);
+    cfg.offers = vec![Suite::DEFAULT];
+    let mut dev = Device {
+        cfg: Arc::new(cfg),
+        id: "s1".into(),
+        next_msg: 1,
+    };
+    let mut conn = client.connect().await.unwrap();
+    let mut hs = dev.handshake(&mut conn, 3).await;
+    let _ = open_acks(&mut hs.session, &hs.answer);
+    let more = dev.readings(2);
+    let body = framed(&seal_records(&mut hs.session, &[more.clone()]));
+    let r = conn.post_binary("/v1/records", body.clone()).await.unwrap();
+    assert_eq!(r.status, 200);
+    // Retransmitted: acknowledged, stored once.
+    let r = conn.post_binary("/v1/records", body).await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = client
+        .request(
+            Method::GET,
+            "/v1/devices/s1/readings",
+            &[("authorization", &auth)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 5);
+    gw.stop().await.unwrap();
+
+    // Everything is on disk after a restart.
+    let gw = iotseal_gateway::Gateway::start(settings).await.unwrap();
+    let s = gw.storage();
+    assert_eq!(s.count_readings().await.unwrap(), 5);
+    let d = s.device("s1".into()).await.unwrap().unwrap();
+    assert!(d.last_seen_ms.is_some());
+    let stored = s
+        .readings(iotseal_gateway::storage::ReadingQuery {
+            device_id: "s1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut want: Vec<String> = payloads(&hs.sent)
+        .into_iter()
+        .chain(payloads(&more))
+        .map(hex::encode)
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = stored.into_iter().map(|r| r.payload_hex).collect();
+    got.sort();
+    assert_eq!(got, want);
+    gw.stop().await.unwrap();
+}
