@@ -994,7 +994,7 @@ async fn sqlite_storage_end_to_end() {
     let mut hs = dev.handshake(&mut conn, 3).await;
     let _ = open_acks(&mut hs.session, &hs.answer);
     let more = dev.readings(2);
-    let body = framed(&seal_records(&mut hs.session, &[more.clone()]));
+    let body = framed(&seal_records(&mut hs.session, std::slice::from_ref(&more)));
     let r = conn.post_binary("/v1/records", body.clone()).await.unwrap();
     assert_eq!(r.status, 200);
     // Retransmitted: acknowledged, stored once.
