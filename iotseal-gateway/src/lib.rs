@@ -14,6 +14,20 @@
 //! bound address. [`GatewayHandle::shutdown`] stops accepting, lets in-flight requests finish
 //! and flushes storage.
 //!
+//! ```no_run
+//! # async fn example() -> Result<(), iotseal_gateway::GatewayError> {
+//! use iotseal_gateway::{Gateway, Settings};
+//!
+//! let mut settings = Settings::load("gw/gateway.toml".as_ref())?;
+//! settings.set("listen", "127.0.0.1:0")?; // any free port
+//! let gw = Gateway::start(settings).await?;
+//! println!("listening on {}", gw.url());
+//! // ... serve until told to stop, then:
+//! gw.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! HTTP binding (see `docs/protocol.md` for the messages):
 //!
 //! | Route | Body | Answer |
@@ -32,6 +46,7 @@ mod admin;
 pub mod client;
 pub mod http;
 pub mod keys;
+pub mod local;
 pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
