@@ -16,8 +16,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run handshakes and sealed readings for a mix of suites, verify them, print a summary.
+    /// The whole system in one command: a gateway in this process, a mixed fleet of simulated
+    /// devices over HTTPS, every reading verified in storage, a summary.
     Demo(cmd::demo::Args),
+    /// Run a fleet of simulated devices against a running gateway.
+    Simulate(cmd::simulate::Args),
     /// List the algorithms and suites with their wire sizes.
     Suites(cmd::suites::Args),
     /// Generate an identity key pair.
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
         Command::Suites(a) => cmd::suites::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Gateway(a) => cmd::gateway::run(a),

@@ -4,4 +4,6 @@ pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod gateway;
 pub(crate) mod keygen;
+pub(crate) mod local;
+pub(crate) mod simulate;
 pub(crate) mod suites;
