@@ -208,6 +208,11 @@ async fn handshake(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
+    // Public-key work runs on blocking threads, a bounded number at once; the rest wait
+    // (within the request timeout).
+    let Ok(_permit) = sh.hs_permits.acquire().await else {
+        return refusal_response(&sh, Refusal::Busy);
+    };
     match body.first() {
         Some(0x01) => {
             let sh2 = sh.clone();
@@ -220,7 +225,7 @@ async fn handshake(State(sh): State<Arc<Shared>>, req: Request) -> Response {
                 }
             }
         }
-        Some(0x04) => finish(sh, body).await,
+        Some(0x04) => finish(sh.clone(), body).await,
         _ => {
             sh.metrics.handshake("none", "malformed");
             refuse(&sh, "malformed", Refusal::Malformed)

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: RateLimiter,
     pub(crate) admin_token_sha256: [u8; 32],
     pub(crate) provider: CryptoProvider,
+    /// Bounds the handshakes doing public-key work at once (on blocking threads).
+    pub(crate) hs_permits: tokio::sync::Semaphore,
     audit: mpsc::Sender<SessionEvent>,
     clock: AtomicU64,
 }
@@ -187,6 +189,9 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             admin_token_sha256,
             provider,
+            hs_permits: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            ),
             storage,
             audit: audit_tx,
             clock: AtomicU64::new(0),
