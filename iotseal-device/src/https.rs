@@ -114,7 +114,9 @@ pub(crate) fn connector(
         .enable_http1()
         .wrap_connector(http);
     let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the gateway's keep-alive limit (its header-read timeout, 30 s by default), so a
+        // pooled connection is not reused just as the gateway closes it.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build(connector);
     Ok(client)
 }

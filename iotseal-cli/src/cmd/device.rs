@@ -42,6 +42,8 @@ struct ConnArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
+    /// Create a device identity (id, algorithm, key pair) in a file with mode 0600.
+    Keygen(KeygenArgs),
     /// Register a device's public key.
     Add(AddArgs),
     /// List devices.
@@ -92,7 +94,48 @@ struct AddArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct KeygenArgs {
+    /// Device id (1 to 32 bytes).
+    #[arg(long)]
+    id: String,
+    /// Output file (private; mode 0600).
+    #[arg(long)]
+    out: PathBuf,
+    /// Signature algorithm: ed25519, ecdsa-p256, mldsa65, ed25519+mldsa65.
+    #[arg(long, default_value = "ed25519")]
+    alg: SigAlg,
+}
+
+fn keygen(k: &KeygenArgs) -> Result<()> {
+    if k.id.is_empty() || k.id.len() > iotseal_proto::handshake::MAX_DEVICE_ID {
+        bail!(
+            "--id must be 1 to {} bytes",
+            iotseal_proto::handshake::MAX_DEVICE_ID
+        );
+    }
+    if k.out.exists() {
+        bail!("{} exists; not overwriting an identity", k.out.display());
+    }
+    let p = iotseal_crypto_awslc::default_provider();
+    let ident = iotseal_device::IdentityFile::generate(&p, &k.id, k.alg)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ident.save(&k.out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "device {} ({}) public key: {}",
+        ident.id, ident.alg, ident.public_key
+    );
+    println!(
+        "register it: iotseal device add --key-file {} --pins gateway.pub.toml --token-file admin.token",
+        k.out.display()
+    );
+    Ok(())
+}
+
 pub(crate) fn run(a: Args) -> Result<()> {
+    if let Cmd::Keygen(k) = &a.cmd {
+        return keygen(k);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -182,6 +225,7 @@ fn path_segment(id: &str) -> String {
 async fn run_async(a: Args) -> Result<()> {
     let admin = Admin::new(&a.conn)?;
     match a.cmd {
+        Cmd::Keygen(_) => unreachable!("handled in run"),
         Cmd::Add(add) => {
             let (id, alg, pk) = add_fields(&add)?;
             let v = admin
