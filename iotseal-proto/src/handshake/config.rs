@@ -87,7 +87,7 @@ pub struct DeviceConfig {
 
 impl DeviceConfig {
     /// A configuration with the defaults: offers the default suite with the identity's
-    /// algorithm (x25519mlkem768 / <alg> / aes256gcm), skew 30 s.
+    /// algorithm (`x25519mlkem768/<alg>/aes256gcm`), skew 30 s.
     pub fn new(
         provider: CryptoProvider,
         device_id: Vec<u8>,
