@@ -29,6 +29,9 @@ enum Command {
     Gateway(cmd::gateway::Args),
     /// Manage devices through a running gateway's admin API.
     Device(cmd::device::Args),
+    /// Load a running gateway with sealed readings over HTTPS keep-alive (temporary name of
+    /// `bench load`).
+    BenchLoad(cmd::load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Gateway(a) => cmd::gateway::run(a),
         Command::Device(a) => cmd::device::run(a),
+        Command::BenchLoad(a) => cmd::load::run(a),
     }
 }

@@ -22,6 +22,7 @@ mod client;
 mod clock;
 mod files;
 mod https;
+pub mod load;
 mod queue;
 pub mod sim;
 mod transport;

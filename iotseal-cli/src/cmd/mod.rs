@@ -4,6 +4,7 @@ pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod gateway;
 pub(crate) mod keygen;
+pub(crate) mod load;
 pub(crate) mod local;
 pub(crate) mod simulate;
 pub(crate) mod suites;

@@ -1,0 +1,269 @@
+//! `iotseal bench load`: sealed readings per second over HTTPS keep-alive against a running
+//! gateway (its own process), with latency percentiles and the gateway's CPU and memory; or
+//! the same client against a baseline server (`--baseline URL`, e.g. nginx returning 204).
+//! The library is [`iotseal_device::load`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use iotseal_device::GatewayPins;
+use iotseal_device::load::{LoadConfig, LoadProgress, LoadReport, Target};
+use iotseal_proto::Suite;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Gateway URL (default: the URL in --pins).
+    #[arg(long, env = "IOTSEAL_GATEWAY")]
+    gateway: Option<String>,
+    /// The gateway's pins file (gateway.pub.toml).
+    #[arg(long, env = "IOTSEAL_PINS", required_unless_present = "baseline")]
+    pins: Option<PathBuf>,
+    /// File with the admin token (to register the synthetic devices).
+    #[arg(long, env = "IOTSEAL_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The admin token itself.
+    #[arg(long, env = "IOTSEAL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Concurrent keep-alive connections, one synthetic device each.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Measured time: `30`, `30s`, `500ms`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before the measurement starts (connections are open and handshaken already).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Readings per request (one record of up to 1024 readings; more make several records).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Total requests per second (paced per connection); default: as fast as acknowledgements
+    /// come back.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Suite of the synthetic devices (aws-lc provider).
+    #[arg(long, default_value = "x25519/ed25519/aes256gcm", value_parser = parse_suite)]
+    suite: Suite,
+    /// Process id of the gateway (repeatable); default: whoever listens on the URL's port
+    /// (found through /proc).
+    #[arg(long = "gateway-pid")]
+    gateway_pid: Vec<u32>,
+    /// Prefix of the synthetic device ids (default `load-<random>-`).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Baseline mode: POST --body-size bytes to this URL with the same client and count 2xx
+    /// answers (any TLS certificate is accepted; nothing secret is sent). For a plain TLS
+    /// server such as nginx returning 204.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pins", "gateway"])]
+    baseline: Option<String>,
+    /// Request body size in baseline mode, bytes.
+    #[arg(long, default_value_t = 200)]
+    body_size: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 30s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_suite(s: &str) -> Result<Suite, String> {
+    s.parse().map_err(|e| format!("{s}: {e}"))
+}
+
+pub(crate) fn run(a: LoadArgs) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if a.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let target = match &a.baseline {
+        Some(url) => Target::Raw {
+            url: url.clone(),
+            body_len: a.body_size,
+        },
+        None => {
+            let path = a.pins.as_ref().expect("required by clap");
+            let mut pins = GatewayPins::load(path).map_err(|e| anyhow!("{e}"))?;
+            if let Some(u) = &a.gateway {
+                pins.url = u.clone();
+            }
+            let token = crate::cmd::simulate::admin_token(a.token.clone(), a.token_file.clone())?;
+            Target::Gateway {
+                pins,
+                token,
+                suite: a.suite,
+                prefix: a.prefix.clone(),
+            }
+        }
+    };
+    let cfg = LoadConfig {
+        target,
+        connections: a.connections,
+        duration: a.duration,
+        warmup: a.warmup,
+        batch: a.batch,
+        rate: a.rate,
+        gateway_pids: a.gateway_pid.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let progress = Arc::new(LoadProgress::default());
+        let bar = indicatif::ProgressBar::new(
+            (a.warmup + a.duration)
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        let ticker = tokio::spawn(tick(progress.clone(), bar.clone(), a.connections));
+        let r = iotseal_device::load::run(cfg, progress)
+            .await
+            .map_err(|e| anyhow!("{e}"));
+        ticker.abort();
+        bar.finish_and_clear();
+        r
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+async fn tick(p: Arc<LoadProgress>, bar: indicatif::ProgressBar, connections: usize) {
+    let mut iv = tokio::time::interval(Duration::from_millis(250));
+    let mut last = (0u64, 0u64);
+    let mut started: Option<tokio::time::Instant> = None;
+    loop {
+        iv.tick().await;
+        let ready = p.ready.load(Ordering::Relaxed);
+        let reqs = p.requests.load(Ordering::Relaxed);
+        let readings = p.readings.load(Ordering::Relaxed);
+        let errors = p.errors.load(Ordering::Relaxed);
+        if (ready as usize) < connections {
+            bar.set_message(format!(
+                "setting up: {} registered, {ready}/{connections} connected",
+                p.registered.load(Ordering::Relaxed)
+            ));
+        } else {
+            let t = *started.get_or_insert_with(tokio::time::Instant::now);
+            bar.set_position(t.elapsed().as_millis() as u64);
+            bar.set_message(format!(
+                "{} req/s, {} readings/s, errors {errors}",
+                (reqs - last.0) * 4,
+                (readings - last.1) * 4
+            ));
+        }
+        last = (reqs, readings);
+        bar.tick();
+    }
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "n/a".into(), |x| format!("{x:.1}{unit}"))
+}
+
+fn print_report(r: &LoadReport) {
+    println!(
+        "{} load of {} ({}), {} connections, {} reading(s) per request, {:.1} s measured{}",
+        r.mode,
+        r.url,
+        r.suite.as_deref().unwrap_or("plain HTTPS POST"),
+        r.connections,
+        r.batch,
+        r.duration,
+        r.target_rate
+            .map(|x| format!(", paced at {x:.0} req/s"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  throughput: {:.0} requests/s, {:.0} readings/s ({} requests, {} readings)",
+        r.requests_per_s, r.readings_per_s, r.requests, r.readings
+    );
+    println!(
+        "  latency:    mean {:.3} ms, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        r.mean_ms, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms
+    );
+    let kinds: Vec<String> = r
+        .errors_by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "  errors:     {} ({} refusals){}",
+        r.errors,
+        r.refusals,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        }
+    );
+    if r.gateway_pids.is_empty() {
+        println!("  server:     process not found (not local, or no permission): no CPU/RSS");
+    } else {
+        println!(
+            "  server:     pid {:?}: CPU {} of one core ({} CPUs), RSS {} MiB (before {}, max {}), {} fds",
+            r.gateway_pids,
+            opt(r.gateway_cpu_percent, "%"),
+            r.cpus,
+            opt(r.gateway_rss_mb, ""),
+            opt(r.gateway_rss_mb_before, ""),
+            opt(r.gateway_rss_mb_max, ""),
+            r.gateway_fds
+                .map_or_else(|| "n/a".into(), |f| f.to_string())
+        );
+    }
+    println!(
+        "  client:     CPU {} of one core",
+        opt(r.client_cpu_percent, "%")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! One HTTP/1.1 keep-alive connection over TLS 1.3 (or plain TCP), driven directly with
+//! hyper's connection API: no pool, no per-request URI parsing beyond the path, so the load
+//! generator spends as little of the shared CPUs as it can.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+
+/// Largest response body read.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Trusts exactly one certificate (by SHA-256), or, for a baseline server, any certificate
+/// (the baseline mode sends nothing secret). TLS 1.3 signatures are always checked.
+#[derive(Debug)]
+struct Verifier {
+    sha256: Option<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(want) = &self.sha256 else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let p = iotseal_crypto_awslc::default_provider();
+        let got = p.hash.hash(end_entity.as_ref());
+        let same = got.len() == want.len()
+            && got.iter().zip(want).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        if same {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Where to connect and how.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    host: String,
+    port: u16,
+    authority: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Endpoint {
+    /// `url` is `https://host:port` or `http://host:port`. `pin_sha256`: the certificate's
+    /// SHA-256 (None trusts any certificate).
+    pub(crate) fn new(url: &str, pin_sha256: Option<Vec<u8>>) -> Result<Self, String> {
+        let uri: Uri = url
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("URL {url}: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("URL {url}: expected https:// or http://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("URL {url}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri
+            .authority()
+            .map_or_else(|| host.clone(), |a| a.as_str().to_string());
+        let tls = if https {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let verifier = Verifier {
+                sha256: pin_sha256,
+                provider: provider.clone(),
+            };
+            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| format!("TLS: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(cfg))
+        } else {
+            None
+        };
+        Ok(Self {
+            host,
+            port,
+            authority,
+            tls,
+        })
+    }
+
+    /// The port (to find the server's process).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the host is this machine (only then can its process be measured).
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            || self.host.starts_with("127.")
+    }
+
+    /// Opens a connection (TCP, TLS 1.3 handshake, HTTP/1.1).
+    pub(crate) async fn connect(&self) -> Result<Conn, String> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let sender = match &self.tls {
+            None => handshake(tcp).await?,
+            Some(cfg) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("server name: {e}"))?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                handshake(tls).await?
+            }
+        };
+        Ok(Conn {
+            sender,
+            authority: self.authority.clone(),
+        })
+    }
+}
+
+async fn handshake<S>(io: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// An open keep-alive connection.
+pub(crate) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl Conn {
+    /// POSTs `body` to `path`; returns the status and the whole response body. An error means
+    /// the connection is no longer usable.
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("request: {e}"))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("response: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}

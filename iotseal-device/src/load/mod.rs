@@ -1,0 +1,772 @@
+//! A load generator (what `iotseal bench load` runs): many synthetic devices, one keep-alive
+//! HTTPS connection each, sending sealed readings as fast as the gateway acknowledges them (or
+//! at a fixed total rate), measuring throughput, acknowledgement latency (HDR histogram),
+//! refusals and errors, and the gateway process's CPU and memory from `/proc`.
+//!
+//! Each device is registered through the admin API, handshakes once, then loops: seal one
+//! record of `batch` readings, POST it to `/v1/records`, open the acknowledgement and check
+//! that it covers the record. A request counts only if it was sent after the warm-up and
+//! acknowledged before the end of the measured window.
+//!
+//! The same client also drives a baseline server ([`Target::Raw`]): POSTs of a fixed body,
+//! counting 2xx answers, so a plain TLS server (nginx returning 204) can be measured with the
+//! very same connection code and connection count.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use iotseal_device::GatewayPins;
+//! use iotseal_device::load::{LoadConfig, LoadProgress, Target, run};
+//! let target = Target::Gateway {
+//!     pins: GatewayPins::load("gw/gateway.pub.toml".as_ref())?,
+//!     token: std::fs::read_to_string("gw/admin.token")?,
+//!     suite: "x25519/ed25519/aes256gcm".parse()?,
+//!     prefix: None,
+//! };
+//! let report = run(LoadConfig::new(target, 8), Default::default()).await?;
+//! println!("{:.0} readings/s, p99 {:.2} ms", report.readings_per_s, report.p99_ms);
+//! # Ok(()) }
+//! ```
+
+mod conn;
+pub mod procfs;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hyper::StatusCode;
+use iotseal_proto::handshake::messages::decode_alert;
+use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
+use iotseal_proto::reading::{MAX_READINGS, Reading, SensorKind, encode_batch};
+use iotseal_proto::record::{ContentType, Session, batch};
+use iotseal_proto::{Refusal, Suite};
+use serde::Serialize;
+
+use self::conn::{Conn, Endpoint};
+use crate::admin::AdminClient;
+use crate::clock::Clock;
+use crate::files::{GatewayPins, IdentityFile};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const OCTET: &str = "application/octet-stream";
+
+/// What to load.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// An iotseal gateway: sealed readings from synthetic devices registered with `token`.
+    Gateway {
+        /// The gateway's pins (its URL, TLS certificate and identity keys).
+        pins: GatewayPins,
+        /// Admin token (to register the devices).
+        token: String,
+        /// Suite the devices offer (aws-lc provider).
+        suite: Suite,
+        /// Device id prefix (default `load-<random>-`).
+        prefix: Option<String>,
+    },
+    /// A baseline server: POST `body_len` bytes to `url` (any TLS certificate is accepted:
+    /// nothing secret is sent), count 2xx answers.
+    Raw {
+        /// `https://host:port/path` (or `http://`).
+        url: String,
+        /// Request body size, bytes.
+        body_len: usize,
+    },
+}
+
+/// A load run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// What to load.
+    pub target: Target,
+    /// Connections (one device each), all kept alive for the whole run.
+    pub connections: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time before the measurement starts (connections are already open and handshaken).
+    pub warmup: Duration,
+    /// Readings per request (sealed into records of at most 1024 readings).
+    pub batch: usize,
+    /// Total requests per second over all connections; `None`: each connection sends its next
+    /// request as soon as the previous one is answered.
+    pub rate: Option<f64>,
+    /// The gateway's process ids; empty: found by the listening port when the URL is local.
+    pub gateway_pids: Vec<u32>,
+}
+
+impl LoadConfig {
+    /// `connections` connections for 10 s after 1 s of warm-up, one reading per request, as
+    /// fast as possible.
+    pub fn new(target: Target, connections: usize) -> Self {
+        Self {
+            target,
+            connections,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            batch: 1,
+            rate: None,
+            gateway_pids: Vec::new(),
+        }
+    }
+}
+
+/// Live counters (for a progress display).
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    /// Devices registered.
+    pub registered: AtomicU64,
+    /// Connections open and handshaken.
+    pub ready: AtomicU64,
+    /// Requests answered successfully (warm-up included).
+    pub requests: AtomicU64,
+    /// Readings acknowledged (warm-up included).
+    pub readings: AtomicU64,
+    /// Failed requests (refusals, connection errors, missing acknowledgements).
+    pub errors: AtomicU64,
+}
+
+/// Results of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// `sealed` (iotseal gateway) or `raw` (baseline server).
+    pub mode: String,
+    /// URL loaded.
+    pub url: String,
+    /// Suite of the devices (sealed mode).
+    pub suite: Option<String>,
+    /// Connections.
+    pub connections: usize,
+    /// Readings per request (1 in raw mode).
+    pub batch: usize,
+    /// Requested total rate, requests/s (None: as fast as possible).
+    pub target_rate: Option<f64>,
+    /// Measured time, seconds.
+    pub duration: f64,
+    /// Requests acknowledged in the measured time.
+    pub requests: u64,
+    /// Readings acknowledged in the measured time (raw mode: requests).
+    pub readings: u64,
+    /// Readings per second.
+    pub readings_per_s: f64,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Mean acknowledgement latency, ms (send to acknowledgement, per request).
+    pub mean_ms: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest latency, ms.
+    pub max_ms: f64,
+    /// Failed requests during the whole run (warm-up included): refusals, connection errors,
+    /// answers without the acknowledgement.
+    pub errors: u64,
+    /// Of `errors`, the refusals by the server (an alert or an error status).
+    pub refusals: u64,
+    /// `errors` by kind: the refusal (`Busy`, `UnknownSession`, `http_503` ...),
+    /// `transport` (connection failed or reset) or `protocol` (no acknowledgement).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Connections opened beyond the first per device (after errors).
+    pub reconnects: u64,
+    /// Handshakes (sealed mode).
+    pub handshakes: u64,
+    /// Gateway process ids measured (empty: not found, e.g. a remote gateway).
+    pub gateway_pids: Vec<u32>,
+    /// Gateway CPU over the measured time, percent of one core (200 = both of 2 cores).
+    pub gateway_cpu_percent: Option<f64>,
+    /// Gateway resident memory at the end, MiB.
+    pub gateway_rss_mb: Option<f64>,
+    /// Gateway resident memory before the devices connected, MiB.
+    pub gateway_rss_mb_before: Option<f64>,
+    /// Largest gateway resident memory seen during the run, MiB.
+    pub gateway_rss_mb_max: Option<f64>,
+    /// Gateway open file descriptors at the end.
+    pub gateway_fds: Option<u64>,
+    /// This load generator's CPU over the measured time, percent of one core.
+    pub client_cpu_percent: Option<f64>,
+    /// CPUs of this machine.
+    pub cpus: usize,
+}
+
+/// A device's part of the run.
+struct Device {
+    config: Arc<DeviceConfig>,
+    clock: Clock,
+    session: Option<Session>,
+    next_msg_id: u64,
+}
+
+/// What the workers share.
+struct Shared {
+    endpoint: Endpoint,
+    /// `/v1/records` or the raw URL's path.
+    path: String,
+    raw_body: Option<Vec<u8>>,
+    batch: usize,
+    /// Per-connection interval when paced.
+    interval: Option<Duration>,
+    warmup: Duration,
+    duration: Duration,
+    start: OnceLock<Instant>,
+    barrier: tokio::sync::Barrier,
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    hist: Option<Histogram<u64>>,
+    requests: u64,
+    readings: u64,
+    errors: u64,
+    refusals: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    reconnects: u64,
+    handshakes: u64,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+fn random_tag() -> String {
+    let p = iotseal_crypto_awslc::default_provider();
+    hex::encode(p.random_vec(3).unwrap_or_else(|_| vec![0, 0, 0]))
+}
+
+fn refusal_name(status: StatusCode, body: &[u8]) -> String {
+    match decode_alert(body) {
+        Some(r) => format!("{r:?}"),
+        None => format!("http_{}", status.as_u16()),
+    }
+}
+
+/// Runs the load and returns the report. Sealed mode registers `connections` new devices
+/// first (they stay registered).
+pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadReport, Error> {
+    if cfg.connections == 0 {
+        return Err("at least one connection".into());
+    }
+    if cfg.batch == 0 {
+        return Err("batch must be at least 1".into());
+    }
+    if let Some(r) = cfg.rate
+        && !(r > 0.0 && r.is_finite())
+    {
+        return Err("rate must be positive".into());
+    }
+    let mut report = LoadReport {
+        connections: cfg.connections,
+        batch: cfg.batch,
+        target_rate: cfg.rate,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..LoadReport::default()
+    };
+    let (endpoint, path, raw_body, devices) = match &cfg.target {
+        Target::Gateway {
+            pins,
+            token,
+            suite,
+            prefix,
+        } => {
+            report.mode = "sealed".into();
+            report.url = pins.url.clone();
+            report.suite = Some(suite.to_string());
+            let pin = hex::decode(pins.tls_cert_sha256.trim())?;
+            let endpoint = Endpoint::new(&pins.url, Some(pin))?;
+            let prefix = prefix
+                .clone()
+                .unwrap_or_else(|| format!("load-{}-", random_tag()));
+            let devices =
+                register(pins, token, *suite, &prefix, cfg.connections, &progress).await?;
+            (endpoint, "/v1/records".to_string(), None, devices)
+        }
+        Target::Raw { url, body_len } => {
+            report.mode = "raw".into();
+            report.url = url.clone();
+            report.batch = 1;
+            let uri: hyper::Uri = url.parse()?;
+            let path = match uri.path() {
+                "" => "/".to_string(),
+                p => p.to_string(),
+            };
+            let base = format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("https"),
+                uri.authority().map_or("", |a| a.as_str())
+            );
+            let endpoint = Endpoint::new(&base, None)?;
+            (
+                endpoint,
+                path,
+                Some(vec![b'x'; *body_len]),
+                (0..cfg.connections).map(|_| None).collect(),
+            )
+        }
+    };
+
+    let mut pids = cfg.gateway_pids.clone();
+    if pids.is_empty() && endpoint.is_local() {
+        pids = procfs::pids_listening_on(endpoint.port());
+    }
+    report.gateway_pids = pids.clone();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    report.gateway_rss_mb_before = procfs::sample(&pids).map(|s| mib(s.rss_bytes));
+
+    let shared = Arc::new(Shared {
+        endpoint,
+        path,
+        raw_body,
+        batch: if matches!(cfg.target, Target::Raw { .. }) {
+            1
+        } else {
+            cfg.batch
+        },
+        interval: cfg
+            .rate
+            .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r)),
+        warmup: cfg.warmup,
+        duration: cfg.duration,
+        start: OnceLock::new(),
+        barrier: tokio::sync::Barrier::new(cfg.connections + 1),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for d in devices {
+        tasks.spawn(worker(shared.clone(), d, progress.clone()));
+    }
+    // Everyone connected (and handshaken): start.
+    shared.barrier.wait().await;
+    let start = *shared.start.get_or_init(Instant::now);
+    let from = start + cfg.warmup;
+    let end = from + cfg.duration;
+    let sampler = async {
+        tokio::time::sleep_until(from.into()).await;
+        let g0 = procfs::sample(&pids);
+        let c0 = procfs::sample_self();
+        let t0 = Instant::now();
+        let mut max_rss = g0.map(|s| s.rss_bytes);
+        while Instant::now() + Duration::from_millis(500) < end {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(s) = procfs::sample(&pids) {
+                max_rss = max_rss.max(Some(s.rss_bytes));
+            }
+        }
+        tokio::time::sleep_until(end.into()).await;
+        let g1 = procfs::sample(&pids);
+        let c1 = procfs::sample_self();
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let hz = procfs::clock_ticks_per_sec() as f64;
+        let cpu = |a: Option<procfs::ProcSample>, b: Option<procfs::ProcSample>| match (a, b) {
+            (Some(a), Some(b)) => {
+                Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / hz / secs * 100.0)
+            }
+            _ => None,
+        };
+        if let Some(s) = g1 {
+            max_rss = max_rss.max(Some(s.rss_bytes));
+        }
+        (cpu(g0, g1), cpu(c0, c1), g1, max_rss)
+    };
+    let (gcpu, ccpu, g1, max_rss) = sampler.await;
+    report.gateway_cpu_percent = gcpu;
+    report.client_cpu_percent = ccpu;
+    report.gateway_rss_mb = g1.map(|s| mib(s.rss_bytes));
+    report.gateway_fds = g1.map(|s| s.fds);
+    report.gateway_rss_mb_max = max_rss.map(mib);
+
+    // Workers stop at `end`; requests in flight then get a few seconds to finish.
+    let mut hist = new_hist();
+    let collect = async {
+        while let Some(r) = tasks.join_next().await {
+            let Ok(r) = r else { continue };
+            if let Some(h) = &r.hist {
+                let _ = hist.add(h);
+            }
+            report.requests += r.requests;
+            report.readings += r.readings;
+            report.errors += r.errors;
+            report.reconnects += r.reconnects;
+            report.handshakes += r.handshakes;
+            report.refusals += r.refusals;
+            for (k, v) in r.errors_by_kind {
+                *report.errors_by_kind.entry(k).or_default() += v;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), collect)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+    let secs = cfg.duration.as_secs_f64();
+    report.duration = secs;
+    report.requests_per_s = report.requests as f64 / secs;
+    report.readings_per_s = report.readings as f64 / secs;
+    let ms = |us: u64| us as f64 / 1000.0;
+    if !hist.is_empty() {
+        report.mean_ms = hist.mean() / 1000.0;
+        report.p50_ms = ms(hist.value_at_quantile(0.50));
+        report.p90_ms = ms(hist.value_at_quantile(0.90));
+        report.p99_ms = ms(hist.value_at_quantile(0.99));
+        report.p999_ms = ms(hist.value_at_quantile(0.999));
+        report.max_ms = ms(hist.max());
+    }
+    Ok(report)
+}
+
+/// Registers `n` devices (a few calls at a time) and builds their configurations.
+async fn register(
+    pins: &GatewayPins,
+    token: &str,
+    suite: Suite,
+    prefix: &str,
+    n: usize,
+    progress: &LoadProgress,
+) -> Result<Vec<Option<Device>>, Error> {
+    let admin = AdminClient::new(pins, token)?;
+    let provider = iotseal_crypto_awslc::default_provider();
+    let mut out: Vec<Option<Device>> = (0..n).map(|_| None).collect();
+    let mut set = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    let mut running = 0usize;
+    loop {
+        while running < 8 && next < n {
+            let id = format!("{prefix}{next}");
+            if id.len() > 32 {
+                return Err(
+                    format!("device id {id:?} longer than 32 bytes: shorten the prefix").into(),
+                );
+            }
+            let identity = IdentityFile::generate(&provider, &id, suite.sig)?;
+            let config = identity.device_config_with(provider, pins, Some(vec![suite]))?;
+            let admin = admin.clone();
+            let i = next;
+            set.spawn(async move {
+                let r = admin
+                    .add_device(&identity.id, suite.sig, &identity.public_key)
+                    .await;
+                (i, r, config)
+            });
+            next += 1;
+            running += 1;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        running -= 1;
+        let (i, r, config) = done?;
+        r?;
+        progress.registered.fetch_add(1, Ordering::Relaxed);
+        out[i] = Some(Device {
+            config: Arc::new(config),
+            clock: Clock::default(),
+            session: None,
+            next_msg_id: 1,
+        });
+    }
+    Ok(out)
+}
+
+/// Why one exchange failed.
+enum Fail {
+    /// The connection is unusable.
+    Transport(String),
+    /// The server refused (kind).
+    Refused(String, Option<Refusal>),
+    /// The answer did not acknowledge what was sent, or did not parse.
+    Protocol(String),
+}
+
+/// Runs the handshake on `conn`; the device gets its session.
+async fn handshake(conn: &mut Conn, d: &mut Device) -> Result<(), Fail> {
+    let now = d.clock.now();
+    let (mut hs, mut hello) = DeviceHandshake::start(d.config.clone(), now)
+        .map_err(|e| Fail::Protocol(format!("start: {e}")))?;
+    let est = loop {
+        let (status, body) = conn
+            .post("/v1/handshake", OCTET, hello)
+            .await
+            .map_err(Fail::Transport)?;
+        if status != StatusCode::OK {
+            return Err(Fail::Refused(
+                refusal_name(status, &body),
+                decode_alert(&body),
+            ));
+        }
+        match hs.handle(d.clock.now(), &body) {
+            Ok(DeviceNext::Retry {
+                handshake,
+                hello: h,
+            }) => {
+                hs = handshake;
+                hello = h;
+            }
+            Ok(DeviceNext::Established(e)) => break e,
+            Err(e) => return Err(Fail::Protocol(format!("handshake: {e}"))),
+        }
+    };
+    if let Some(t) = est.gateway_time {
+        let local = d.clock.now();
+        d.clock.adopt(t, local);
+    }
+    let mut session = est.session;
+    let (status, body) = conn
+        .post("/v1/handshake", OCTET, est.finish)
+        .await
+        .map_err(Fail::Transport)?;
+    if status != StatusCode::OK {
+        return Err(Fail::Refused(
+            refusal_name(status, &body),
+            decode_alert(&body),
+        ));
+    }
+    // The answer is the session's first acknowledgement.
+    open_acks(&mut session, d.clock, &body);
+    d.session = Some(session);
+    Ok(())
+}
+
+/// Opens the acknowledgement records of an answer; returns the acknowledged ranges.
+fn open_acks(session: &mut Session, clock: Clock, answer: &[u8]) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let Ok(records) = batch::split(answer) else {
+        return ranges;
+    };
+    for r in records {
+        let mut r = r.to_vec();
+        let Ok(o) = session.open(clock.now(), &mut r) else {
+            continue;
+        };
+        if o.content_type != ContentType::Ack {
+            continue;
+        }
+        let seq = o.seq;
+        if let Ok(rs) = session.parse_ack(o.plaintext) {
+            ranges.extend(rs);
+            let _ = session.accept(seq);
+        }
+    }
+    ranges
+}
+
+/// Seals `n` readings into records (at most [`MAX_READINGS`] each) appended to `body`;
+/// returns their sequence numbers.
+fn seal_readings(d: &mut Device, n: usize, body: &mut Vec<u8>) -> Result<Vec<u64>, Fail> {
+    let now = d.clock.now();
+    let session = d.session.as_mut().expect("session");
+    let mut seqs = Vec::with_capacity(n.div_ceil(MAX_READINGS));
+    let mut left = n;
+    let mut rec = Vec::new();
+    while left > 0 {
+        let k = left.min(MAX_READINGS);
+        left -= k;
+        let readings: Vec<Reading> = (0..k)
+            .map(|_| {
+                let id = d.next_msg_id;
+                d.next_msg_id += 1;
+                Reading {
+                    msg_id: id,
+                    time_ms: now.0,
+                    values: vec![(SensorKind::Temperature, 20.0 + (id % 100) as f32 / 10.0)],
+                    extra: Vec::new(),
+                }
+            })
+            .collect();
+        let plain = encode_batch(&readings);
+        rec.clear();
+        let seq = session
+            .seal(now, ContentType::Data, &plain, &mut rec)
+            .map_err(|e| Fail::Protocol(format!("seal: {e}")))?;
+        batch::push(body, &rec);
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+/// One request: sealed readings (or the raw body); returns the readings acknowledged.
+async fn exchange(sh: &Shared, conn: &mut Conn, d: Option<&mut Device>) -> Result<u64, Fail> {
+    let Some(d) = d else {
+        let body = sh.raw_body.clone().unwrap_or_default();
+        let (status, _) = conn
+            .post(&sh.path, OCTET, body)
+            .await
+            .map_err(Fail::Transport)?;
+        return if status.is_success() {
+            Ok(1)
+        } else {
+            Err(Fail::Refused(format!("http_{}", status.as_u16()), None))
+        };
+    };
+    let mut body = Vec::with_capacity(64 + sh.batch * 24);
+    let seqs = seal_readings(d, sh.batch, &mut body)?;
+    let (status, answer) = conn
+        .post(&sh.path, OCTET, body)
+        .await
+        .map_err(Fail::Transport)?;
+    if status != StatusCode::OK {
+        return Err(Fail::Refused(
+            refusal_name(status, &answer),
+            decode_alert(&answer),
+        ));
+    }
+    let session = d.session.as_mut().expect("session");
+    let ranges = open_acks(session, d.clock, &answer);
+    if seqs
+        .iter()
+        .all(|s| ranges.iter().any(|(a, b)| (*a..=*b).contains(s)))
+    {
+        Ok(sh.batch as u64)
+    } else {
+        Err(Fail::Protocol("answer without the acknowledgement".into()))
+    }
+}
+
+async fn worker(
+    sh: Arc<Shared>,
+    mut device: Option<Device>,
+    progress: Arc<LoadProgress>,
+) -> WorkerResult {
+    let mut res = WorkerResult::default();
+    let mut hist = new_hist();
+    let mut conn: Option<Conn> = None;
+    let mut opened = 0u64;
+    // Set up before the start: connect and handshake (a few tries).
+    for attempt in 0..20u32 {
+        if conn.is_none() {
+            match sh.endpoint.connect().await {
+                Ok(c) => {
+                    conn = Some(c);
+                    opened += 1;
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                    continue;
+                }
+            }
+        }
+        let Some(d) = device.as_mut() else { break };
+        match handshake(conn.as_mut().expect("connected"), d).await {
+            Ok(()) => {
+                res.handshakes += 1;
+                break;
+            }
+            Err(Fail::Transport(_)) => conn = None,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+    }
+    progress.ready.fetch_add(1, Ordering::Relaxed);
+    sh.barrier.wait().await;
+    let start = *sh.start.get_or_init(Instant::now);
+    let from = start + sh.warmup;
+    let end = from + sh.duration;
+    let mut next_at = start;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        if let Some(iv) = sh.interval {
+            next_at += iv;
+            if next_at >= end {
+                break;
+            }
+            let now = Instant::now();
+            if next_at > now {
+                tokio::time::sleep_until(next_at.into()).await;
+            } else if now.duration_since(next_at) > Duration::from_secs(1) {
+                // Far behind (after an outage): do not send a burst to catch up.
+                next_at = now;
+            }
+        }
+        if Instant::now() >= end {
+            break;
+        }
+        if conn.is_none() {
+            match sh.endpoint.connect().await {
+                Ok(c) => {
+                    conn = Some(c);
+                    opened += 1;
+                }
+                Err(_) => {
+                    res.errors += 1;
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected");
+        if let Some(d) = device.as_mut()
+            && d.session.is_none()
+        {
+            match handshake(c, d).await {
+                Ok(()) => res.handshakes += 1,
+                Err(f) => {
+                    fail(&mut res, &progress, &f);
+                    if matches!(f, Fail::Transport(_)) {
+                        conn = None;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    continue;
+                }
+            }
+        }
+        let sent = Instant::now();
+        match exchange(&sh, c, device.as_mut()).await {
+            Ok(n) => {
+                let done = Instant::now();
+                backoff = Duration::from_millis(5);
+                progress.requests.fetch_add(1, Ordering::Relaxed);
+                progress.readings.fetch_add(n, Ordering::Relaxed);
+                if sent >= from && done <= end {
+                    res.requests += 1;
+                    res.readings += n;
+                    let us = done.duration_since(sent).as_micros() as u64;
+                    let _ = hist.record(us.max(1));
+                }
+            }
+            Err(f) => {
+                fail(&mut res, &progress, &f);
+                match &f {
+                    Fail::Transport(_) => conn = None,
+                    Fail::Refused(_, Some(Refusal::Busy)) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    Fail::Refused(..) | Fail::Protocol(_) => {
+                        // Anything else: a fresh session.
+                        if let Some(d) = device.as_mut() {
+                            d.session = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    res.reconnects = opened.saturating_sub(1);
+    res.hist = Some(hist);
+    res
+}
+
+fn fail(res: &mut WorkerResult, progress: &LoadProgress, f: &Fail) {
+    res.errors += 1;
+    progress.errors.fetch_add(1, Ordering::Relaxed);
+    let kind = match f {
+        Fail::Transport(_) => "transport".to_string(),
+        Fail::Refused(k, _) => {
+            res.refusals += 1;
+            k.clone()
+        }
+        Fail::Protocol(_) => "protocol".to_string(),
+    };
+    *res.errors_by_kind.entry(kind).or_default() += 1;
+    if let Fail::Transport(e) | Fail::Protocol(e) = f {
+        tracing::debug!("load request failed: {e}");
+    }
+}
