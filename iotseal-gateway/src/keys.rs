@@ -196,6 +196,19 @@ pub fn self_signed_cert(names: &[String]) -> Result<SelfSigned, GatewayError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "iotseal gateway");
+    // A bounded validity (397 days, the CA/Browser Forum maximum is 398) rather than rcgen's
+    // default of centuries; devices pin the certificate by its SHA-256 and do not depend on
+    // the dates, browsers and curl do.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .map_err(|e| GatewayError::Tls(format!("certificate validity: {e}")))
+    };
+    params.not_before = at(now - 3600)?;
+    params.not_after = at(now + 397 * 86_400)?;
     let key = rcgen::KeyPair::generate().map_err(|e| GatewayError::Tls(e.to_string()))?;
     let cert = params
         .self_signed(&key)
