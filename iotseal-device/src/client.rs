@@ -414,7 +414,6 @@ impl<T: Transport> DeviceClient<T> {
         let now = self.clock.now();
         let (mut hs, mut hello) = DeviceHandshake::start(self.config.clone(), now)
             .map_err(|e| TransportError::Unavailable(format!("start: {e}")))?;
-        let mut sent_at_local = now;
         let est = loop {
             let answer = self.send_handshake(hello.clone()).await?;
             let local = self.clock.now();
@@ -425,7 +424,6 @@ impl<T: Transport> DeviceClient<T> {
                 }) => {
                     hs = handshake;
                     hello = h;
-                    sent_at_local = local;
                 }
                 Ok(DeviceNext::Established(e)) => break e,
                 Err(e) => {
@@ -433,7 +431,6 @@ impl<T: Transport> DeviceClient<T> {
                 }
             }
         };
-        let _ = sent_at_local;
         let local = self.clock.now();
         if let Some(t) = est.gateway_time {
             self.clock.adopt(t, local);
