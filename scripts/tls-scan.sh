@@ -4,7 +4,7 @@
 # to a self-signed test certificate on an IP address (listed below, each with its reason).
 # Usage: scripts/tls-scan.sh [path/to/iotseal]
 set -euo pipefail
-BIN=${1:-target/debug/iotseal}
+BIN=${1:-${CARGO_TARGET_DIR:-target}/debug/iotseal}
 command -v testssl >/dev/null || { echo "testssl not installed (apt-get install testssl.sh)" >&2; exit 1; }
 DIR=$(mktemp -d)
 trap 'kill "${GW_PID:-0}" 2>/dev/null || true; rm -rf "$DIR"' EXIT
