@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -p iotseal-cli --quiet
-bin="$PWD/target/release/iotseal"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal"
 # `bench load` once the bench command exists, else the interim name.
 if "$bin" bench load --help >/dev/null 2>&1; then load=("$bin" bench load); else load=("$bin" bench-load); fi
 work="${out:-$(mktemp -d -t iotseal-bench-load-XXXXXX)}"

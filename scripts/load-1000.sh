@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -p iotseal-cli --quiet
-bin="$PWD/target/release/iotseal"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal"
 work="${out:-$(mktemp -d -t iotseal-load1000-XXXXXX)}"
 mkdir -p "$work"
 gw_pid=""

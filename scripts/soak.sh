@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -p iotseal-cli --quiet
-bin="$PWD/target/release/iotseal"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 gw_pid=""
