@@ -20,7 +20,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Directory for data files (relative to the configuration file's directory).
     pub data_dir: PathBuf,
-    /// Storage: `sqlite:PATH` (relative to `data_dir`) or `memory:` (volatile, for tests).
+    /// Storage: `sqlite:PATH` (relative to `data_dir`), `postgres://USER@HOST:PORT/DB` or
+    /// `memory:` (volatile, for tests).
     pub storage: String,
     /// Serve plain HTTP instead of TLS (only behind a TLS-terminating proxy).
     pub plain_http: bool,
@@ -202,6 +203,8 @@ impl Default for RecordSettings {
 pub enum StorageSpec {
     /// SQLite database file.
     Sqlite(PathBuf),
+    /// PostgreSQL database (`postgres://` or `postgresql://` URL).
+    Postgres(String),
     /// In memory (volatile; tests and demos).
     Memory,
 }
@@ -322,11 +325,15 @@ impl Settings {
                 self.data_dir().join(p)
             };
             Ok(StorageSpec::Sqlite(p))
+        } else if self.storage.starts_with("postgres://")
+            || self.storage.starts_with("postgresql://")
+        {
+            Ok(StorageSpec::Postgres(self.storage.clone()))
         } else if self.storage == "memory:" {
             Ok(StorageSpec::Memory)
         } else {
             Err(GatewayError::Config(format!(
-                "storage: expected sqlite:PATH or memory:, got {:?}",
+                "storage: expected sqlite:PATH, postgres://URL or memory:, got {:?}",
                 self.storage
             )))
         }
@@ -402,7 +409,8 @@ impl Settings {
 listen = "{listen}"
 # Directory for data files.
 data_dir = {data_dir}
-# Storage: "sqlite:PATH" (relative to data_dir) or "memory:" (volatile).
+# Storage: "sqlite:PATH" (relative to data_dir), "postgres://USER@HOST:PORT/DB" or
+# "memory:" (volatile).
 storage = "{storage}"
 # Serve plain HTTP instead of TLS 1.3: only behind a TLS-terminating proxy. Readings stay
 # sealed end to end either way.

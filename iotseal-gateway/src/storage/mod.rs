@@ -7,6 +7,7 @@
 //!   as a duplicate, never a second row.
 //! - A batch is all-or-nothing: a crash leaves either every reading of a call or none.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;

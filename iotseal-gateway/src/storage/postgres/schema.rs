@@ -1,0 +1,235 @@
+//! Connecting, and the versioned schema.
+//!
+//! The schema version is the `version` column of the one-row table `schema_version`: the
+//! number of [`MIGRATIONS`] applied. Its `application` column says the schema is iotseal's, so
+//! that another application's tables are refused instead of being "migrated".
+
+use std::str::FromStr;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::{PgOptions, pg};
+use crate::storage::StorageError;
+
+/// `schema_version.application` of iotseal gateway schemas.
+pub(super) const APPLICATION: &str = "iotseal-gateway";
+
+/// The advisory lock held while migrating ("IOTS", plus a hash of the schema name).
+const MIGRATION_LOCK: i32 = 0x494F_5453;
+
+/// The migrations, in order, numbered as the SQLite backend's (`sqlite/schema.rs`): script
+/// `i` takes the schema from version `i` to `i + 1`, in the same transaction as the
+/// `schema_version` update. Never edit a released script: append a new one (to both backends).
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: devices, readings, parsed values, session audit trail.
+    r"
+    CREATE TABLE devices (
+        id           text    NOT NULL PRIMARY KEY,
+        alg          text    NOT NULL,
+        public_key   bytea   NOT NULL UNIQUE,
+        revoked      boolean NOT NULL DEFAULT false,
+        created_ms   bigint  NOT NULL,
+        last_seen_ms bigint,
+        readings     bigint  NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE readings (
+        device_id      text   NOT NULL REFERENCES devices (id),
+        msg_id         bigint NOT NULL,
+        device_time_ms bigint NOT NULL,
+        received_ms    bigint NOT NULL,
+        payload        bytea  NOT NULL,
+        PRIMARY KEY (device_id, msg_id)
+    );
+    -- Time-range queries, ordered by (device_time_ms, msg_id) without a sort.
+    CREATE INDEX readings_device_time ON readings (device_id, device_time_ms, msg_id);
+
+    -- One row per parsed value, in payload order (idx). value NULL stands for NaN, as in the
+    -- SQLite backend.
+    CREATE TABLE reading_values (
+        device_id text    NOT NULL,
+        msg_id    bigint  NOT NULL,
+        idx       integer NOT NULL,
+        sensor    text    NOT NULL,
+        value     double precision,
+        PRIMARY KEY (device_id, msg_id, idx),
+        FOREIGN KEY (device_id, msg_id) REFERENCES readings (device_id, msg_id) ON DELETE CASCADE
+    );
+
+    -- Audit trail. device_id is not a foreign key: refused sessions may name unknown devices.
+    CREATE TABLE session_events (
+        id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at_ms      bigint NOT NULL,
+        device_id  text,
+        session_id bigint NOT NULL,
+        event      text   NOT NULL,
+        suite      text   NOT NULL
+    );
+    CREATE INDEX session_events_at ON session_events (at_ms);
+    CREATE INDEX session_events_device ON session_events (device_id, at_ms);
+    ",
+];
+
+/// The schema version this build creates and understands.
+pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Parses a `postgres://` URL and fills in defaults (connect timeout, application name).
+pub(super) fn config(url: &str, options: &PgOptions) -> Result<Config, StorageError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StorageError(
+            "postgres: expected a postgres:// or postgresql:// URL".into(),
+        ));
+    }
+    // The error of the parser never contains the URL (and so no password).
+    let mut config = Config::from_str(url)
+        .map_err(|e| StorageError(format!("postgres: invalid URL: {}", pg(e).0)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION);
+    }
+    Ok(config)
+}
+
+/// Opens a connection and drives it on the current runtime.
+pub(super) async fn connect(config: &Config) -> Result<Client, StorageError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StorageError(format!("postgres: cannot connect: {}", pg(e).0)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres: connection ended: {}", pg(e));
+        }
+    });
+    Ok(client)
+}
+
+/// Brings the schema to [`LATEST`] in one transaction, holding an advisory lock so that
+/// gateways starting together do not migrate twice. Refuses newer and foreign schemas.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StorageError> {
+    let tx = client.transaction().await.map_err(pg)?;
+    let schema: Option<String> = tx
+        .query_one("SELECT current_schema()", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let Some(schema) = schema else {
+        return Err(StorageError(
+            "postgres: no schema to use: none of the search_path exists (create it first)".into(),
+        ));
+    };
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
+        &[&MIGRATION_LOCK],
+    )
+    .await
+    .map_err(pg)?;
+
+    let has_version: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relname = 'schema_version')",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let version: i64 = if has_version {
+        let rows = tx
+            .query("SELECT application, version FROM schema_version", &[])
+            .await
+            .map_err(|e| {
+                StorageError(format!(
+                    "postgres: schema {schema:?} has a schema_version table that iotseal did \
+                     not create; refusing to use it ({})",
+                    pg(e).0
+                ))
+            })?;
+        let [row] = rows.as_slice() else {
+            return Err(StorageError(format!(
+                "postgres: schema {schema:?}: schema_version must hold one row, it holds {}",
+                rows.len()
+            )));
+        };
+        let application: String = row.try_get(0).map_err(pg)?;
+        if application != APPLICATION {
+            return Err(StorageError(format!(
+                "postgres: schema {schema:?} belongs to {application:?}, not iotseal; \
+                 refusing to use it"
+            )));
+        }
+        i64::from(row.try_get::<_, i32>(1).map_err(pg)?)
+    } else {
+        let objects: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if objects > 0 {
+            return Err(StorageError(format!(
+                "postgres: schema {schema:?} holds tables that iotseal did not create; refusing \
+                 to use it (give the gateway a schema of its own)"
+            )));
+        }
+        0
+    };
+    let Ok(version) = u32::try_from(version) else {
+        return Err(StorageError(format!(
+            "postgres: schema {schema:?} has an invalid schema version {version}"
+        )));
+    };
+    if version > LATEST {
+        return Err(StorageError(format!(
+            "postgres: schema {schema:?} has schema version {version}, newer than this build \
+             supports ({LATEST}); use a newer iotseal gateway"
+        )));
+    }
+    if version == LATEST {
+        // Nothing to do: the transaction only read.
+        return tx.commit().await.map_err(pg);
+    }
+    if !has_version {
+        tx.batch_execute(
+            "CREATE TABLE schema_version (
+                 singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                 application text    NOT NULL,
+                 version     integer NOT NULL
+             )",
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO schema_version (application, version) VALUES ($1, 0)",
+            &[&APPLICATION],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(script).await.map_err(|e| {
+            StorageError(format!(
+                "postgres: migration to version {}: {}",
+                i + 1,
+                pg(e).0
+            ))
+        })?;
+    }
+    let latest = LATEST as i32;
+    tx.execute("UPDATE schema_version SET version = $1", &[&latest])
+        .await
+        .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    tracing::info!(
+        schema,
+        from = version,
+        to = LATEST,
+        "postgres schema migrated"
+    );
+    Ok(())
+}
