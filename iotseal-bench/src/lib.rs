@@ -1,7 +1,15 @@
 //! Benchmark support: building matching device and gateway configurations per suite and
-//! running the pieces of a handshake separately, so each side can be timed.
+//! running the pieces of a handshake separately, so each side can be timed; the crypto matrix
+//! behind `iotseal bench crypto` ([`matrix`]) and the HTML report behind `iotseal report`
+//! ([`report`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod baseline;
+pub mod matrix;
+pub mod mem;
+pub mod report;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -62,12 +70,22 @@ impl Setup {
 
     /// Device: start (ephemeral key, M1).
     pub fn device_start(&self) -> (DeviceHandshake, Vec<u8>) {
-        DeviceHandshake::start(self.device.clone(), NOW).unwrap()
+        self.device_start_at(NOW)
+    }
+
+    /// Device: start at `now`.
+    pub fn device_start_at(&self, now: Time) -> (DeviceHandshake, Vec<u8>) {
+        DeviceHandshake::start(self.device.clone(), now).unwrap()
     }
 
     /// Gateway: M1 to M2.
     pub fn gateway_hello(&mut self, m1: &[u8]) -> Vec<u8> {
-        match self.server.handle_hello(NOW, m1, &|_| false).unwrap() {
+        self.gateway_hello_at(NOW, m1)
+    }
+
+    /// Gateway: M1 to M2 at `now`.
+    pub fn gateway_hello_at(&mut self, now: Time, m1: &[u8]) -> Vec<u8> {
+        match self.server.handle_hello(now, m1, &|_| false).unwrap() {
             HelloReply::GatewayHello { bytes, .. } => bytes,
             HelloReply::Retry { .. } => panic!("unexpected retry"),
         }
@@ -75,7 +93,12 @@ impl Setup {
 
     /// Device: M2 to M3 and the session.
     pub fn device_finish(hs: DeviceHandshake, m2: &[u8]) -> (Session, Vec<u8>) {
-        match hs.handle(NOW, m2).unwrap() {
+        Self::device_finish_at(NOW, hs, m2)
+    }
+
+    /// Device: M2 to M3 and the session, at `now`.
+    pub fn device_finish_at(now: Time, hs: DeviceHandshake, m2: &[u8]) -> (Session, Vec<u8>) {
+        match hs.handle(now, m2).unwrap() {
             DeviceNext::Established(e) => (e.session, e.finish),
             DeviceNext::Retry { .. } => panic!("unexpected retry"),
         }
@@ -83,21 +106,37 @@ impl Setup {
 
     /// Gateway: M3 to the session.
     pub fn gateway_finish(&mut self, m3: &[u8]) -> Session {
+        self.gateway_finish_at(NOW, m3)
+    }
+
+    /// Gateway: M3 to the session, at `now`.
+    pub fn gateway_finish_at(&mut self, now: Time, m3: &[u8]) -> Session {
         let reg = self.registered.clone();
         let registry = move |_: &[u8]| Some(reg.clone());
         self.server
-            .handle_finish(NOW, m3, &registry)
+            .handle_finish(now, m3, &registry)
             .unwrap()
             .session
     }
 
     /// A whole handshake; returns (device session, gateway session).
     pub fn handshake(&mut self) -> (Session, Session) {
-        let (hs, m1) = self.device_start();
-        let m2 = self.gateway_hello(&m1);
-        let (d, m3) = Self::device_finish(hs, &m2);
-        let g = self.gateway_finish(&m3);
+        self.handshake_at(NOW)
+    }
+
+    /// A whole handshake at `now`.
+    pub fn handshake_at(&mut self, now: Time) -> (Session, Session) {
+        let (hs, m1) = self.device_start_at(now);
+        let m2 = self.gateway_hello_at(now, &m1);
+        let (d, m3) = Self::device_finish_at(now, hs, &m2);
+        let g = self.gateway_finish_at(now, &m3);
         (d, g)
+    }
+
+    /// Drops the gateway's expired handshake state (half-open handshakes, the nonce cache),
+    /// so long runs do not grow it.
+    pub fn expire(&mut self, now: Time) {
+        self.server.expire(now);
     }
 }
 

@@ -1,0 +1,250 @@
+//! `iotseal report`: one self-contained HTML file from the measurements of a run.
+//!
+//! Inputs, all optional, read from one directory by [`ReportInput::load_dir`]:
+//!
+//! | file | written by | shape |
+//! |---|---|---|
+//! | `crypto.json` | `iotseal bench crypto --out DIR` | [`crate::matrix::CryptoReport`] |
+//! | `load.json` | `iotseal bench load` | a [`LoadRun`], a list of them, or `{"runs": [...]}` |
+//! | `attacks.json` | the threat lab | [`Attacks`]: `{"iotseal": [Attack], "legacy": [Attack]}` (legacy optional), or a flat list of [`Attack`] with a `target` field |
+//! | `simulation.json` | `iotseal simulate --json` | the simulator's `Summary` |
+//!
+//! plus the sensor time series, which the CLI reads from a gateway database
+//! ([`SensorSeries`]). [`write_report`] draws every chart as inline SVG in the HTML and as a
+//! PNG beside it (`<stem>-<chart id>.png`). A section whose input is missing says "not
+//! measured in this run" instead of disappearing.
+
+mod charts;
+mod html;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use charts::Chart;
+
+use crate::matrix::CryptoReport;
+
+/// File name of the crypto matrix in an input directory.
+pub const CRYPTO_FILE: &str = "crypto.json";
+/// File name of the load benchmark.
+pub const LOAD_FILE: &str = "load.json";
+/// File name of the threat-lab results.
+pub const ATTACKS_FILE: &str = "attacks.json";
+/// File name of the simulator's summary.
+pub const SIMULATION_FILE: &str = "simulation.json";
+
+/// One run of `iotseal bench load`. Every field may be missing (shown as "—").
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LoadRun {
+    /// A name for the run (default: connections and batch).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Readings stored and acknowledged per second.
+    #[serde(default)]
+    pub readings_per_s: Option<f64>,
+    /// HTTP requests per second.
+    #[serde(default)]
+    pub requests_per_s: Option<f64>,
+    /// Request latency, median, ms.
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    /// Request latency, 99th percentile, ms.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Failed requests.
+    #[serde(default)]
+    pub errors: Option<u64>,
+    /// Concurrent connections.
+    #[serde(default)]
+    pub connections: Option<u64>,
+    /// Readings per request.
+    #[serde(default)]
+    pub batch: Option<u64>,
+}
+
+impl LoadRun {
+    fn name(&self) -> String {
+        self.label.clone().unwrap_or_else(|| {
+            format!(
+                "{} conn × batch {}",
+                self.connections.map_or("?".into(), |c| c.to_string()),
+                self.batch.map_or("?".into(), |b| b.to_string())
+            )
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LoadFile {
+    Many(Vec<LoadRun>),
+    Runs { runs: Vec<LoadRun> },
+    One(LoadRun),
+}
+
+/// One attack of the threat lab against one target.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Attack {
+    /// What the attack is (`replay`, `tamper`, `forged-device`, …).
+    pub name: String,
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts the target refused.
+    pub blocked: u64,
+    /// How the target refused them (its error or status), or why it did not.
+    #[serde(default)]
+    pub reason: String,
+    /// Forged or replayed readings that ended up in the target's storage.
+    #[serde(default)]
+    pub stored_forgeries: u64,
+}
+
+/// The threat lab's results: `attacks.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Attacks {
+    /// Against iotseal.
+    pub iotseal: Vec<Attack>,
+    /// Against the legacy design, when it was run.
+    #[serde(default)]
+    pub legacy: Option<Vec<Attack>>,
+}
+
+#[derive(Deserialize)]
+struct FlatAttack {
+    target: String,
+    #[serde(flatten)]
+    attack: Attack,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AttacksFile {
+    ByTarget(Attacks),
+    Flat(Vec<FlatAttack>),
+}
+
+/// One sensor of one device over time, from the gateway's database.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SensorSeries {
+    /// Device id.
+    pub device: String,
+    /// Sensor name (`temperature`, `humidity`, …).
+    pub sensor: String,
+    /// Unit (`°C`, `%`, …), empty if unknown.
+    pub unit: String,
+    /// (device time in ms since the Unix epoch, value), oldest first.
+    pub points: Vec<(u64, f64)>,
+}
+
+/// Everything a report is made from.
+#[derive(Clone, Debug, Default)]
+pub struct ReportInput {
+    /// `crypto.json`.
+    pub crypto: Option<CryptoReport>,
+    /// `load.json`.
+    pub load: Option<Vec<LoadRun>>,
+    /// `attacks.json`.
+    pub attacks: Option<Attacks>,
+    /// `simulation.json` (the simulator's `Summary`, kept as JSON).
+    pub simulation: Option<serde_json::Value>,
+    /// Sensor time series from a gateway database.
+    pub series: Option<Vec<SensorSeries>>,
+    /// Where each input came from, for the report's header.
+    pub sources: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(
+            serde_json::from_str(&s).with_context(|| format!("{}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
+impl ReportInput {
+    /// Reads the JSON files of `dir` (missing files are left out, malformed ones are errors).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let mut input = Self::default();
+        let note = |name: &str, found: bool| found.then(|| dir.join(name).display().to_string());
+        let crypto: Option<CryptoReport> = read_json(&dir.join(CRYPTO_FILE))?;
+        let load: Option<LoadFile> = read_json(&dir.join(LOAD_FILE))?;
+        let attacks: Option<AttacksFile> = read_json(&dir.join(ATTACKS_FILE))?;
+        let simulation: Option<serde_json::Value> = read_json(&dir.join(SIMULATION_FILE))?;
+        input.sources.extend(note(CRYPTO_FILE, crypto.is_some()));
+        input.sources.extend(note(LOAD_FILE, load.is_some()));
+        input.sources.extend(note(ATTACKS_FILE, attacks.is_some()));
+        input
+            .sources
+            .extend(note(SIMULATION_FILE, simulation.is_some()));
+        input.crypto = crypto;
+        input.load = load.map(|l| match l {
+            LoadFile::Many(v) | LoadFile::Runs { runs: v } => v,
+            LoadFile::One(r) => vec![r],
+        });
+        input.attacks = attacks.map(|a| match a {
+            AttacksFile::ByTarget(a) => a,
+            AttacksFile::Flat(list) => {
+                let mut out = Attacks::default();
+                for f in list {
+                    if f.target == "legacy" {
+                        out.legacy.get_or_insert_with(Vec::new).push(f.attack);
+                    } else {
+                        out.iotseal.push(f.attack);
+                    }
+                }
+                out
+            }
+        });
+        input.simulation = simulation;
+        Ok(input)
+    }
+}
+
+/// What [`write_report`] wrote.
+#[derive(Clone, Debug)]
+pub struct ReportOutput {
+    /// The HTML file.
+    pub html: PathBuf,
+    /// The charts, in the order of the report (each with its PNG).
+    pub charts: Vec<Chart>,
+    /// Sections shown as "not measured in this run".
+    pub missing: Vec<String>,
+}
+
+/// Writes the report to `out` (HTML) and its charts as PNG files beside it.
+pub fn write_report(input: &ReportInput, out: &Path) -> Result<ReportOutput> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    let stem = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("report")
+        .to_string();
+    let png = |id: &str| dir.join(format!("{stem}-{id}.png"));
+    let (page, charts, missing) = html::build(input, &png)?;
+    std::fs::write(out, page).with_context(|| format!("{}", out.display()))?;
+    Ok(ReportOutput {
+        html: out.to_path_buf(),
+        charts,
+        missing,
+    })
+}
+
+/// Groups series by sensor, in sensor-name order.
+fn by_sensor(series: &[SensorSeries]) -> BTreeMap<(String, String), Vec<&SensorSeries>> {
+    let mut m: BTreeMap<(String, String), Vec<&SensorSeries>> = BTreeMap::new();
+    for s in series {
+        m.entry((s.sensor.clone(), s.unit.clone()))
+            .or_default()
+            .push(s);
+    }
+    m
+}
