@@ -29,6 +29,8 @@ enum Command {
     Gateway(cmd::gateway::Args),
     /// Manage devices through a running gateway's admin API.
     Device(cmd::device::Args),
+    /// The threat lab: attack iotseal (or the original design) through an intercepting proxy.
+    Attack(cmd::attack::Args),
     /// Load a running gateway with sealed readings over HTTPS keep-alive (temporary name of
     /// `bench load`).
     BenchLoad(cmd::load::LoadArgs),
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Gateway(a) => cmd::gateway::run(a),
         Command::Device(a) => cmd::device::run(a),
+        Command::Attack(a) => cmd::attack::run(a),
         Command::BenchLoad(a) => cmd::load::run(a),
     }
 }

@@ -1,5 +1,6 @@
 //! Subcommands.
 
+pub(crate) mod attack;
 pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod gateway;
