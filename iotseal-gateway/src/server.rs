@@ -112,14 +112,6 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, Gatew
             .await?;
             Ok(Arc::new(s))
         }
-        StorageSpec::Postgres(url) => {
-            let s = crate::storage::postgres::PgStorage::connect(
-                &url,
-                crate::storage::postgres::PgOptions::default(),
-            )
-            .await?;
-            Ok(Arc::new(s))
-        }
     }
 }
 

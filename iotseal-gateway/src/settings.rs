@@ -205,8 +205,6 @@ pub enum StorageSpec {
     Sqlite(PathBuf),
     /// PostgreSQL database (`postgres://` or `postgresql://` URL).
     Postgres(String),
-    /// PostgreSQL database (`postgres://` or `postgresql://` URL).
-    Postgres(String),
     /// In memory (volatile; tests and demos).
     Memory,
 }
@@ -327,10 +325,6 @@ impl Settings {
                 self.data_dir().join(p)
             };
             Ok(StorageSpec::Sqlite(p))
-        } else if self.storage.starts_with("postgres://")
-            || self.storage.starts_with("postgresql://")
-        {
-            Ok(StorageSpec::Postgres(self.storage.clone()))
         } else if self.storage.starts_with("postgres://")
             || self.storage.starts_with("postgresql://")
         {
