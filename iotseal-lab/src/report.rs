@@ -32,8 +32,8 @@ pub fn table(outcomes: &[AttackOutcome]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>8} {:>8} {:>9}  {}",
-        "attack", "attempts", "blocked", "forgeries", "reason"
+        "{:<22} {:>8} {:>8} {:>9}  reason",
+        "attack", "attempts", "blocked", "forgeries"
     );
     for o in outcomes {
         let _ = writeln!(

@@ -475,10 +475,11 @@ async fn tamper(ctx: &LCtx, f: &mut Findings) -> R<()> {
         ctx.proxy.set_hook(Some(Arc::new(FnHook {
             req: |_: &str, _: &mut Vec<u8>| Verdict::Forward,
             resp: move |path: &str, _: &[u8], a: &mut Answer| {
-                if path == "/v0/key" && !fired.swap(true, Ordering::SeqCst) {
-                    if let Some(x) = a.body.get_mut(i) {
-                        *x ^= 0x01;
-                    }
+                if path == "/v0/key"
+                    && !fired.swap(true, Ordering::SeqCst)
+                    && let Some(x) = a.body.get_mut(i)
+                {
+                    *x ^= 0x01;
                 }
             },
         })));
