@@ -39,7 +39,7 @@ gw_pid=""
 nginx_pid=""
 cleanup() {
   [ -n "$gw_pid" ] && kill -9 "$gw_pid" 2>/dev/null || true
-  [ -n "$nginx_pid" ] && kill -9 "$nginx_pid" 2>/dev/null || true
+  [ -n "$nginx_pid" ] && kill -TERM "$nginx_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
 ulimit -n 8192 2>/dev/null || true
@@ -99,7 +99,7 @@ one() {
   local j
   j=$("${load[@]}" --duration "${duration}s" --json "$@" 2>/dev/null) || { echo "run $label failed" >&2; return 0; }
   printf '{"label":"%s","report":%s}\n' "$label" "$j" >>"$work/runs.jsonl"
-  python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print(f"  {sys.argv[1]}: {r[\"requests_per_s\"]:.0f} req/s {r[\"readings_per_s\"]:.0f} readings/s p50 {r[\"p50_ms\"]:.2f} p99 {r[\"p99_ms\"]:.2f} ms errors {r[\"errors\"]} cpu {r[\"gateway_cpu_percent\"]}", file=sys.stderr)' "$label" "$j"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print("  %s: %.0f req/s %.0f readings/s p50 %.2f p99 %.2f ms errors %d server CPU %s%%" % (sys.argv[1], r["requests_per_s"], r["readings_per_s"], r["p50_ms"], r["p99_ms"], r["errors"], r["gateway_cpu_percent"]), file=sys.stderr)' "$label" "$j"
 }
 
 gw_args=(--pins "$work/gw/gateway.pub.toml" --gateway "$url" --token-file "$work/gw/admin.token")

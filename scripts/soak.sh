@@ -91,7 +91,7 @@ while [ "$(date +%s)" -lt $(( end - 20 )) ]; do
     echo "round $round FAILED (see $out/round-$round.log)" >&2
     status=1
   fi
-  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(f"  sent {s[\"readings_sent\"]} verified {s[\"readings_verified\"]} lost {s[\"lost\"]} p99 {s[\"p99_ms\"]:.2f} ms")' \
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("  sent %d verified %d lost %d p99 %.2f ms" % (s["readings_sent"], s["readings_verified"], s["lost"], s["p99_ms"]))' \
     "$out/round-$round.json" || true
 done
 # A last quiet stretch: sessions expire, memory should fall back.

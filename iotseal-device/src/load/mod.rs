@@ -336,8 +336,11 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
         barrier: tokio::sync::Barrier::new(cfg.connections + 1),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for d in devices {
-        tasks.spawn(worker(shared.clone(), d, progress.clone()));
+    let n = devices.len();
+    for (i, d) in devices.into_iter().enumerate() {
+        // Paced connections start at evenly spread phases (not all at once, every interval).
+        let phase = i as f64 / n as f64;
+        tasks.spawn(worker(shared.clone(), d, phase, progress.clone()));
     }
     // Everyone connected (and handshaken): start.
     shared.barrier.wait().await;
@@ -630,6 +633,7 @@ async fn exchange(sh: &Shared, conn: &mut Conn, d: Option<&mut Device>) -> Resul
 async fn worker(
     sh: Arc<Shared>,
     mut device: Option<Device>,
+    phase: f64,
     progress: Arc<LoadProgress>,
 ) -> WorkerResult {
     let mut res = WorkerResult::default();
@@ -666,7 +670,7 @@ async fn worker(
     let start = *sh.start.get_or_init(Instant::now);
     let from = start + sh.warmup;
     let end = from + sh.duration;
-    let mut next_at = start;
+    let mut next_at = start + sh.interval.map_or(Duration::ZERO, |iv| iv.mul_f64(phase));
     let mut backoff = Duration::from_millis(5);
     loop {
         if let Some(iv) = sh.interval {
