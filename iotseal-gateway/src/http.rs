@@ -251,7 +251,10 @@ fn hello(sh: &Shared, peer: Option<std::net::SocketAddr>, body: &[u8]) -> Respon
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         return r;
     }
-    let result = hs.handle_hello(now, body, &|id| sh.sessions.contains(id));
+    // In a cluster, new session ids are drawn only in partitions this node owns.
+    let in_use =
+        |id| sh.sessions.contains(id) || sh.cluster.as_ref().is_some_and(|c| !c.owns_session(id));
+    let result = hs.handle_hello(now, body, &in_use);
     sh.metrics.set_half_open(hs.half_open_len());
     drop(hs);
     match result {

@@ -44,6 +44,7 @@
 
 mod admin;
 pub mod client;
+pub mod cluster;
 pub mod http;
 pub mod keys;
 pub mod local;

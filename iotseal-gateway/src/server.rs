@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) provider: CryptoProvider,
     /// Bounds the handshakes doing public-key work at once (on blocking threads).
     pub(crate) hs_permits: tokio::sync::Semaphore,
+    /// Cluster membership (`None`: a single node, the default).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     audit: mpsc::Sender<SessionEvent>,
     clock: AtomicU64,
 }
@@ -183,6 +185,11 @@ impl Gateway {
         let addr = listener.local_addr()?;
         let url = settings.url_for(addr);
 
+        let cluster = if settings.cluster.enabled() {
+            Some(crate::cluster::Cluster::connect(&settings).await?)
+        } else {
+            None
+        };
         let (audit_tx, audit_rx) = mpsc::channel(16_384);
         let l = &settings.limits;
         let shared = Arc::new(Shared {
@@ -201,12 +208,17 @@ impl Gateway {
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
             storage,
+            cluster,
             audit: audit_tx,
             clock: AtomicU64::new(0),
             settings,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let router = http::router(shared.clone());
+        let mut router = http::router(shared.clone());
+        if let Some(cluster) = &shared.cluster {
+            // Requests whose session another node owns are forwarded to it.
+            router = cluster.start(&shared, router, shutdown_rx.clone());
+        }
         let task = tokio::spawn(run(
             shared.clone(),
             listener,
@@ -263,6 +275,11 @@ impl GatewayHandle {
     /// The storage.
     pub fn storage(&self) -> Arc<dyn Storage> {
         self.shared.storage.clone()
+    }
+
+    /// Cluster membership, when the gateway runs in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.shared.cluster.as_ref()
     }
 
     /// Established sessions.

@@ -39,6 +39,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Record-layer settings.
     pub records: RecordSettings,
+    /// Cluster mode (off unless a NATS server is named; see `docs/cluster.md`).
+    pub cluster: ClusterSettings,
     /// Directory that relative paths are resolved against (the configuration file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -130,6 +132,75 @@ pub struct RecordSettings {
     pub max_record_age_secs: u64,
 }
 
+/// Cluster mode: several gateway nodes share the sessions through NATS JetStream, each
+/// session owned by exactly one node (see [`crate::cluster`] and `docs/cluster.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// NATS server with JetStream, `nats://HOST:PORT`; empty: a single node (the default).
+    pub url: String,
+    /// This node's name, unique in the cluster; empty: a random one at each start.
+    pub node_id: String,
+    /// Partitions of the session-id space (the unit of ownership); the same on every node.
+    pub partitions: u32,
+    /// A node owns a partition for this long after its last renewal, milliseconds.
+    pub lease_ms: u64,
+    /// Prefix of the NATS subjects and JetStream buckets (one cluster per prefix).
+    pub prefix: String,
+    /// How long a request forwarded to its owner may take, milliseconds.
+    pub forward_timeout_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            node_id: String::new(),
+            partitions: 64,
+            lease_ms: 6000,
+            prefix: "iotseal".into(),
+            forward_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether cluster mode is on (a NATS server is named).
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let bad = |m: &str| Err(GatewayError::Config(format!("cluster: {m}")));
+        if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+            return bad("url must be nats://HOST:PORT or tls://HOST:PORT");
+        }
+        if self.partitions == 0 || self.partitions > 4096 {
+            return bad("partitions must be 1 to 4096");
+        }
+        if self.lease_ms < 500 {
+            return bad("lease_ms must be at least 500");
+        }
+        let ok = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if self.prefix.is_empty() || !ok(&self.prefix) {
+            return bad("prefix: letters, digits, '_' and '-' only");
+        }
+        if !ok(&self.node_id) {
+            return bad("node_id: letters, digits, '_' and '-' only");
+        }
+        if self.forward_timeout_ms == 0 {
+            return bad("forward_timeout_ms must be > 0");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -144,6 +215,7 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             limits: Limits::default(),
             records: RecordSettings::default(),
+            cluster: ClusterSettings::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -298,6 +370,7 @@ impl Settings {
             return bad("limits: idle_timeout_secs and session_lifetime_secs must be > 0");
         }
         self.storage_spec()?;
+        self.cluster.validate()?;
         Ok(())
     }
 
@@ -486,6 +559,23 @@ retry_after_secs = {retry_after}
 [records]
 # Refuse records further than this from now, seconds (0: off, for store-and-forward).
 max_record_age_secs = {max_age}
+
+[cluster]
+# Cluster mode (docs/cluster.md): gateway nodes behind a load balancer share the sessions
+# through NATS JetStream; use a shared PostgreSQL storage. Flags and variables keep the
+# prefix (--cluster-node-id / IOTSEAL_CLUSTER_NODE_ID), except the URL: --cluster /
+# IOTSEAL_CLUSTER. "nats://HOST:PORT"; empty: a single node.
+url = {c_url:?}
+# This node's name, unique in the cluster; empty: a random one at each start.
+node_id = {c_node:?}
+# Partitions of the session-id space (the unit of ownership); the same on every node.
+partitions = {c_parts}
+# A node owns its partitions this long after its last renewal, milliseconds.
+lease_ms = {c_lease}
+# Prefix of the NATS subjects and JetStream buckets (one cluster per prefix).
+prefix = {c_prefix:?}
+# Requests forwarded to their owner node must be answered within this time, milliseconds.
+forward_timeout_ms = {c_fwd}
 "#,
             listen = d.listen,
             data_dir = q(&d.data_dir),
@@ -521,6 +611,12 @@ max_record_age_secs = {max_age}
             sweep = l.sweep_interval_secs,
             retry_after = l.retry_after_secs,
             max_age = d.records.max_record_age_secs,
+            c_url = d.cluster.url,
+            c_node = d.cluster.node_id,
+            c_parts = d.cluster.partitions,
+            c_lease = d.cluster.lease_ms,
+            c_prefix = d.cluster.prefix,
+            c_fwd = d.cluster.forward_timeout_ms,
         )
     }
 

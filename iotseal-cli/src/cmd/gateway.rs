@@ -126,6 +126,12 @@ overrides! {
     sweep_interval_secs = "limits.sweep_interval_secs", "IOTSEAL_SWEEP_INTERVAL_SECS";
     retry_after_secs = "limits.retry_after_secs", "IOTSEAL_RETRY_AFTER_SECS";
     max_record_age_secs = "records.max_record_age_secs", "IOTSEAL_MAX_RECORD_AGE_SECS";
+    cluster = "cluster.url", "IOTSEAL_CLUSTER";
+    cluster_node_id = "cluster.node_id", "IOTSEAL_CLUSTER_NODE_ID";
+    cluster_partitions = "cluster.partitions", "IOTSEAL_CLUSTER_PARTITIONS";
+    cluster_lease_ms = "cluster.lease_ms", "IOTSEAL_CLUSTER_LEASE_MS";
+    cluster_prefix = "cluster.prefix", "IOTSEAL_CLUSTER_PREFIX";
+    cluster_forward_timeout_ms = "cluster.forward_timeout_ms", "IOTSEAL_CLUSTER_FORWARD_TIMEOUT_MS";
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,941 @@
+//! Cluster mode: several gateway nodes behind a load balancer, sharing the work through NATS
+//! JetStream (see `docs/cluster.md` for the design, its failure modes and its limits).
+//!
+//! - The session-id space is cut into `partitions` (`session_id % partitions`). A node owns a
+//!   partition while it holds its **lease**: the key `p<N>` of the JetStream KV bucket
+//!   `<prefix>_owners`, whose entries expire `lease_ms` after their last write (the bucket's
+//!   `max_age`). Owners renew with compare-and-set; others claim with create-if-absent. A node
+//!   stops treating a partition as its own `lease_ms` minus a margin after the *start* of its
+//!   last successful renewal, so it never serves a partition that another node may already
+//!   have claimed (clocks may differ; their rates are assumed to be about equal).
+//! - Every session lives on the owner of its id's partition: a node answering M1 draws the new
+//!   session id inside a partition it owns. M1 itself goes to the owner of the partition of
+//!   `H(first M1)` (a retried hello carries that hash in its cookie), so retransmissions meet
+//!   the same answer cache, nonce cache and cookie secret.
+//! - A request that reaches a node that does not own its partition is **forwarded** over NATS
+//!   request/reply to the subject `<prefix>.part.<N>`, which only the owner subscribes to. The
+//!   payload is the device's bytes as received (sealed records, M1, M3), the answer is the
+//!   owner's HTTP answer; session keys never leave the owner.
+//! - Device registrations and revocations are broadcast on `<prefix>.registry`, and every node
+//!   re-reads the whole registry from the shared storage every 30 s.
+//! - Membership: each node answers pings on `<prefix>.members`; each tick a node pings and
+//!   counts the answers (a dead node's connection is gone, so it does not answer). The number
+//!   of live nodes sets each node's share, `ceil(partitions / nodes)`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use iotseal_proto::handshake::messages::{Cookie, Hello, encode_alert};
+use iotseal_proto::record::{Header, batch};
+use iotseal_proto::{CryptoProvider, Refusal};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use crate::server::{Peer, Shared};
+use crate::sessions::EndReason;
+use crate::settings::ClusterSettings;
+use crate::{GatewayError, Settings};
+
+const PATH_HEADER: &str = "Iotseal-Path";
+const PEER_HEADER: &str = "Iotseal-Peer";
+const STATUS_HEADER: &str = "Iotseal-Status";
+const RETRY_AFTER_HEADER: &str = "Iotseal-Retry-After";
+const OCTET: &str = "application/octet-stream";
+/// How often every node re-reads the device registry from the shared storage.
+const REGISTRY_RESYNC: Duration = Duration::from_secs(30);
+
+/// Where a device request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// Handled here whoever owns what (malformed requests, not a device route).
+    Here,
+    /// M1: the owner of this partition (by the hash of the first hello).
+    Hello(u32),
+    /// M3 or records: the owner of the partition of this session id.
+    Session(u32),
+}
+
+#[derive(Default)]
+struct Counters {
+    forwarded_out: AtomicU64,
+    forwarded_in: AtomicU64,
+    no_owner: AtomicU64,
+    timeouts: AtomicU64,
+    errors: AtomicU64,
+    lost: AtomicU64,
+    claimed: AtomicU64,
+}
+
+struct Owned {
+    revision: u64,
+    subscription: tokio::task::JoinHandle<()>,
+}
+
+/// One node's membership in a cluster.
+pub struct Cluster {
+    node_id: String,
+    partitions: u32,
+    prefix: String,
+    lease: Duration,
+    forward_timeout: Duration,
+    client: async_nats::Client,
+    owners: kv::Store,
+    provider: CryptoProvider,
+    epoch: Instant,
+    /// Per partition: owned until this many ms after `epoch` (0: not owned).
+    deadlines: Vec<AtomicU64>,
+    owned: Mutex<HashMap<u32, Owned>>,
+    live_nodes: AtomicU64,
+    counters: Counters,
+    /// The router without the cluster layer: what forwarded requests run through.
+    inner: OnceLock<Router>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("partitions", &self.partitions)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cfg_err(m: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Config(format!("cluster: {m}"))
+}
+
+/// FNV-1a: a stable, cheap hash to spread partitions over nodes (no security role).
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: String,
+    max_age: Duration,
+) -> Result<kv::Store, GatewayError> {
+    use async_nats::jetstream::stream;
+    // The KV bucket's stream, made here rather than by `create_key_value`, whose account
+    // query does not parse the answers of NATS servers before 2.10 (Debian 12 ships 2.9).
+    let cfg = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    if let Err(e) = js.get_or_create_stream(cfg).await {
+        return Err(cfg_err(format!("bucket {name}: {e}")));
+    }
+    js.get_key_value(name.clone())
+        .await
+        .map_err(|e| cfg_err(format!("bucket {name}: {e}")))
+}
+
+impl Cluster {
+    /// Connects to NATS and opens (or creates) the cluster's buckets.
+    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, GatewayError> {
+        let c: &ClusterSettings = &settings.cluster;
+        let provider = iotseal_crypto_awslc::default_provider();
+        let node_id = if c.node_id.is_empty() {
+            let r = provider
+                .random_vec(6)
+                .map_err(|e| GatewayError::Key(e.to_string()))?;
+            format!("node-{}", hex::encode(r))
+        } else {
+            c.node_id.clone()
+        };
+        let forward_timeout = Duration::from_millis(c.forward_timeout_ms);
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("iotseal-gateway {node_id}"))
+            .request_timeout(Some(forward_timeout))
+            .connect(c.url.as_str())
+            .await
+            .map_err(|e| cfg_err(format!("connecting to {}: {e}", c.url)))?;
+        let js = async_nats::jetstream::new(client.clone());
+        let lease = Duration::from_millis(c.lease_ms);
+        let owners = bucket(&js, format!("{}_owners", c.prefix), lease).await?;
+        let cluster = Arc::new(Self {
+            node_id,
+            partitions: c.partitions,
+            prefix: c.prefix.clone(),
+            lease,
+            forward_timeout,
+            client,
+            owners,
+            provider,
+            epoch: Instant::now(),
+            deadlines: (0..c.partitions).map(|_| AtomicU64::new(0)).collect(),
+            owned: Mutex::new(HashMap::new()),
+            live_nodes: AtomicU64::new(1),
+            counters: Counters::default(),
+            inner: OnceLock::new(),
+        });
+        // Answer membership pings.
+        let mut members = cluster
+            .client
+            .subscribe(format!("{}.members", c.prefix))
+            .await
+            .map_err(|e| cfg_err(format!("subscribing: {e}")))?;
+        let weak = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            while let Some(m) = members.next().await {
+                let Some(c) = weak.upgrade() else { break };
+                if let Some(reply) = m.reply {
+                    let _ = c.client.publish(reply, c.node_id.clone().into()).await;
+                }
+            }
+        });
+        cluster.heartbeat().await;
+        info!(node = %cluster.node_id, partitions = c.partitions, url = %c.url, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Partitions this node owns now, in order.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        (0..self.partitions).filter(|p| self.owns(*p)).collect()
+    }
+
+    /// Live nodes as last seen (this one included).
+    pub fn live_nodes(&self) -> u64 {
+        self.live_nodes.load(Ordering::Relaxed)
+    }
+
+    /// Requests this node forwarded to an owner, and requests it served for other nodes.
+    pub fn forwarded(&self) -> (u64, u64) {
+        (
+            self.counters.forwarded_out.load(Ordering::Relaxed),
+            self.counters.forwarded_in.load(Ordering::Relaxed),
+        )
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn owns(&self, p: u32) -> bool {
+        self.deadlines
+            .get(p as usize)
+            .is_some_and(|d| d.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    /// Whether a session id falls in a partition this node owns (new session ids are drawn
+    /// only there).
+    pub fn owns_session(&self, session_id: u32) -> bool {
+        self.owns(session_id % self.partitions)
+    }
+
+    fn key(p: u32) -> String {
+        format!("p{p}")
+    }
+
+    fn subject(&self, p: u32) -> String {
+        format!("{}.part.{p}", self.prefix)
+    }
+
+    fn registry_subject(&self) -> String {
+        format!("{}.registry", self.prefix)
+    }
+
+    /// Where a device request goes.
+    fn target(&self, path: &str, body: &[u8]) -> Target {
+        let part = |h: &[u8]| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&h[..4]);
+            u32::from_be_bytes(b) % self.partitions
+        };
+        match (path, body.first()) {
+            ("/v1/handshake", Some(0x01)) => match Hello::decode(body) {
+                Ok(h) => match h.cookie.map(Cookie::decode) {
+                    Some(Ok(c)) => Target::Hello(part(&c.hello_hash)),
+                    Some(Err(_)) => Target::Here,
+                    None => Target::Hello(part(&self.provider.hash.hash(body))),
+                },
+                Err(_) => Target::Here,
+            },
+            ("/v1/handshake", Some(0x04)) if body.len() >= 5 => {
+                let id = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+                Target::Session(id % self.partitions)
+            }
+            ("/v1/records", _) => match batch::split(body) {
+                Ok(recs) => match recs.first().map(|r| Header::peek_session_id(r)) {
+                    Some(Ok(id)) => Target::Session(id % self.partitions),
+                    _ => Target::Here,
+                },
+                Err(_) => Target::Here,
+            },
+            _ => Target::Here,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Start
+
+    /// Wraps `router` with request routing, and starts the lease keeper, the forwarded
+    /// request servers and the registry sync. They stop when `shutdown` turns true (the
+    /// leases are then released, so other nodes take the partitions over at once).
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        router: Router,
+        shutdown: watch::Receiver<bool>,
+    ) -> Router {
+        let _ = self.inner.set(router.clone());
+        tokio::spawn(self.clone().lease_keeper(shared.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().registry_sync(shared.clone(), shutdown));
+        router.layer(middleware::from_fn_with_state(
+            (self.clone(), shared.clone()),
+            route,
+        ))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Leases
+
+    async fn heartbeat(&self) {
+        // Ping the members and count the answers for a short while.
+        let inbox = self.client.new_inbox();
+        let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
+            return;
+        };
+        let subject = format!("{}.members", self.prefix);
+        if self
+            .client
+            .publish_with_reply(subject, inbox, Bytes::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let wait = (self.lease / 20).max(Duration::from_millis(100));
+        let until = tokio::time::Instant::now() + wait;
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+            seen.insert(m.payload);
+        }
+        let _ = sub.unsubscribe().await;
+        if !seen.is_empty() {
+            self.live_nodes.store(seen.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn lease_keeper(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let every = self.lease / 3;
+        // Let the other nodes' heartbeats show before claiming a share.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(&mut shutdown) => {}
+        }
+        let mut taken: HashMap<u32, Instant> = HashMap::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            self.tick(&shared, &mut taken).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+        }
+        self.release_all().await;
+    }
+
+    /// Rendezvous score: each node prefers different partitions, so claims rarely collide.
+    fn score(&self, p: u32) -> u64 {
+        fnv(&[self.node_id.as_bytes(), &p.to_be_bytes()])
+    }
+
+    async fn tick(self: &Arc<Self>, shared: &Arc<Shared>, taken: &mut HashMap<u32, Instant>) {
+        let op = self.lease / 4;
+        // Stop serving before anybody else may claim: the lease counts from the start of the
+        // renewal, minus a margin for timer slack.
+        let valid = self.lease.saturating_sub(self.lease / 5);
+        self.heartbeat().await;
+        let share = self.partitions.div_ceil(self.live_nodes() as u32) as usize;
+
+        // Renew.
+        let mine: Vec<(u32, u64)> = {
+            let o = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+            o.iter().map(|(p, x)| (*p, x.revision)).collect()
+        };
+        for (p, rev) in mine {
+            let t0 = self.now_ms();
+            let r = tokio::time::timeout(
+                op,
+                self.owners
+                    .update(Self::key(p), self.node_id.clone().into(), rev),
+            )
+            .await;
+            match r {
+                Ok(Ok(rev)) => {
+                    self.deadlines[p as usize]
+                        .store(t0 + valid.as_millis() as u64, Ordering::Relaxed);
+                    if let Some(o) = self
+                        .owned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&p)
+                    {
+                        o.revision = rev;
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(node = %self.node_id, partition = p, error = %e, "lease lost");
+                    self.lose(shared, p);
+                }
+                Err(_) => {
+                    // NATS is slow or away: keep serving until the lease runs out.
+                    if !self.owns(p) {
+                        warn!(node = %self.node_id, partition = p, "lease expired unrenewed");
+                        self.lose(shared, p);
+                    }
+                }
+            }
+        }
+
+        let mut count = self.owned.lock().unwrap_or_else(|e| e.into_inner()).len();
+        // Too many (a node joined): give back the ones we prefer least.
+        if count > share {
+            let mut mine: Vec<(u32, u64)> = {
+                let o = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+                o.iter().map(|(p, x)| (*p, x.revision)).collect()
+            };
+            mine.sort_by_key(|(p, _)| self.score(*p));
+            for (p, rev) in mine.into_iter().take(count - share) {
+                self.lose(shared, p);
+                let _ = tokio::time::timeout(
+                    op,
+                    self.owners.delete_expect_revision(Self::key(p), Some(rev)),
+                )
+                .await;
+                info!(node = %self.node_id, partition = p, "partition released (rebalance)");
+            }
+            count = share;
+        }
+
+        // Too few: claim free partitions, the ones we prefer most first.
+        if count < share {
+            let now = Instant::now();
+            taken.retain(|_, t| *t > now);
+            let mut cand: Vec<u32> = (0..self.partitions)
+                .filter(|p| !self.is_held(*p) && !taken.contains_key(p))
+                .collect();
+            cand.sort_by_key(|p| std::cmp::Reverse(self.score(*p)));
+            for p in cand {
+                if count >= share {
+                    break;
+                }
+                let t0 = self.now_ms();
+                let r = tokio::time::timeout(
+                    op,
+                    self.owners
+                        .create(Self::key(p), self.node_id.clone().into()),
+                )
+                .await;
+                match r {
+                    Ok(Ok(rev)) => {
+                        if self.gain(p, rev, t0 + valid.as_millis() as u64).await {
+                            count += 1;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        if !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists) {
+                            warn!(node = %self.node_id, partition = p, error = %e, "claim failed");
+                        }
+                        // Held by another node: do not ask again for a while.
+                        taken.insert(p, now + self.lease / 2);
+                    }
+                    Err(_) => {
+                        taken.insert(p, now + self.lease / 2);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_held(&self, p: u32) -> bool {
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&p)
+    }
+
+    /// Takes a partition: subscribes to its subject, then serves it.
+    async fn gain(self: &Arc<Self>, p: u32, revision: u64, deadline: u64) -> bool {
+        let sub = match self.client.subscribe(self.subject(p)).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(partition = p, error = %e, "subscribing failed");
+                return false;
+            }
+        };
+        let _ = self.client.flush().await;
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let mut sub = sub;
+            while let Some(msg) = sub.next().await {
+                tokio::spawn(me.clone().serve_forwarded(msg));
+            }
+        });
+        self.owned.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            p,
+            Owned {
+                revision,
+                subscription: task,
+            },
+        );
+        self.deadlines[p as usize].store(deadline, Ordering::Relaxed);
+        self.counters.claimed.fetch_add(1, Ordering::Relaxed);
+        debug!(node = %self.node_id, partition = p, "partition claimed");
+        true
+    }
+
+    /// Stops serving a partition. Its sessions are no longer reachable (requests for them go
+    /// to the new owner, which answers UnknownSession); they expire here with the idle
+    /// timeout.
+    fn lose(&self, shared: &Shared, p: u32) {
+        self.deadlines[p as usize].store(0, Ordering::Relaxed);
+        if let Some(o) = self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&p)
+        {
+            o.subscription.abort();
+            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.metrics.set_active_sessions(shared.sessions.len());
+    }
+
+    async fn release_all(&self) {
+        let mine: Vec<(u32, Owned)> = self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for (p, o) in mine {
+            self.deadlines[p as usize].store(0, Ordering::Relaxed);
+            o.subscription.abort();
+            let _ = tokio::time::timeout(
+                self.lease / 4,
+                self.owners
+                    .delete_expect_revision(Self::key(p), Some(o.revision)),
+            )
+            .await;
+        }
+        info!(node = %self.node_id, "left the cluster");
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Forwarding
+
+    /// Sends a request to the owner of partition `p`; `None` when nobody owns it now.
+    async fn forward(
+        &self,
+        p: u32,
+        path: &str,
+        peer: Option<SocketAddr>,
+        body: Bytes,
+    ) -> Option<Response> {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(PATH_HEADER, path);
+        if let Some(peer) = peer {
+            h.insert(PEER_HEADER, peer.to_string());
+        }
+        self.counters.forwarded_out.fetch_add(1, Ordering::Relaxed);
+        let r = tokio::time::timeout(
+            self.forward_timeout,
+            self.client.request_with_headers(self.subject(p), h, body),
+        )
+        .await;
+        let msg = match r {
+            Ok(Ok(m)) => m,
+            Ok(Err(e))
+                if matches!(e.kind(), async_nats::client::RequestErrorKind::NoResponders) =>
+            {
+                self.counters.no_owner.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Err(e)) if matches!(e.kind(), async_nats::client::RequestErrorKind::TimedOut) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Some(busy());
+            }
+            Err(_) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Some(busy());
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "forwarding failed");
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Some(busy());
+            }
+        };
+        let hv = |n: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(n))
+                .map(|v| v.as_str().to_string())
+        };
+        let status = hv(STATUS_HEADER)
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut resp = (status, [(header::CONTENT_TYPE, OCTET)], msg.payload).into_response();
+        if let Some(v) = hv(RETRY_AFTER_HEADER).and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        Some(resp)
+    }
+
+    /// Serves a request forwarded by another node: runs it through this node's router (as if
+    /// it had arrived here) and replies with the status and body.
+    async fn serve_forwarded(self: Arc<Self>, msg: async_nats::Message) {
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        self.counters.forwarded_in.fetch_add(1, Ordering::Relaxed);
+        let hv = |n: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(n))
+                .map(|v| v.as_str().to_string())
+        };
+        let path = match hv(PATH_HEADER).as_deref() {
+            Some("/v1/handshake") => "/v1/handshake",
+            Some("/v1/records") => "/v1/records",
+            _ => return,
+        };
+        let Some(router) = self.inner.get() else {
+            return;
+        };
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, OCTET)
+            .header(header::CONTENT_LENGTH, msg.payload.len())
+            .body(Body::from(msg.payload.clone()))
+            .expect("request");
+        if let Some(peer) = hv(PEER_HEADER).and_then(|p| p.parse::<SocketAddr>().ok()) {
+            req.extensions_mut().insert(Peer(peer));
+        }
+        let resp = match router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(STATUS_HEADER, status.to_string());
+        if let Some(r) = retry {
+            h.insert(RETRY_AFTER_HEADER, r);
+        }
+        if let Err(e) = self.client.publish_with_headers(reply, h, body).await {
+            debug!(error = %e, "answering a forwarded request failed");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Registry
+
+    async fn announce_device(&self, id: &str) {
+        let _ = self
+            .client
+            .publish(self.registry_subject(), Bytes::from(id.to_string()))
+            .await;
+    }
+
+    async fn registry_sync(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut sub = match self.client.subscribe(self.registry_subject()).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "subscribing to registry changes failed");
+                None
+            }
+        };
+        let mut iv = tokio::time::interval(REGISTRY_RESYNC);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                _ = iv.tick() => {
+                    if let Ok(all) = shared.storage.devices().await {
+                        for d in &all {
+                            apply_device(&shared, d);
+                        }
+                    }
+                }
+                Some(m) = async { match sub.as_mut() { Some(s) => s.next().await, None => None } } => {
+                    let id = String::from_utf8_lossy(&m.payload).to_string();
+                    if let Ok(Some(d)) = shared.storage.device(id).await {
+                        apply_device(&shared, &d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prometheus lines of this node's cluster state.
+    fn metrics_text(&self) -> String {
+        let c = &self.counters;
+        let n = &self.node_id;
+        format!(
+            "# HELP iotseal_cluster_partitions_owned Partitions this node owns.\n\
+             # TYPE iotseal_cluster_partitions_owned gauge\n\
+             iotseal_cluster_partitions_owned{{node=\"{n}\"}} {}\n\
+             # HELP iotseal_cluster_nodes Live nodes seen by this node.\n\
+             # TYPE iotseal_cluster_nodes gauge\n\
+             iotseal_cluster_nodes{{node=\"{n}\"}} {}\n\
+             # HELP iotseal_cluster_forwarded_total Requests forwarded to their owner (out) and served for other nodes (in).\n\
+             # TYPE iotseal_cluster_forwarded_total counter\n\
+             iotseal_cluster_forwarded_total{{node=\"{n}\",direction=\"out\"}} {}\n\
+             iotseal_cluster_forwarded_total{{node=\"{n}\",direction=\"in\"}} {}\n\
+             # HELP iotseal_cluster_forward_failures_total Forwarded requests that got no answer.\n\
+             # TYPE iotseal_cluster_forward_failures_total counter\n\
+             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"no_owner\"}} {}\n\
+             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"timeout\"}} {}\n\
+             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"error\"}} {}\n\
+             # HELP iotseal_cluster_partition_changes_total Partitions claimed and lost by this node.\n\
+             # TYPE iotseal_cluster_partition_changes_total counter\n\
+             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"claimed\"}} {}\n\
+             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"lost\"}} {}\n",
+            self.owned_partitions().len(),
+            self.live_nodes(),
+            c.forwarded_out.load(Ordering::Relaxed),
+            c.forwarded_in.load(Ordering::Relaxed),
+            c.no_owner.load(Ordering::Relaxed),
+            c.timeouts.load(Ordering::Relaxed),
+            c.errors.load(Ordering::Relaxed),
+            c.claimed.load(Ordering::Relaxed),
+            c.lost.load(Ordering::Relaxed),
+        )
+    }
+
+    /// This node's cluster state as JSON (`GET /v1/cluster`).
+    fn status_json(&self) -> serde_json::Value {
+        let (out, inn) = self.forwarded();
+        serde_json::json!({
+            "node": self.node_id,
+            "nodes": self.live_nodes(),
+            "partitions": self.partitions,
+            "owned": self.owned_partitions(),
+            "forwarded_out": out,
+            "forwarded_in": inn,
+        })
+    }
+}
+
+/// Brings one device of the shared storage into this node's registry: a new device is added,
+/// a revoked one is revoked here too and its sessions end.
+fn apply_device(shared: &Shared, d: &crate::storage::DeviceRecord) {
+    match shared.registry.get(d.id.as_bytes()) {
+        Some(s) if d.revoked && !s.is_revoked() => {
+            shared.registry.revoke(d.id.as_bytes());
+            let ended = shared.sessions.remove_device(&d.id);
+            shared.ended(&ended, EndReason::Revoked, shared.now());
+        }
+        Some(_) => {}
+        None => {
+            let _ = shared.registry.insert(d);
+        }
+    }
+}
+
+/// Completes once shutdown was requested.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn busy() -> Response {
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, OCTET)],
+        encode_alert(Refusal::Busy).to_vec(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn unknown_session() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, OCTET)],
+        encode_alert(Refusal::UnknownSession).to_vec(),
+    )
+        .into_response()
+}
+
+/// The cluster layer: device requests go to their owner; admin changes are announced; the
+/// metrics get the cluster's lines; `GET /v1/cluster` tells this node's state.
+async fn route(
+    State((c, sh)): State<(Arc<Cluster>, Arc<Shared>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if method == Method::GET {
+        if path == "/v1/cluster" {
+            return axum::Json(c.status_json()).into_response();
+        }
+        if path == "/metrics" {
+            let resp = next.run(req).await;
+            let (parts, body) = resp.into_parts();
+            let Ok(b) = body.collect().await else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let mut text = b.to_bytes().to_vec();
+            text.extend_from_slice(c.metrics_text().as_bytes());
+            return Response::from_parts(parts, Body::from(text));
+        }
+        return next.run(req).await;
+    }
+    if method != Method::POST {
+        return next.run(req).await;
+    }
+    if path.starts_with("/v1/devices") {
+        // Registration or revocation: once it succeeded here, tell the other nodes.
+        let (parts, body) = req.into_parts();
+        let Ok(b) = http_body_util::Limited::new(body, sh.settings.limits.max_body)
+            .collect()
+            .await
+        else {
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        };
+        let b = b.to_bytes();
+        let id = if path == "/v1/devices" {
+            serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+        } else {
+            path.strip_prefix("/v1/devices/")
+                .and_then(|r| r.strip_suffix("/revoke"))
+                .map(str::to_string)
+        };
+        let resp = next.run(Request::from_parts(parts, Body::from(b))).await;
+        if resp.status().is_success()
+            && let Some(id) = id
+        {
+            c.announce_device(&id).await;
+        }
+        return resp;
+    }
+    if path != "/v1/handshake" && path != "/v1/records" {
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, sh.settings.limits.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let mut r = (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONTENT_TYPE, OCTET)],
+                encode_alert(Refusal::Malformed).to_vec(),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    let target = c.target(&path, &body);
+    let remote = match target {
+        Target::Here => None,
+        Target::Hello(p) | Target::Session(p) => (!c.owns(p)).then_some(p),
+    };
+    if let Some(p) = remote {
+        if let Some(resp) = c.forward(p, &path, peer, body.clone()).await {
+            return resp;
+        }
+        // Nobody owns the partition right now (a node died, its lease has not run out).
+        match target {
+            // Any owner can answer a hello (it draws the session id in its own partitions).
+            Target::Hello(_) if !c.owned_partitions().is_empty() => {}
+            Target::Hello(_) => return busy(),
+            // The session died with its node: the device handshakes again.
+            _ => return unknown_session(),
+        }
+    }
+    // Here. A hello may find no free session id in our partitions among the core's 16 random
+    // tries (likely only when this node owns a small share): it is refused before any state
+    // is kept, so it is simply tried again.
+    let tries = if matches!(target, Target::Hello(_)) {
+        3
+    } else {
+        1
+    };
+    let mk = || {
+        let mut r = Request::new(Body::from(body.clone()));
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = parts.uri.clone();
+        *r.version_mut() = parts.version;
+        *r.headers_mut() = parts.headers.clone();
+        *r.extensions_mut() = parts.extensions.clone();
+        r
+    };
+    let mut resp = None;
+    for _ in 0..tries {
+        let r = next.clone().run(mk()).await;
+        let again = r.status() == StatusCode::SERVICE_UNAVAILABLE;
+        resp = Some(r);
+        if !again {
+            break;
+        }
+    }
+    resp.unwrap_or_else(busy)
+}
