@@ -143,3 +143,27 @@ fn attacks_as_a_flat_list_with_targets() {
     assert_eq!(a.iotseal.len(), 1);
     assert_eq!(a.legacy.unwrap()[0].stored_forgeries, 5);
 }
+
+#[test]
+fn load_in_every_documented_shape() {
+    let one = r#"{"mode":"sealed","readings_per_s":10.0,"connections":8,"batch":1}"#;
+    let shapes = [
+        one.to_string(),
+        format!("[{one},{one}]"),
+        format!("{{\"runs\":[{one}]}}"),
+        format!("{one}\n{one}\n"),
+        format!(
+            "{{\"label\":\"gateway b1 c8\",\"report\":{one}}}\n{{\"label\":\"x\",\"report\":{one}}}"
+        ),
+    ];
+    for (i, text) in shapes.iter().enumerate() {
+        let d = out_dir(&format!("report-load-{i}"));
+        std::fs::write(d.join("load.json"), text).unwrap();
+        let runs = ReportInput::load_dir(&d).unwrap().load.unwrap();
+        assert!(!runs.is_empty(), "{text}");
+        assert_eq!(runs[0].readings_per_s, Some(10.0));
+        if i == 4 {
+            assert_eq!(runs[0].label.as_deref(), Some("gateway b1 c8"));
+        }
+    }
+}

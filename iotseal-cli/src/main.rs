@@ -29,6 +29,10 @@ enum Command {
     Gateway(cmd::gateway::Args),
     /// Manage devices through a running gateway's admin API.
     Device(cmd::device::Args),
+    /// Benchmarks: `crypto` (what each cryptographic choice costs) and `load` (a gateway).
+    Bench(cmd::bench::Args),
+    /// One self-contained HTML report (SVG charts, PNGs beside it) from benchmark results.
+    Report(cmd::report::Args),
     /// The threat lab: attack iotseal (or the original design) through an intercepting proxy.
     Attack(cmd::attack::Args),
     /// Load a running gateway with sealed readings over HTTPS keep-alive (temporary name of
@@ -45,6 +49,8 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Gateway(a) => cmd::gateway::run(a),
         Command::Device(a) => cmd::device::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Report(a) => cmd::report::run(a),
         Command::Attack(a) => cmd::attack::run(a),
         Command::BenchLoad(a) => cmd::load::run(a),
     }

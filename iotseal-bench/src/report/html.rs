@@ -769,7 +769,7 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
                 log_x: false,
                 stacked: false,
                 annotate: true,
-                decimals: Some(1),
+                decimals: Some(3),
             }),
         )?;
         let rows: Vec<Vec<String>> = c
@@ -1017,6 +1017,7 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
         .map(|r| {
             vec![
                 r.name(),
+                r.mode.clone().unwrap_or_else(|| "—".into()),
                 opt(r.connections),
                 opt(r.batch),
                 optf(r.readings_per_s, 0),
@@ -1024,12 +1025,14 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
                 optf(r.p50_ms, 2),
                 optf(r.p99_ms, 2),
                 opt(r.errors),
+                optf(r.gateway_cpu_percent, 0),
             ]
         })
         .collect();
     pg.table(
         &[
             "run",
+            "mode",
             "connections",
             "batch",
             "readings/s",
@@ -1037,9 +1040,10 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
             "p50 ms",
             "p99 ms",
             "errors",
+            "gateway CPU %",
         ],
         &rows,
-        1,
+        2,
     );
     pg.end();
     Ok(())

@@ -5,7 +5,7 @@
 //! | file | written by | shape |
 //! |---|---|---|
 //! | `crypto.json` | `iotseal bench crypto --out DIR` | [`crate::matrix::CryptoReport`] |
-//! | `load.json` | `iotseal bench load` | a [`LoadRun`], a list of them, or `{"runs": [...]}` |
+//! | `load.json` | `iotseal bench load --json` | a [`LoadRun`], a list of them, `{"runs": [...]}`, or JSON lines; an element may also be `{"label": ..., "report": LoadRun}` (as `scripts/bench-load.sh` writes) |
 //! | `attacks.json` | the threat lab | [`Attacks`]: `{"iotseal": [Attack], "legacy": [Attack]}` (legacy optional), or a flat list of [`Attack`] with a `target` field |
 //! | `simulation.json` | `iotseal simulate --json` | the simulator's `Summary` |
 //!
@@ -39,9 +39,15 @@ pub const SIMULATION_FILE: &str = "simulation.json";
 /// One run of `iotseal bench load`. Every field may be missing (shown as "—").
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LoadRun {
-    /// A name for the run (default: connections and batch).
+    /// A name for the run (default: mode, connections and batch).
     #[serde(default)]
     pub label: Option<String>,
+    /// `sealed` (the iotseal gateway) or `raw` (a plain TLS baseline server).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Suite of the load's devices.
+    #[serde(default)]
+    pub suite: Option<String>,
     /// Readings stored and acknowledged per second.
     #[serde(default)]
     pub readings_per_s: Option<f64>,
@@ -54,6 +60,9 @@ pub struct LoadRun {
     /// Request latency, 99th percentile, ms.
     #[serde(default)]
     pub p99_ms: Option<f64>,
+    /// Gateway CPU over the run, % of one core.
+    #[serde(default)]
+    pub gateway_cpu_percent: Option<f64>,
     /// Failed requests.
     #[serde(default)]
     pub errors: Option<u64>,
@@ -69,7 +78,10 @@ impl LoadRun {
     fn name(&self) -> String {
         self.label.clone().unwrap_or_else(|| {
             format!(
-                "{} conn × batch {}",
+                "{}{} conn × batch {}",
+                self.mode
+                    .as_ref()
+                    .map_or(String::new(), |m| format!("{m} ")),
                 self.connections.map_or("?".into(), |c| c.to_string()),
                 self.batch.map_or("?".into(), |b| b.to_string())
             )
@@ -77,12 +89,44 @@ impl LoadRun {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LoadFile {
-    Many(Vec<LoadRun>),
-    Runs { runs: Vec<LoadRun> },
-    One(LoadRun),
+/// Reads `load.json` in any of the shapes the module documentation lists.
+fn parse_load(text: &str) -> Result<Vec<LoadRun>> {
+    use serde_json::Value;
+    let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(a)) => a,
+        Ok(Value::Object(mut o)) => match o.remove("runs") {
+            Some(Value::Array(a)) => a,
+            Some(_) => anyhow::bail!("\"runs\" is not a list"),
+            None => vec![Value::Object(o)],
+        },
+        Ok(_) => anyhow::bail!("expected an object or a list"),
+        Err(e) => {
+            // JSON lines?
+            let lines: Result<Vec<Value>, _> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect();
+            lines.map_err(|_| e)?
+        }
+    };
+    values
+        .into_iter()
+        .map(|v| {
+            let v = match v {
+                Value::Object(mut o) if o.get("report").is_some_and(Value::is_object) => {
+                    let label = o.remove("label");
+                    let mut r = o.remove("report").unwrap_or_default();
+                    if let (Some(l), Some(obj)) = (label, r.as_object_mut()) {
+                        obj.insert("label".into(), l);
+                    }
+                    r
+                }
+                v => v,
+            };
+            Ok(serde_json::from_value(v)?)
+        })
+        .collect()
 }
 
 /// One attack of the threat lab against one target.
@@ -172,7 +216,12 @@ impl ReportInput {
         let mut input = Self::default();
         let note = |name: &str, found: bool| found.then(|| dir.join(name).display().to_string());
         let crypto: Option<CryptoReport> = read_json(&dir.join(CRYPTO_FILE))?;
-        let load: Option<LoadFile> = read_json(&dir.join(LOAD_FILE))?;
+        let load_path = dir.join(LOAD_FILE);
+        let load = match std::fs::read_to_string(&load_path) {
+            Ok(t) => Some(parse_load(&t).with_context(|| format!("{}", load_path.display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("{}", load_path.display())),
+        };
         let attacks: Option<AttacksFile> = read_json(&dir.join(ATTACKS_FILE))?;
         let simulation: Option<serde_json::Value> = read_json(&dir.join(SIMULATION_FILE))?;
         input.sources.extend(note(CRYPTO_FILE, crypto.is_some()));
@@ -182,10 +231,7 @@ impl ReportInput {
             .sources
             .extend(note(SIMULATION_FILE, simulation.is_some()));
         input.crypto = crypto;
-        input.load = load.map(|l| match l {
-            LoadFile::Many(v) | LoadFile::Runs { runs: v } => v,
-            LoadFile::One(r) => vec![r],
-        });
+        input.load = load;
         input.attacks = attacks.map(|a| match a {
             AttacksFile::ByTarget(a) => a,
             AttacksFile::Flat(list) => {
