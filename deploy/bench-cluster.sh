@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput of one gateway node against three cluster nodes on this machine, with the same
-# total load: `iotseal bench-load` (the load generator) with CONNS synthetic devices; with
+# total load: `iotseal bench load` (the load generator) with CONNS synthetic devices; with
 # three nodes the devices are split over the nodes (each load process talks to one node, as
 # behind a round-robin balancer without affinity, so most requests are forwarded once).
 # Needs NATS (nats://127.0.0.1:4222) and PostgreSQL (IOTSEAL_TEST_PG, a fresh schema is made).
@@ -38,7 +38,7 @@ run() { # nodes
   sleep 3 # leases spread
   local per=$((CONNS / n)) pids=()
   for i in $(seq 0 $((n - 1))); do
-    "$BIN" bench-load --pins "$T/gw/gateway.pub.toml" --gateway "${urls[$i]}" \
+    "$BIN" bench load --pins "$T/gw/gateway.pub.toml" --gateway "${urls[$i]}" \
       --token-file "$T/gw/admin.token" --connections "$per" --duration "${SECS}s" \
       --json >"$T/load-$n-$i.json" 2>"$T/load-$n-$i.err" &
     pids+=($!)

@@ -30,8 +30,7 @@ done
 
 cargo build --release -p iotseal-cli --quiet
 bin="${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal"
-# `bench load` once the bench command exists, else the interim name.
-if "$bin" bench load --help >/dev/null 2>&1; then load=("$bin" bench load); else load=("$bin" bench-load); fi
+load=("$bin" bench load)
 work="${out:-$(mktemp -d -t iotseal-bench-load-XXXXXX)}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"

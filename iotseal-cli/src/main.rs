@@ -35,9 +35,6 @@ enum Command {
     Report(cmd::report::Args),
     /// The threat lab: attack iotseal (or the original design) through an intercepting proxy.
     Attack(cmd::attack::Args),
-    /// Load a running gateway with sealed readings over HTTPS keep-alive (temporary name of
-    /// `bench load`).
-    BenchLoad(cmd::load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +49,5 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Attack(a) => cmd::attack::run(a),
-        Command::BenchLoad(a) => cmd::load::run(a),
     }
 }
