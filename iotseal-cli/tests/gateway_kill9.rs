@@ -322,7 +322,7 @@ fn kill_9_under_load_loses_no_acknowledged_reading() {
     let (gw, url) = Gateway::start(&dir, "127.0.0.1:0", &log).unwrap();
     let listen = url.trim_start_matches("https://").to_string();
     let mut pins = GatewayPins::load(&dir.join("gateway.pub.toml")).unwrap();
-    pins.url = url.clone();
+    pins.url = url;
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
