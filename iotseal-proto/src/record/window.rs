@@ -38,6 +38,10 @@ impl ReplayWindow {
     /// Whether `seq` would be accepted: not below the window, not marked.
     /// Both refusals are [`Error::Replay`]: one condition, one error.
     pub fn check(&self, seq: u64) -> Result<(), Error> {
+        // `u64::MAX` is never accepted, so `next` (one more than the highest) always fits.
+        if seq == u64::MAX {
+            return Err(Error::Replay);
+        }
         if seq >= self.next {
             return Ok(());
         }
@@ -145,6 +149,15 @@ mod tests {
             "outside the window"
         );
         assert!(w.check(2000 - 1).is_ok());
+    }
+
+    #[test]
+    fn extreme_sequence_numbers_do_not_overflow() {
+        let mut w = ReplayWindow::new();
+        assert!(w.mark(u64::MAX - 1).is_ok());
+        assert_eq!(w.mark(u64::MAX), Err(Error::Replay), "never accepted");
+        assert_eq!(w.mark(u64::MAX - 1), Err(Error::Replay));
+        assert_eq!(w.check(0), Err(Error::Replay), "far below the window");
     }
 
     #[test]
