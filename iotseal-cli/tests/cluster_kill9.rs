@@ -477,6 +477,43 @@ fn cluster_of_three_survives_a_sigkill_and_stores_everything_once() {
         .sum();
     assert_eq!(total_after, sent, "a replay stored something");
 
+    // Registry changes reach every node: the devices registered at node 1 are known at node
+    // 3, and a revocation at node 3 is in node 1's memory at once (its sessions end there).
+    let list = |a: &AdminClient| {
+        let v = rt.block_on(a.devices()).unwrap();
+        let arr = v
+            .as_array()
+            .cloned()
+            .or_else(|| v.get("devices").and_then(|d| d.as_array()).cloned())
+            .unwrap_or_default();
+        arr.into_iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap_or_default().to_string(),
+                    d["revoked"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect::<BTreeMap<String, bool>>()
+    };
+    assert_eq!(list(&admins[2]).len(), DEVICES, "node 3 knows every device");
+    rt.block_on(admins[2].revoke("cl-0")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        list(&admins[0]).get("cl-0"),
+        Some(&true),
+        "node 1 learnt the revocation made at node 3"
+    );
+    let batch = transports[0].acked_batches.lock().unwrap().last().cloned();
+    if let Some(b) = batch {
+        for p in live_pins {
+            let r = rt.block_on(HttpsTransport::new(p).unwrap().records(b.clone()));
+            assert!(
+                matches!(r, Err(TransportError::Refused(_))),
+                "a revoked device's records answered {r:?}"
+            );
+        }
+    }
+
     println!(
         "{DEVICES} devices over 3 nodes, one SIGKILLed: {sent} readings sent, all stored exactly once ({:?})",
         started.elapsed()
