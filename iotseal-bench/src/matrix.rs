@@ -73,7 +73,7 @@ pub struct Config {
     pub record_sizes: Vec<usize>,
     /// Timed batches per size (the statistic is the median over batches of the mean per record).
     pub record_batches: usize,
-    /// Plaintext bytes per batch (records per batch = this / size, at least 4, at most 1024).
+    /// Plaintext bytes per batch (records per batch = this / size, at least 16, at most 1024).
     pub record_batch_bytes: usize,
     /// Records timed one by one at 1 KiB (samples for the latency CDF).
     pub record_samples: usize,
@@ -646,7 +646,7 @@ fn session_pair(c: &AeadCell) -> (Session, Session) {
 fn measure_records(c: &AeadCell, size: usize, config: &Config) -> (RecordSize, usize) {
     let (mut dev, mut gw) = session_pair(c);
     let msg = sensor_json_plaintext(size);
-    let n = (config.record_batch_bytes / size.max(1)).clamp(4, 1024);
+    let n = (config.record_batch_bytes / size.max(1)).clamp(16, 1024);
     let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(size + 64)).collect();
     let mut seal = Vec::new();
     let mut open = Vec::new();

@@ -130,18 +130,33 @@ fn malformed_input_is_an_error() {
 }
 
 #[test]
-fn attacks_as_a_flat_list_with_targets() {
+fn attacks_by_target_with_counts() {
     let d = out_dir("report-flat-in");
     std::fs::write(
         d.join("attacks.json"),
-        r#"[{"target":"iotseal","name":"replay","attempts":5,"blocked":5,"reason":"Replay","stored_forgeries":0},
-            {"target":"legacy","name":"replay","attempts":5,"blocked":0,"reason":"accepted","stored_forgeries":5}]"#,
+        r#"{"iotseal": [{"name":"replay","attempts":5,"blocked":5,"reason":"Replay","stored_forgeries":0}],
+            "legacy": [{"name":"replay","attempts":5,"blocked":0,"reason":"accepted","stored_forgeries":5}]}"#,
     )
     .unwrap();
     let input = ReportInput::load_dir(&d).unwrap();
     let a = input.attacks.unwrap();
     assert_eq!(a.iotseal.len(), 1);
+    assert_eq!(a.iotseal[0].blocked, 5);
     assert_eq!(a.legacy.unwrap()[0].stored_forgeries, 5);
+}
+
+#[test]
+fn attacks_as_iotseal_attack_prints_them() {
+    // The fixture: two `iotseal attack --json` outputs (iotseal, then legacy) one after the other.
+    let a = ReportInput::load_dir(&fixture()).unwrap().attacks.unwrap();
+    assert_eq!(a.iotseal.len(), 4);
+    let legacy = a.legacy.unwrap();
+    assert_eq!(legacy.len(), 3);
+    assert_eq!(a.iotseal[0].blocked, 100);
+    assert_eq!(a.iotseal[0].stopped, Some(true));
+    assert!(!a.iotseal[3].applicable);
+    assert_eq!(legacy[0].stopped, Some(false));
+    assert_eq!(legacy[0].blocked, 0);
 }
 
 #[test]

@@ -1069,7 +1069,7 @@ fn attacks_section(pg: &mut Page<'_>, attacks: Option<&super::Attacks>) -> Resul
     }
     let find = |list: &[Attack], n: &str| list.iter().find(|x| x.name == n).cloned();
     let pct = |x: &Attack| {
-        if x.attempts == 0 {
+        if x.attempts == 0 || !x.applicable {
             0.0
         } else {
             100.0 * x.blocked as f64 / x.attempts as f64
@@ -1126,11 +1126,19 @@ fn attacks_section(pg: &mut Page<'_>, attacks: Option<&super::Attacks>) -> Resul
     )?;
     let cell = |x: Option<Attack>| -> [String; 3] {
         match x {
-            Some(x) => [
-                format!("{}/{}", x.blocked, x.attempts),
-                x.stored_forgeries.to_string(),
-                x.reason,
-            ],
+            Some(x) if !x.applicable => ["n/a".into(), "—".into(), x.reason],
+            Some(x) => {
+                let verdict = match x.stopped {
+                    Some(true) => " — stopped",
+                    Some(false) => " — NOT stopped",
+                    None => "",
+                };
+                [
+                    format!("{}/{}{verdict}", x.blocked, x.attempts),
+                    x.stored_forgeries.to_string(),
+                    x.reason,
+                ]
+            }
             None => ["—".into(), "—".into(), "not run".into()],
         }
     };

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `crypto.json` | `iotseal bench crypto --out DIR` | [`crate::matrix::CryptoReport`] |
 //! | `load.json` | `iotseal bench load --json` | a [`LoadRun`], a list of them, `{"runs": [...]}`, or JSON lines; an element may also be `{"label": ..., "report": LoadRun}` (as `scripts/bench-load.sh` writes) |
-//! | `attacks.json` | the threat lab | [`Attacks`]: `{"iotseal": [Attack], "legacy": [Attack]}` (legacy optional), or a flat list of [`Attack`] with a `target` field |
+//! | `attacks.json` | the threat lab (`iotseal attack --json`) | a list of attacks, each `{"target": "iotseal" or "legacy", "name", "attempts", "blocked_attempts", "blocked" (verdict, bool or null), "applicable", "reason", "stored_forgeries"}` as `iotseal attack --json` prints it (the outputs for both targets may simply be concatenated), or `{"iotseal": [...], "legacy": [...]}` with the same entries, where `blocked` may also be the count; see [`Attack`] |
 //! | `simulation.json` | `iotseal simulate --json` | the simulator's `Summary` |
 //!
 //! plus the sensor time series, which the CLI reads from a gateway database
@@ -92,24 +92,18 @@ impl LoadRun {
 /// Reads `load.json` in any of the shapes the module documentation lists.
 fn parse_load(text: &str) -> Result<Vec<LoadRun>> {
     use serde_json::Value;
-    let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(a)) => a,
-        Ok(Value::Object(mut o)) => match o.remove("runs") {
-            Some(Value::Array(a)) => a,
-            Some(_) => anyhow::bail!("\"runs\" is not a list"),
-            None => vec![Value::Object(o)],
-        },
-        Ok(_) => anyhow::bail!("expected an object or a list"),
-        Err(e) => {
-            // JSON lines?
-            let lines: Result<Vec<Value>, _> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(serde_json::from_str)
-                .collect();
-            lines.map_err(|_| e)?
+    let mut values = Vec::new();
+    for doc in json_values(text)? {
+        match doc {
+            Value::Array(a) => values.extend(a),
+            Value::Object(mut o) => match o.remove("runs") {
+                Some(Value::Array(a)) => values.extend(a),
+                Some(_) => anyhow::bail!("\"runs\" is not a list"),
+                None => values.push(Value::Object(o)),
+            },
+            _ => anyhow::bail!("expected objects or lists of runs"),
         }
-    };
+    }
     values
         .into_iter()
         .map(|v| {
@@ -132,18 +126,30 @@ fn parse_load(text: &str) -> Result<Vec<LoadRun>> {
 /// One attack of the threat lab against one target.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Attack {
-    /// What the attack is (`replay`, `tamper`, `forged-device`, …).
+    /// What the attack is (`replay-immediate`, `tamper`, …).
     pub name: String,
     /// Attempts made.
     pub attempts: u64,
-    /// Attempts the target refused.
+    /// Attempts the target refused or that had no effect (`blocked_attempts` in
+    /// `iotseal attack --json`).
     pub blocked: u64,
-    /// How the target refused them (its error or status), or why it did not.
+    /// The verdict, when the lab gives one: stopped entirely (every check held, nothing
+    /// forged stored). `None`: no verdict (not applicable, or the lab failed).
+    #[serde(default)]
+    pub stopped: Option<bool>,
+    /// Whether the attack applies to this target.
+    #[serde(default = "yes")]
+    pub applicable: bool,
+    /// How the target refused the attempts (its error or status), or why it did not.
     #[serde(default)]
     pub reason: String,
     /// Forged or replayed readings that ended up in the target's storage.
     #[serde(default)]
     pub stored_forgeries: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The threat lab's results: `attacks.json`.
@@ -156,18 +162,84 @@ pub struct Attacks {
     pub legacy: Option<Vec<Attack>>,
 }
 
-#[derive(Deserialize)]
-struct FlatAttack {
-    target: String,
-    #[serde(flatten)]
-    attack: Attack,
+/// Every JSON value in `text`: one document, JSON lines, or documents one after the other.
+fn json_values(text: &str) -> Result<Vec<serde_json::Value>> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum AttacksFile {
-    ByTarget(Attacks),
-    Flat(Vec<FlatAttack>),
+/// One attack from either shape: ours (`blocked` a count) or `iotseal attack --json`'s
+/// (`blocked_attempts` a count, `blocked` the verdict).
+fn parse_attack(v: &serde_json::Value) -> Result<Attack> {
+    use serde_json::Value;
+    let u = |k: &str| v.get(k).and_then(Value::as_u64);
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow::anyhow!("an attack without a name"))?
+        .to_string();
+    let attempts = u("attempts").ok_or_else(|| anyhow::anyhow!("{name}: no attempts"))?;
+    let (blocked, stopped) = match (u("blocked_attempts"), v.get("blocked")) {
+        (Some(n), b) => (n, b.and_then(Value::as_bool)),
+        (None, Some(Value::Number(n))) => (n.as_u64().unwrap_or(0), None),
+        (None, Some(Value::Bool(b))) => (if *b { attempts } else { 0 }, Some(*b)),
+        _ => anyhow::bail!("{name}: neither blocked nor blocked_attempts"),
+    };
+    Ok(Attack {
+        name,
+        attempts,
+        blocked,
+        stopped,
+        applicable: v.get("applicable").and_then(Value::as_bool).unwrap_or(true),
+        reason: v
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        stored_forgeries: u("stored_forgeries").unwrap_or(0),
+    })
+}
+
+/// Reads `attacks.json` in the shapes the module documentation lists.
+fn parse_attacks(text: &str) -> Result<Attacks> {
+    use serde_json::Value;
+    let mut out = Attacks::default();
+    for doc in json_values(text)? {
+        match doc {
+            Value::Object(o) if o.contains_key("iotseal") || o.contains_key("legacy") => {
+                for (target, list) in o {
+                    let Value::Array(list) = list else {
+                        anyhow::bail!("{target}: not a list");
+                    };
+                    for v in &list {
+                        push_attack(&mut out, &target, parse_attack(v)?);
+                    }
+                }
+            }
+            Value::Array(list) => {
+                for v in &list {
+                    let target = v.get("target").and_then(Value::as_str).unwrap_or("iotseal");
+                    push_attack(&mut out, target, parse_attack(v)?);
+                }
+            }
+            v @ Value::Object(_) => {
+                let target = v.get("target").and_then(Value::as_str).unwrap_or("iotseal");
+                push_attack(&mut out, target, parse_attack(&v)?);
+            }
+            _ => anyhow::bail!("expected objects or lists of attacks"),
+        }
+    }
+    Ok(out)
+}
+
+fn push_attack(out: &mut Attacks, target: &str, a: Attack) {
+    if target == "legacy" {
+        out.legacy.get_or_insert_with(Vec::new).push(a);
+    } else {
+        out.iotseal.push(a);
+    }
 }
 
 /// One sensor of one device over time, from the gateway's database.
@@ -200,6 +272,17 @@ pub struct ReportInput {
     pub sources: Vec<String>,
 }
 
+/// `parse(contents)` of `path`; `None` if there is no such file.
+fn read_text<T>(path: &Path, parse: fn(&str) -> Result<T>) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(
+            parse(&t).with_context(|| format!("{}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(
@@ -216,13 +299,8 @@ impl ReportInput {
         let mut input = Self::default();
         let note = |name: &str, found: bool| found.then(|| dir.join(name).display().to_string());
         let crypto: Option<CryptoReport> = read_json(&dir.join(CRYPTO_FILE))?;
-        let load_path = dir.join(LOAD_FILE);
-        let load = match std::fs::read_to_string(&load_path) {
-            Ok(t) => Some(parse_load(&t).with_context(|| format!("{}", load_path.display()))?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("{}", load_path.display())),
-        };
-        let attacks: Option<AttacksFile> = read_json(&dir.join(ATTACKS_FILE))?;
+        let load = read_text(&dir.join(LOAD_FILE), parse_load)?;
+        let attacks = read_text(&dir.join(ATTACKS_FILE), parse_attacks)?;
         let simulation: Option<serde_json::Value> = read_json(&dir.join(SIMULATION_FILE))?;
         input.sources.extend(note(CRYPTO_FILE, crypto.is_some()));
         input.sources.extend(note(LOAD_FILE, load.is_some()));
@@ -232,20 +310,7 @@ impl ReportInput {
             .extend(note(SIMULATION_FILE, simulation.is_some()));
         input.crypto = crypto;
         input.load = load;
-        input.attacks = attacks.map(|a| match a {
-            AttacksFile::ByTarget(a) => a,
-            AttacksFile::Flat(list) => {
-                let mut out = Attacks::default();
-                for f in list {
-                    if f.target == "legacy" {
-                        out.legacy.get_or_insert_with(Vec::new).push(f.attack);
-                    } else {
-                        out.iotseal.push(f.attack);
-                    }
-                }
-                out
-            }
-        });
+        input.attacks = attacks;
         input.simulation = simulation;
         Ok(input)
     }
