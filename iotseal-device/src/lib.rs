@@ -23,6 +23,7 @@ mod clock;
 mod files;
 mod https;
 pub mod load;
+mod mqtt;
 mod queue;
 pub mod sim;
 mod transport;
@@ -32,5 +33,6 @@ pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushRep
 pub use clock::Clock;
 pub use files::{GatewayPins, IdentityFile, PinnedIdentity};
 pub use https::HttpsTransport;
+pub use mqtt::{MqttConfig, MqttTransport};
 pub use queue::{PendingReading, QueueFull};
 pub use transport::{BoxFuture, Transport, TransportError};

@@ -33,7 +33,7 @@ use iotseal_proto::record::{ContentType, Header, batch};
 use iotseal_proto::{Error, Refusal, Time};
 use tracing::{debug, error, warn};
 
-use crate::server::{Peer, Shared};
+use crate::server::{Binding, Peer, Shared};
 use crate::sessions::{EndReason, SessionEntry, SessionState};
 use crate::storage::NewReading;
 
@@ -120,10 +120,7 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
 }
 
 async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
-    {
-        let hs = sh.lock_hs();
-        sh.metrics.set_half_open(hs.half_open_len());
-    }
+    sh.refresh_half_open();
     sh.metrics.set_active_sessions(sh.sessions.len());
     (
         [(
@@ -208,38 +205,80 @@ async fn handshake(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
+    http_answer(&sh, handle_handshake(&sh, Binding::Http, peer, body).await)
+}
+
+/// The answer to a handshake or records message, whatever carried it.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Bytes to send back: Retry, M2, or a batch of acknowledgement records.
+    Bytes(Vec<u8>),
+    /// A refusal, sent as an alert.
+    Refused(Refusal),
+    /// The source address is over its handshake rate (HTTP: 429 with a Busy alert).
+    RateLimited,
+}
+
+/// An [`Answer`] as an HTTP response.
+fn http_answer(sh: &Shared, a: Answer) -> Response {
+    match a {
+        Answer::Bytes(b) => binary(b),
+        Answer::Refused(r) => refusal_response(sh, r),
+        Answer::RateLimited => {
+            let mut r = refusal_response(sh, Refusal::Busy);
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r
+        }
+    }
+}
+
+/// Counts `reason` and refuses with `r`.
+fn refused(sh: &Shared, reason: &str, r: Refusal) -> Answer {
+    sh.metrics.refusal(reason);
+    Answer::Refused(r)
+}
+
+/// Processes a handshake message (M1, or M3 with records) that arrived over `binding`, from
+/// `peer` if the transport knows it (for the per-address rate limit). Transport-independent:
+/// the HTTP and MQTT bindings both call it.
+pub(crate) async fn handle_handshake(
+    sh: &Arc<Shared>,
+    binding: Binding,
+    peer: Option<std::net::SocketAddr>,
+    body: Bytes,
+) -> Answer {
     // Public-key work runs on blocking threads, a bounded number at once; the rest wait
     // (within the request timeout).
     let Ok(_permit) = sh.hs_permits.acquire().await else {
-        return refusal_response(&sh, Refusal::Busy);
+        return Answer::Refused(Refusal::Busy);
     };
     match body.first() {
         Some(0x01) => {
             let sh2 = sh.clone();
             // Public-key work: off the async workers.
-            match tokio::task::spawn_blocking(move || hello(&sh2, peer, &body)).await {
+            match tokio::task::spawn_blocking(move || hello(&sh2, binding, peer, &body)).await {
                 Ok(r) => r,
                 Err(e) => {
                     error!(error = %e, "hello task failed");
-                    refusal_response(&sh, Refusal::Busy)
+                    Answer::Refused(Refusal::Busy)
                 }
             }
         }
-        Some(0x04) => finish(sh.clone(), body).await,
+        Some(0x04) => finish(sh.clone(), binding, body).await,
         _ => {
             sh.metrics.handshake("none", "malformed");
-            refuse(&sh, "malformed", Refusal::Malformed)
+            refused(sh, "malformed", Refusal::Malformed)
         }
     }
 }
 
-fn hello(sh: &Shared, peer: Option<std::net::SocketAddr>, body: &[u8]) -> Response {
+fn hello(sh: &Shared, binding: Binding, peer: Option<std::net::SocketAddr>, body: &[u8]) -> Answer {
     let now = sh.now();
-    let mut hs = sh.lock_hs();
+    let mut hs = sh.lock_hs_of(binding);
     if let Some(answer) = hs.cached_answer(now, body) {
         drop(hs);
         sh.metrics.handshake("none", "retransmission");
-        return binary(answer);
+        return Answer::Bytes(answer);
     }
     if let Some(p) = peer
         && !sh.limiter.allow(p.ip(), now.as_millis())
@@ -247,29 +286,27 @@ fn hello(sh: &Shared, peer: Option<std::net::SocketAddr>, body: &[u8]) -> Respon
         drop(hs);
         sh.metrics.handshake("none", "rate_limited");
         sh.metrics.refusal("rate_limited");
-        let mut r = refusal_response(sh, Refusal::Busy);
-        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return r;
+        return Answer::RateLimited;
     }
     // In a cluster, new session ids are drawn only in partitions this node owns.
     let in_use =
         |id| sh.sessions.contains(id) || sh.cluster.as_ref().is_some_and(|c| !c.owns_session(id));
     let result = hs.handle_hello(now, body, &in_use);
-    sh.metrics.set_half_open(hs.half_open_len());
+    sh.set_half_open(binding, hs.half_open_len());
     drop(hs);
     match result {
         Ok(HelloReply::GatewayHello { suite, bytes, .. }) => {
             sh.metrics.handshake(&suite.to_string(), "hello");
-            binary(bytes)
+            Answer::Bytes(bytes)
         }
         Ok(HelloReply::Retry { bytes, .. }) => {
             sh.metrics.handshake("none", "retry");
-            binary(bytes)
+            Answer::Bytes(bytes)
         }
         Err(e) => {
             debug!(error = %e, "hello refused");
             sh.metrics.handshake("none", e.reason());
-            refuse(sh, e.reason(), e.refusal())
+            refused(sh, e.reason(), e.refusal())
         }
     }
 }
@@ -284,12 +321,12 @@ enum FinishStep {
     },
 }
 
-async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
+async fn finish(sh: Arc<Shared>, binding: Binding, body: Bytes) -> Answer {
     let sh2 = sh.clone();
     let body2 = body.clone();
     let step = tokio::task::spawn_blocking(move || {
         let now = sh2.now();
-        let mut hs = sh2.lock_hs();
+        let mut hs = sh2.lock_hs_of(binding);
         if let Some(a) = hs.cached_answer(now, &body2) {
             return FinishStep::Cached(a);
         }
@@ -301,19 +338,19 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
             },
             Err(e) => FinishStep::Refused(e),
         };
-        sh2.metrics.set_half_open(hs.half_open_len());
+        sh2.set_half_open(binding, hs.half_open_len());
         r
     })
     .await;
     let (session, device_id, records) = match step {
         Ok(FinishStep::Cached(a)) => {
             sh.metrics.handshake("none", "retransmission");
-            return binary(a);
+            return Answer::Bytes(a);
         }
         Ok(FinishStep::Refused(e)) => {
             debug!(error = %e, "finish refused");
             sh.metrics.handshake("none", e.reason());
-            return refuse(&sh, e.reason(), e.refusal());
+            return refused(&sh, e.reason(), e.refusal());
         }
         Ok(FinishStep::Established {
             session,
@@ -322,7 +359,7 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
         }) => (session, device_id, records),
         Err(e) => {
             error!(error = %e, "finish task failed");
-            return refusal_response(&sh, Refusal::Busy);
+            return Answer::Refused(Refusal::Busy);
         }
     };
     let now = sh.now();
@@ -332,7 +369,7 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
         Some(d) if !d.is_revoked() => d,
         _ => {
             sh.metrics.handshake(&suite, "revoked");
-            return refuse(&sh, "revoked", Refusal::AuthFailed);
+            return refused(&sh, "revoked", Refusal::AuthFailed);
         }
     };
     let entry = SessionEntry::new(*session, device.clone(), now.as_millis());
@@ -346,7 +383,7 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
             sh.ended(&[e], EndReason::Revoked, now);
         }
         sh.metrics.handshake(&suite, "revoked");
-        return refuse(&sh, "revoked", Refusal::AuthFailed);
+        return refused(&sh, "revoked", Refusal::AuthFailed);
     }
     device.handshake_done();
     device.seen(now.as_millis());
@@ -376,10 +413,11 @@ async fn finish(sh: Arc<Shared>, body: Bytes) -> Response {
     }
     if out.acks.is_empty() {
         // Sealing the first ack of a new session cannot fail short of a broken provider.
-        return refusal_response(&sh, Refusal::Busy);
+        return Answer::Refused(Refusal::Busy);
     }
-    sh.lock_hs().remember_answer(now, &body, answer.clone());
-    binary(answer)
+    sh.lock_hs_of(binding)
+        .remember_answer(now, &body, answer.clone());
+    Answer::Bytes(answer)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -390,11 +428,18 @@ async fn records(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Ok(recs) = batch::split(&body) else {
-        return refuse(&sh, "malformed", Refusal::Malformed);
+    http_answer(&sh, handle_records(&sh, &body).await)
+}
+
+/// Processes a batch of records, whatever carried it: opens them, stores the readings, marks
+/// them only after the commit and answers with one acknowledgement per session. The HTTP and
+/// MQTT bindings both call it.
+pub(crate) async fn handle_records(sh: &Shared, body: &[u8]) -> Answer {
+    let Ok(recs) = batch::split(body) else {
+        return refused(sh, "malformed", Refusal::Malformed);
     };
     if recs.is_empty() {
-        return refuse(&sh, "malformed", Refusal::Malformed);
+        return refused(sh, "malformed", Refusal::Malformed);
     }
     let now = sh.now();
     let mut first: Option<(usize, Refusal)> = None;
@@ -439,7 +484,7 @@ async fn records(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             force_ack: false,
         })
         .collect();
-    let out = process(&sh, now, &mut groups).await;
+    let out = process(sh, now, &mut groups).await;
     drop(groups);
     drop(guards);
     if let Some((i, r)) = out.first_refusal {
@@ -450,12 +495,12 @@ async fn records(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         for a in &out.acks {
             batch::push(&mut answer, a);
         }
-        return binary(answer);
+        return Answer::Bytes(answer);
     }
     if out.storage_failed {
-        return refusal_response(&sh, Refusal::Busy);
+        return Answer::Refused(Refusal::Busy);
     }
-    refusal_response(&sh, first.map_or(Refusal::Malformed, |(_, r)| r))
+    Answer::Refused(first.map_or(Refusal::Malformed, |(_, r)| r))
 }
 
 /// One session's share of a request, with its lock held.

@@ -49,6 +49,7 @@ pub mod http;
 pub mod keys;
 pub mod local;
 pub mod metrics;
+pub mod mqtt;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

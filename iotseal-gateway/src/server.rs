@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,15 @@ use crate::{GatewayError, Settings, http, keys, tls};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
 
+/// The transport binding a message arrived over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// HTTP/1.1 (over TLS 1.3 or behind a proxy).
+    Http,
+    /// MQTT through a broker (store and forward: its own record freshness setting).
+    Mqtt,
+}
+
 /// State shared by every connection and task.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
@@ -44,6 +53,11 @@ pub(crate) struct Shared {
     pub(crate) provider: CryptoProvider,
     /// Bounds the handshakes doing public-key work at once (on blocking threads).
     pub(crate) hs_permits: tokio::sync::Semaphore,
+    /// The handshake server of the MQTT binding (its sessions may be configured without record
+    /// freshness); `None` without MQTT.
+    pub(crate) mqtt_hs: Option<Mutex<HandshakeServer>>,
+    /// Half-open handshakes per binding (the gauge shows the sum).
+    half_open: [AtomicUsize; 2],
     /// Cluster membership (`None`: a single node, the default).
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     audit: mpsc::Sender<SessionEvent>,
@@ -89,6 +103,45 @@ impl Shared {
 
     pub(crate) fn lock_hs(&self) -> std::sync::MutexGuard<'_, HandshakeServer> {
         self.hs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The handshake server of a binding (MQTT has its own when it is configured).
+    pub(crate) fn lock_hs_of(&self, b: Binding) -> std::sync::MutexGuard<'_, HandshakeServer> {
+        match (b, &self.mqtt_hs) {
+            (Binding::Mqtt, Some(m)) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            _ => self.lock_hs(),
+        }
+    }
+
+    /// Records a binding's half-open count and updates the gauge with the total.
+    pub(crate) fn set_half_open(&self, b: Binding, n: usize) {
+        let i = usize::from(b == Binding::Mqtt && self.mqtt_hs.is_some());
+        self.half_open[i].store(n, Ordering::Relaxed);
+        let total =
+            self.half_open[0].load(Ordering::Relaxed) + self.half_open[1].load(Ordering::Relaxed);
+        self.metrics.set_half_open(total);
+    }
+
+    /// Expires old half-open handshakes and cached answers of every binding, then updates
+    /// the gauge (one lock at a time).
+    pub(crate) fn expire_half_open(&self, now: Option<Time>) {
+        for b in [Binding::Http, Binding::Mqtt] {
+            if b == Binding::Mqtt && self.mqtt_hs.is_none() {
+                continue;
+            }
+            let mut hs = self.lock_hs_of(b);
+            if let Some(now) = now {
+                hs.expire(now);
+            }
+            let n = hs.half_open_len();
+            drop(hs);
+            self.set_half_open(b, n);
+        }
+    }
+
+    /// Updates the half-open gauge.
+    pub(crate) fn refresh_half_open(&self) {
+        self.expire_half_open(None);
     }
 }
 
@@ -141,15 +194,28 @@ impl Gateway {
             .iter()
             .map(|p| settings.resolve(p))
             .collect();
-        let identities = keys::load_identities(&provider, &key_files)?;
-        let mut gc = GatewayConfig::new(provider, identities)
-            .map_err(|e| GatewayError::Key(format!("gateway configuration: {e}")))?;
-        gc.policy = settings.suite_policy();
-        gc.skew_secs = settings.skew_secs;
-        gc.max_half_open = settings.limits.half_open;
-        gc.nonce_cache_capacity = settings.limits.nonce_cache;
-        gc.response_cache_capacity = settings.limits.response_cache;
-        gc.session = settings.session_config();
+        let gateway_config = |session| -> Result<GatewayConfig, GatewayError> {
+            let identities = keys::load_identities(&provider, &key_files)?;
+            let mut gc = GatewayConfig::new(provider, identities)
+                .map_err(|e| GatewayError::Key(format!("gateway configuration: {e}")))?;
+            gc.policy = settings.suite_policy();
+            gc.skew_secs = settings.skew_secs;
+            gc.max_half_open = settings.limits.half_open;
+            gc.nonce_cache_capacity = settings.limits.nonce_cache;
+            gc.response_cache_capacity = settings.limits.response_cache;
+            gc.session = session;
+            Ok(gc)
+        };
+        let gc = gateway_config(settings.session_config())?;
+        // MQTT sessions get their own handshake server: same keys and limits, their own
+        // record freshness (off by default: a broker stores and forwards).
+        let mqtt_hs = if settings.mqtt.enabled() {
+            let mut session = settings.session_config();
+            session.max_record_age_secs = settings.mqtt.record_max_age();
+            Some(Mutex::new(HandshakeServer::new(gateway_config(session)?)))
+        } else {
+            None
+        };
 
         let token_path = settings.resolve(&settings.admin_token_file);
         let token = std::fs::read_to_string(&token_path)
@@ -209,6 +275,8 @@ impl Gateway {
             ),
             storage,
             cluster,
+            mqtt_hs,
+            half_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             audit: audit_tx,
             clock: AtomicU64::new(0),
             settings,
@@ -219,6 +287,11 @@ impl Gateway {
             // Requests whose session another node owns are forwarded to it.
             router = cluster.start(&shared, router, shutdown_rx.clone());
         }
+        let mqtt = if shared.settings.mqtt.enabled() {
+            Some(crate::mqtt::start(shared.clone(), shutdown_rx.clone()).await?)
+        } else {
+            None
+        };
         let task = tokio::spawn(run(
             shared.clone(),
             listener,
@@ -226,6 +299,7 @@ impl Gateway {
             router,
             shutdown_rx,
             audit_rx,
+            mqtt,
         ));
         info!(%url, devices = devices.len(), "gateway listening");
         Ok(GatewayHandle {
@@ -327,6 +401,7 @@ async fn run(
     router: Router,
     mut shutdown: watch::Receiver<bool>,
     audit_rx: mpsc::Receiver<SessionEvent>,
+    mqtt: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), GatewayError> {
     let l = shared.settings.limits.clone();
     let (audit_stop, audit_stop_rx) = tokio::sync::oneshot::channel();
@@ -382,6 +457,10 @@ async fn run(
     {
         warn!("shutdown grace period over; closing remaining connections");
         conns.abort_all();
+    }
+    if let Some(m) = mqtt {
+        // The MQTT worker finishes its in-flight messages within the same grace period.
+        let _ = m.await;
     }
     let _ = sweeper.await;
     flush_last_seen(&shared).await;
@@ -512,11 +591,7 @@ async fn sweeper(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 
 pub(crate) async fn sweep_once(shared: &Shared) {
     let now = shared.now();
-    {
-        let mut hs = shared.lock_hs();
-        hs.expire(now);
-        shared.metrics.set_half_open(hs.half_open_len());
-    }
+    shared.expire_half_open(Some(now));
     let l = &shared.settings.limits;
     let ended = shared.sessions.sweep(
         now.as_millis(),

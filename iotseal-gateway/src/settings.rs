@@ -39,6 +39,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Record-layer settings.
     pub records: RecordSettings,
+    /// The MQTT binding (off unless a broker is named).
+    pub mqtt: MqttSettings,
     /// Cluster mode (off unless a NATS server is named; see `docs/cluster.md`).
     pub cluster: ClusterSettings,
     /// Directory that relative paths are resolved against (the configuration file's).
@@ -201,6 +203,93 @@ impl ClusterSettings {
     }
 }
 
+/// The MQTT binding: the gateway subscribes at a broker for handshake messages and record
+/// batches and publishes its answers to each request's response topic (`docs/protocol.md`,
+/// "MQTT binding").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Broker URL: `mqtt://HOST:PORT` (plain) or `mqtts://HOST:PORT` (TLS); empty: MQTT off.
+    pub broker: String,
+    /// MQTT client id of the gateway (one per gateway process: the broker keeps its session).
+    pub client_id: String,
+    /// Topics are `PREFIX/hs/+`, `PREFIX/rec/+` (requests) and `PREFIX/inbox/+` (answers).
+    pub topic_prefix: String,
+    /// CA certificates (PEM) that sign the broker's certificate; empty: the system's roots.
+    pub ca_file: PathBuf,
+    /// User name at the broker; empty: none.
+    pub username: String,
+    /// File holding the password at the broker; empty: none.
+    pub password_file: PathBuf,
+    /// Record freshness for sessions established over MQTT, seconds; 0 (the default) turns
+    /// it off: a broker stores and forwards, the replay window alone stops replays.
+    pub max_record_age_secs: u64,
+    /// How long the broker keeps the gateway's subscriptions and queued messages while it is
+    /// disconnected, seconds (0: forgotten at once).
+    pub session_expiry_secs: u32,
+    /// Most requests being processed at once (the MQTT receive maximum).
+    pub max_in_flight: u16,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            broker: String::new(),
+            client_id: "iotseal-gateway".into(),
+            topic_prefix: "iotseal/v1".into(),
+            ca_file: PathBuf::new(),
+            username: String::new(),
+            password_file: PathBuf::new(),
+            max_record_age_secs: 0,
+            session_expiry_secs: 3600,
+            max_in_flight: 256,
+        }
+    }
+}
+
+impl MqttSettings {
+    /// Whether the MQTT binding runs (a broker is named).
+    pub fn enabled(&self) -> bool {
+        !self.broker.trim().is_empty()
+    }
+
+    /// The record freshness of MQTT sessions.
+    pub fn record_max_age(&self) -> Option<u64> {
+        match self.max_record_age_secs {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let bad = |m: String| Err(GatewayError::Config(format!("mqtt: {m}")));
+        if let Err(e) = crate::mqtt::BrokerUrl::parse(&self.broker) {
+            return bad(e);
+        }
+        if self.client_id.is_empty() {
+            return bad("client_id must not be empty".into());
+        }
+        let p = &self.topic_prefix;
+        if p.is_empty()
+            || p.starts_with('/')
+            || p.ends_with('/')
+            || p.contains(['+', '#', '\0'])
+            || p.starts_with('$')
+        {
+            return bad(format!(
+                "topic_prefix {p:?}: non-empty, no wildcards, no leading or trailing '/'"
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -215,6 +304,7 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             limits: Limits::default(),
             records: RecordSettings::default(),
+            mqtt: MqttSettings::default(),
             cluster: ClusterSettings::default(),
             base_dir: PathBuf::from("."),
         }
@@ -370,6 +460,7 @@ impl Settings {
             return bad("limits: idle_timeout_secs and session_lifetime_secs must be > 0");
         }
         self.storage_spec()?;
+        self.mqtt.validate()?;
         self.cluster.validate()?;
         Ok(())
     }
@@ -560,6 +651,28 @@ retry_after_secs = {retry_after}
 # Refuse records further than this from now, seconds (0: off, for store-and-forward).
 max_record_age_secs = {max_age}
 
+[mqtt]
+# MQTT binding: devices reach the gateway through this broker, which sees only ciphertext.
+# Flags and variables of this section keep the prefix: --mqtt-broker / IOTSEAL_MQTT_BROKER.
+# "mqtt://HOST:PORT" (plain) or "mqtts://HOST:PORT" (TLS); empty: off.
+broker = {m_broker:?}
+# The gateway's MQTT client id (one per gateway process).
+client_id = {m_client:?}
+# Requests on PREFIX/hs/+ and PREFIX/rec/+, answers to PREFIX/inbox/... topics.
+topic_prefix = {m_prefix:?}
+# CA certificates (PEM) of the broker's TLS certificate; empty: the system's roots.
+ca_file = {m_ca}
+# Broker login: user name and a file with the password; empty: none.
+username = {m_user:?}
+password_file = {m_pass}
+# Record freshness of sessions over MQTT, seconds (0: off, since the broker stores and forwards).
+max_record_age_secs = {m_age}
+# The broker keeps the gateway's subscriptions and queued requests this long while it is
+# away, seconds (0: not at all).
+session_expiry_secs = {m_expiry}
+# Most requests processed at once (MQTT receive maximum).
+max_in_flight = {m_inflight}
+
 [cluster]
 # Cluster mode (docs/cluster.md): gateway nodes behind a load balancer share the sessions
 # through NATS JetStream; use a shared PostgreSQL storage. Flags and variables keep the
@@ -611,6 +724,15 @@ forward_timeout_ms = {c_fwd}
             sweep = l.sweep_interval_secs,
             retry_after = l.retry_after_secs,
             max_age = d.records.max_record_age_secs,
+            m_broker = d.mqtt.broker,
+            m_client = d.mqtt.client_id,
+            m_prefix = d.mqtt.topic_prefix,
+            m_ca = q(&d.mqtt.ca_file),
+            m_user = d.mqtt.username,
+            m_pass = q(&d.mqtt.password_file),
+            m_age = d.mqtt.max_record_age_secs,
+            m_expiry = d.mqtt.session_expiry_secs,
+            m_inflight = d.mqtt.max_in_flight,
             c_url = d.cluster.url,
             c_node = d.cluster.node_id,
             c_parts = d.cluster.partitions,

@@ -126,6 +126,15 @@ overrides! {
     sweep_interval_secs = "limits.sweep_interval_secs", "IOTSEAL_SWEEP_INTERVAL_SECS";
     retry_after_secs = "limits.retry_after_secs", "IOTSEAL_RETRY_AFTER_SECS";
     max_record_age_secs = "records.max_record_age_secs", "IOTSEAL_MAX_RECORD_AGE_SECS";
+    mqtt_broker = "mqtt.broker", "IOTSEAL_MQTT_BROKER";
+    mqtt_client_id = "mqtt.client_id", "IOTSEAL_MQTT_CLIENT_ID";
+    mqtt_topic_prefix = "mqtt.topic_prefix", "IOTSEAL_MQTT_TOPIC_PREFIX";
+    mqtt_ca_file = "mqtt.ca_file", "IOTSEAL_MQTT_CA_FILE";
+    mqtt_username = "mqtt.username", "IOTSEAL_MQTT_USERNAME";
+    mqtt_password_file = "mqtt.password_file", "IOTSEAL_MQTT_PASSWORD_FILE";
+    mqtt_max_record_age_secs = "mqtt.max_record_age_secs", "IOTSEAL_MQTT_MAX_RECORD_AGE_SECS";
+    mqtt_session_expiry_secs = "mqtt.session_expiry_secs", "IOTSEAL_MQTT_SESSION_EXPIRY_SECS";
+    mqtt_max_in_flight = "mqtt.max_in_flight", "IOTSEAL_MQTT_MAX_IN_FLIGHT";
     cluster = "cluster.url", "IOTSEAL_CLUSTER";
     cluster_node_id = "cluster.node_id", "IOTSEAL_CLUSTER_NODE_ID";
     cluster_partitions = "cluster.partitions", "IOTSEAL_CLUSTER_PARTITIONS";

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use iotseal_device::GatewayPins;
-use iotseal_device::sim::{Scenario, SimProgress, Simulation, Summary};
+use iotseal_device::sim::{Scenario, SimProgress, Simulation, Summary, TransportKind};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,19 @@ pub(crate) struct Args {
     /// Seed (overrides the scenario).
     #[arg(long)]
     seed: Option<u64>,
+    /// How devices reach the gateway: http or mqtt (overrides the scenario).
+    #[arg(long)]
+    transport: Option<TransportKind>,
+    /// MQTT broker, mqtt://HOST:PORT or mqtts://HOST:PORT (overrides the scenario; implies
+    /// --transport mqtt unless given).
+    #[arg(long, env = "IOTSEAL_MQTT")]
+    mqtt: Option<String>,
+    /// MQTT topic prefix (the gateway's mqtt.topic_prefix).
+    #[arg(long)]
+    mqtt_prefix: Option<String>,
+    /// CA certificates (PEM) of an mqtts:// broker.
+    #[arg(long)]
+    mqtt_ca: Option<PathBuf>,
     /// Prefix of the device ids (so runs can share a gateway).
     #[arg(long, default_value = "sim-")]
     prefix: String,
@@ -74,6 +87,20 @@ pub(crate) fn run(a: Args) -> Result<()> {
     if let Some(s) = a.seed {
         scenario.seed = s;
     }
+    if let Some(u) = &a.mqtt {
+        scenario.mqtt.broker = u.clone();
+        scenario.transport = TransportKind::Mqtt;
+    }
+    if let Some(t) = a.transport {
+        scenario.transport = t;
+    }
+    if let Some(p) = &a.mqtt_prefix {
+        scenario.mqtt.topic_prefix = p.clone();
+    }
+    if let Some(c) = &a.mqtt_ca {
+        scenario.mqtt.ca_file = Some(c.clone());
+    }
+    scenario.validate().map_err(|e| anyhow!("{e}"))?;
     let mut pins = GatewayPins::load(&a.pins).map_err(|e| anyhow!("{e}"))?;
     if let Some(u) = &a.gateway {
         pins.url = u.clone();

@@ -10,5 +10,5 @@ mod sensors;
 pub use impair::{Impaired, Impairments};
 pub use rng::SimRng;
 pub use runner::{GroupSummary, SimProgress, Simulation, Summary};
-pub use scenario::{Group, Scenario};
+pub use scenario::{Group, MqttScenario, Scenario, TransportKind};
 pub use sensors::{SensorModel, SensorModelKind};

@@ -11,12 +11,17 @@ use serde::Serialize;
 
 use super::impair::Impaired;
 use super::rng::SimRng;
-use super::scenario::{Group, Scenario};
+use super::scenario::{Group, Scenario, TransportKind};
 use super::sensors::SensorModel;
 use crate::admin::AdminClient;
 use crate::client::{DeviceClient, DeviceOptions};
 use crate::files::{GatewayPins, IdentityFile};
 use crate::https::HttpsTransport;
+use crate::mqtt::{MqttConfig, MqttTransport};
+use crate::transport::Transport;
+
+/// The transport of a simulated device.
+type SimTransport = Impaired<Arc<dyn Transport>>;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,8 +158,23 @@ impl Simulation {
                     .await?;
                 self.progress.registered.fetch_add(1, Ordering::Relaxed);
                 let cfg = identity.device_config_with(provider, &self.pins, Some(vec![g.suite]))?;
+                let inner: Arc<dyn Transport> = match self.scenario.transport {
+                    TransportKind::Http => Arc::new(
+                        HttpsTransport::new(&self.pins)?.with_timeout(Duration::from_secs(5)),
+                    ),
+                    TransportKind::Mqtt => {
+                        let m = &self.scenario.mqtt;
+                        let cfg = MqttConfig {
+                            topic_prefix: m.topic_prefix.clone(),
+                            ca_file: m.ca_file.clone(),
+                            timeout: Duration::from_secs(5),
+                            ..MqttConfig::new(&m.broker)
+                        };
+                        Arc::new(MqttTransport::connect(&cfg).await?)
+                    }
+                };
                 let transport = Impaired::new(
-                    HttpsTransport::new(&self.pins)?.with_timeout(Duration::from_secs(5)),
+                    inner,
                     self.scenario.network.clone(),
                     self.scenario.seed ^ (n << 20) ^ 0x5eed,
                 );
@@ -254,7 +274,7 @@ async fn run_device(
     id: String,
     g: Group,
     sc: Scenario,
-    mut device: DeviceClient<Impaired<HttpsTransport>>,
+    mut device: DeviceClient<SimTransport>,
     mut rng: SimRng,
     progress: Arc<SimProgress>,
 ) -> DeviceResult {
@@ -329,7 +349,7 @@ async fn run_device(
     }
 }
 
-async fn flush(device: &mut DeviceClient<Impaired<HttpsTransport>>, progress: &SimProgress) {
+async fn flush(device: &mut DeviceClient<SimTransport>, progress: &SimProgress) {
     let before_errors = device.stats().retries + device.stats().refusals.values().sum::<u64>();
     let r = device.flush().await;
     let after_errors = device.stats().retries + device.stats().refusals.values().sum::<u64>();

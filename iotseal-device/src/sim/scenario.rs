@@ -65,9 +65,60 @@ pub struct Scenario {
     /// Network impairments between devices and gateway.
     #[serde(default)]
     pub network: Impairments,
+    /// How devices reach the gateway: `http` (HTTPS to the pinned URL) or `mqtt` (through the
+    /// broker of `[mqtt]`).
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// The broker, for `transport = "mqtt"`.
+    #[serde(default)]
+    pub mqtt: MqttScenario,
     /// Device groups.
     #[serde(rename = "group")]
     pub groups: Vec<Group>,
+}
+
+/// The transport of a simulation's devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// HTTP/1.1 over TLS 1.3 to the gateway.
+    #[default]
+    Http,
+    /// MQTT v5 through a broker (one connection per device).
+    Mqtt,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" | "https" => Ok(Self::Http),
+            "mqtt" => Ok(Self::Mqtt),
+            _ => Err(format!("transport {s:?}: expected http or mqtt")),
+        }
+    }
+}
+
+/// The broker of an MQTT simulation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttScenario {
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
+    pub broker: String,
+    /// The gateway's topic prefix.
+    pub topic_prefix: String,
+    /// CA certificates (PEM) of the broker, for `mqtts://`; default: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for MqttScenario {
+    fn default() -> Self {
+        Self {
+            broker: "mqtt://127.0.0.1:1883".into(),
+            topic_prefix: "iotseal/v1".into(),
+            ca_file: None,
+        }
+    }
 }
 
 fn default_duration() -> f64 {
@@ -116,6 +167,10 @@ impl Scenario {
                 return Err(format!("group {}: unknown provider {}", g.name, g.provider));
             }
         }
+        if self.transport == TransportKind::Mqtt {
+            crate::mqtt::parse_broker(&self.mqtt.broker)
+                .map_err(|e| format!("mqtt.broker: {e}"))?;
+        }
         self.network.validate()
     }
 
@@ -140,6 +195,8 @@ impl Scenario {
             duration_secs,
             time_lapse: 3600.0,
             network: Impairments::default(),
+            transport: TransportKind::Http,
+            mqtt: MqttScenario::default(),
             groups: vec![
                 g(
                     "greenhouse",
@@ -201,6 +258,20 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_transport_in_scenario() {
+        let s: Scenario = toml::from_str(
+            "transport = 'mqtt'\n[mqtt]\nbroker = 'mqtt://127.0.0.1:1884'\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.transport, TransportKind::Mqtt);
+        assert_eq!(s.mqtt.topic_prefix, "iotseal/v1");
+        let d: Scenario =
+            toml::from_str("[[group]]\nname='a'\ndevices=1\nsensors=['temperature']").unwrap();
+        assert_eq!(d.transport, TransportKind::Http);
+    }
+
+    #[test]
     fn bad_scenarios_refused() {
         let bad = [
             "[[group]]\nname='a'\ndevices=1\nsensors=[]",
@@ -210,6 +281,8 @@ mod tests {
             "[network]\ndrop_request=1.5\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
             "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nsuite='x25519/ed25519'",
             "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nunknown_knob=1",
+            "transport='pigeon'\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
+            "transport='mqtt'\n[mqtt]\nbroker='http://x'\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
         ];
         for b in bad {
             let r: Result<Scenario, _> = toml::from_str(b);

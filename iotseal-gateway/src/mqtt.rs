@@ -1,0 +1,498 @@
+//! The MQTT binding: the gateway is one more client of an (untrusted) MQTT v5 broker. It
+//! subscribes with QoS 1 to the request topics, processes every message exactly as the HTTP
+//! binding does ([`crate::http`]'s transport-independent handlers: answer cache, replay window,
+//! acknowledgements only after the commit) and publishes the answer to the request's MQTT v5
+//! *Response Topic* with its *Correlation Data*.
+//!
+//! | Topic                      | Publisher | Payload |
+//! |----------------------------|-----------|---------|
+//! | `PREFIX/hs/CLIENT`         | device    | M1, or M3 + batch of records |
+//! | `PREFIX/rec/CLIENT`        | device    | batch of records |
+//! | `PREFIX/inbox/CLIENT`      | gateway   | the answer: Retry / M2, a batch of ack records, or a 2-byte alert |
+//!
+//! `CLIENT` is the device transport's random MQTT client id (never the device id: the broker
+//! must not learn identities). The gateway answers only to a response topic under
+//! `PREFIX/inbox/` (one level, no wildcards), so nobody can make it publish elsewhere.
+//!
+//! Requests are acknowledged to the broker (PUBACK) only once processed and answered: a
+//! gateway that stops in between gets them again (its broker session persists for
+//! `mqtt.session_expiry_secs`); a redelivered request is answered from the answer cache or the
+//! replay window and stored once.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iotseal_proto::Refusal;
+use iotseal_proto::handshake::messages::encode_alert;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::GatewayError;
+use crate::http::{Answer, handle_handshake, handle_records};
+use crate::server::{Binding, Shared};
+
+/// Longest correlation data echoed back, bytes.
+const MAX_CORRELATION: usize = 64;
+/// Longest response topic accepted, bytes.
+const MAX_RESPONSE_TOPIC: usize = 256;
+/// Most QoS 0 requests processed at once (QoS 1 ones are bounded by the receive maximum).
+const MAX_QOS0_IN_FLIGHT: usize = 64;
+
+/// A broker address: `mqtt://HOST[:PORT]` (plain, port 1883) or `mqtts://HOST[:PORT]` (TLS,
+/// port 8883). A bare `HOST:PORT` is plain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// TLS to the broker.
+    pub tls: bool,
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    /// Parses a broker URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if url.contains("://") {
+            return Err(format!("{url:?}: the scheme must be mqtt:// or mqtts://"));
+        } else {
+            (false, url)
+        };
+        let rest = rest.trim_end_matches('/');
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            // [v6]:port
+            let (h, after) = r
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("{url:?}: unexpected {after:?}")),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("{url:?}: bad port"))?,
+                ),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '?', '@']) {
+            return Err(format!(
+                "{url:?}: expected mqtt://HOST:PORT or mqtts://HOST:PORT"
+            ));
+        }
+        Ok(Self { tls, host, port })
+    }
+}
+
+/// A TLS 1.2/1.3 client configuration (aws-lc) trusting the CAs in `ca_file`, or the
+/// system's roots without one.
+pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            for c in
+                CertificateDer::pem_file_iter(p).map_err(|e| format!("{}: {e}", p.display()))?
+            {
+                let c = c.map_err(|e| format!("{}: {e}", p.display()))?;
+                roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    if roots.is_empty() {
+        return Err("no CA certificates to verify the broker with".into());
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// The topics the gateway uses.
+#[derive(Clone, Debug)]
+struct Topics {
+    hs: String,
+    rec: String,
+    inbox: String,
+}
+
+impl Topics {
+    fn new(prefix: &str) -> Self {
+        Self {
+            hs: format!("{prefix}/hs/"),
+            rec: format!("{prefix}/rec/"),
+            inbox: format!("{prefix}/inbox/"),
+        }
+    }
+
+    /// A response topic the gateway may publish to: one level under the inbox, no wildcards.
+    fn answerable(&self, t: &str) -> bool {
+        t.len() <= MAX_RESPONSE_TOPIC
+            && t.strip_prefix(&self.inbox)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '+', '#', '\0']))
+    }
+}
+
+enum Kind {
+    Handshake,
+    Records,
+}
+
+/// Connects to the broker, subscribes, and serves until `shutdown`. Returns once subscribed
+/// (or after a few seconds if the broker cannot be reached yet: the worker keeps trying).
+pub(crate) async fn start(
+    sh: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
+    let m = &sh.settings.mqtt;
+    let url = BrokerUrl::parse(&m.broker).map_err(GatewayError::Config)?;
+    let mut opts = MqttOptions::new(m.client_id.clone(), url.host.clone(), url.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_start(m.session_expiry_secs == 0);
+    opts.set_session_expiry_interval(Some(m.session_expiry_secs));
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(m.max_in_flight));
+    let max_packet = u32::try_from(sh.settings.limits.max_body)
+        .unwrap_or(u32::MAX)
+        .saturating_add(4096);
+    opts.set_max_packet_size(Some(max_packet));
+    if !m.username.is_empty() {
+        let password = if m.password_file.as_os_str().is_empty() {
+            String::new()
+        } else {
+            let p = sh.settings.resolve(&m.password_file);
+            std::fs::read_to_string(&p)
+                .map_err(|e| GatewayError::Config(format!("{}: {e}", p.display())))?
+                .trim()
+                .to_string()
+        };
+        opts.set_credentials(m.username.clone(), password);
+    }
+    if url.tls {
+        let ca = (!m.ca_file.as_os_str().is_empty()).then(|| sh.settings.resolve(&m.ca_file));
+        let cfg = tls_client_config(ca.as_deref()).map_err(GatewayError::Tls)?;
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(cfg)));
+    }
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(run(sh.clone(), client, eventloop, shutdown, ready_tx));
+    match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+        Ok(Ok(())) => {
+            info!(broker = %m.broker, prefix = %m.topic_prefix, "MQTT binding subscribed")
+        }
+        _ => warn!(broker = %m.broker, "MQTT broker not reachable yet; still trying"),
+    }
+    Ok(task)
+}
+
+async fn run(
+    sh: Arc<Shared>,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    mut shutdown: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    // Every handler holds a clone of the sender; once the original is dropped (on shutdown),
+    // the channel closes when the last handler is done.
+    let (busy_tx, mut busy_rx) = mpsc::channel::<()>(1);
+    let busy_tx = Arc::new(Mutex::new(Some(busy_tx)));
+    // The event loop must keep running while handlers finish (their answers and PUBACKs go
+    // through it), so it runs in its own task and is told to stop rather than cancelled.
+    let mut poller = tokio::spawn(poll(
+        sh.clone(),
+        client.clone(),
+        eventloop,
+        stopping.clone(),
+        busy_tx.clone(),
+        ready,
+    ));
+    let _ = shutdown.wait_for(|s| *s).await;
+    stopping.store(true, Ordering::Relaxed);
+    busy_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let grace = Duration::from_secs(sh.settings.limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, busy_rx.recv()).await.is_err() {
+        warn!("MQTT: shutdown grace period over with requests in flight");
+    }
+    // Queued answers and acknowledgements go out before the DISCONNECT (one request queue).
+    let _ = client.try_disconnect();
+    if tokio::time::timeout(Duration::from_secs(5), &mut poller)
+        .await
+        .is_err()
+    {
+        poller.abort();
+    }
+    info!("MQTT binding stopped");
+}
+
+async fn poll(
+    sh: Arc<Shared>,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    stopping: Arc<AtomicBool>,
+    busy: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+    ready: oneshot::Sender<()>,
+) {
+    let prefix = sh.settings.mqtt.topic_prefix.clone();
+    let topics = Arc::new(Topics::new(&prefix));
+    let mut ready = Some(ready);
+    let qos0 = Arc::new(tokio::sync::Semaphore::new(MAX_QOS0_IN_FLIGHT));
+    let mut failures = 0u32;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                debug!(session_present = ack.session_present, "MQTT connected");
+                // Subscribing (again) is idempotent. It is queued from another task: the
+                // request queue drains only while this loop polls.
+                let c = client.clone();
+                let filters = [
+                    Filter::new(format!("{prefix}/hs/+"), QoS::AtLeastOnce),
+                    Filter::new(format!("{prefix}/rec/+"), QoS::AtLeastOnce),
+                ];
+                tokio::spawn(async move {
+                    if let Err(e) = c.subscribe_many(filters).await {
+                        warn!(error = %e, "MQTT subscribe failed");
+                    }
+                });
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let ok = ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                if ok {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                } else {
+                    warn!(codes = ?ack.return_codes, "MQTT broker refused a subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let guard = busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(guard) = guard else {
+                    // Stopping: not acknowledged, so the broker delivers it again later.
+                    continue;
+                };
+                let permit = if p.qos == QoS::AtMostOnce {
+                    match qos0.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            sh.metrics.refusal("busy");
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let (sh, client, topics) = (sh.clone(), client.clone(), topics.clone());
+                tokio::spawn(async move {
+                    handle(&sh, &client, &topics, p).await;
+                    drop(permit);
+                    drop(guard);
+                });
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                if stopping.load(Ordering::Relaxed) {
+                    debug!(error = %e, "MQTT connection ended while stopping");
+                    break;
+                }
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_millis(100u64 << failures.min(6));
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Processes one request and publishes its answer; acknowledges it to the broker after.
+async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publish) {
+    let topic = String::from_utf8_lossy(&p.topic);
+    let kind = if topic.starts_with(&topics.hs) {
+        Kind::Handshake
+    } else if topic.starts_with(&topics.rec) {
+        Kind::Records
+    } else {
+        let _ = client.ack(&p).await;
+        return;
+    };
+    let props = p.properties.clone().unwrap_or_default();
+    let reply_to = props.response_topic.filter(|t| topics.answerable(t));
+    let correlation = props
+        .correlation_data
+        .filter(|c| c.len() <= MAX_CORRELATION);
+    let Some(reply_to) = reply_to else {
+        // Nowhere (allowed) to answer: not processed, since the sender could never learn the
+        // outcome and a processed record's answer would be lost.
+        sh.metrics.refusal("malformed");
+        debug!(%topic, "MQTT request without a usable response topic");
+        let _ = client.ack(&p).await;
+        return;
+    };
+    let answer = if p.payload.len() > sh.settings.limits.max_body {
+        sh.metrics.refusal("oversize");
+        Some(Answer::Refused(Refusal::Malformed))
+    } else {
+        let limit = Duration::from_secs(sh.settings.limits.request_timeout_secs);
+        let body = p.payload.clone();
+        let work = async {
+            match kind {
+                Kind::Handshake => handle_handshake(sh, Binding::Mqtt, None, body).await,
+                Kind::Records => handle_records(sh, &body).await,
+            }
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(a) => Some(a),
+            Err(_) => {
+                sh.metrics.refusal("timeout");
+                None
+            }
+        }
+    };
+    if let Some(a) = answer {
+        let payload = match a {
+            Answer::Bytes(b) => Bytes::from(b),
+            Answer::Refused(r) => Bytes::copy_from_slice(&encode_alert(r)),
+            Answer::RateLimited => Bytes::copy_from_slice(&encode_alert(Refusal::Busy)),
+        };
+        let props = PublishProperties {
+            correlation_data: correlation,
+            ..Default::default()
+        };
+        if let Err(e) = client
+            .publish_bytes_with_properties(reply_to, QoS::AtLeastOnce, false, payload, props)
+            .await
+        {
+            warn!(error = %e, "MQTT: publishing an answer failed");
+        }
+    }
+    let _ = client.ack(&p).await;
+}
+
+/// A broker for tests: the one `IOTSEAL_TEST_MQTT` names (`host:port`), or a `mosquitto`
+/// found on `PATH` (or in `/usr/sbin`) started on a free loopback port and stopped on drop.
+#[derive(Debug)]
+pub struct TestBroker {
+    /// `host:port`.
+    pub addr: String,
+    child: Option<std::process::Child>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl TestBroker {
+    /// What tests print when they find no broker.
+    pub const SKIPPED: &'static str = "skipped: no MQTT broker (set IOTSEAL_TEST_MQTT)";
+
+    /// The broker to test against, or `None` (the test should print [`Self::SKIPPED`] and
+    /// return). Panics if `IOTSEAL_TEST_MQTT` names a broker that does not answer: CI set it.
+    pub fn find() -> Option<Self> {
+        if let Ok(addr) = std::env::var("IOTSEAL_TEST_MQTT")
+            && !addr.trim().is_empty()
+        {
+            let addr = addr.trim().trim_start_matches("mqtt://").to_string();
+            assert!(
+                wait_for_port(&addr, Duration::from_secs(5)),
+                "IOTSEAL_TEST_MQTT={addr}: no broker answers there"
+            );
+            return Some(Self {
+                addr,
+                child: None,
+                dir: None,
+            });
+        }
+        let bin = find_mosquitto()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("iotseal-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .ok()?;
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        let b = Self {
+            addr,
+            child: Some(child),
+            dir: Some(dir),
+        };
+        wait_for_port(&b.addr, Duration::from_secs(5)).then_some(b)
+    }
+
+    /// `mqtt://host:port`.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn find_mosquitto() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+fn wait_for_port(addr: &str, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

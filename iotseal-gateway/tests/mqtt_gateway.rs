@@ -1,0 +1,315 @@
+//! The MQTT binding against a real Mosquitto (`IOTSEAL_TEST_MQTT`, or `mosquitto` on PATH on
+//! a free port; skipped otherwise): a device driven by the core talks to the gateway through
+//! the broker with plain MQTT v5 requests, including QoS 1 redeliveries (the same message
+//! twice), refusals and answers to topics the gateway must not publish to.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Device, Env, framed, now, open_acks, provider, seal_records};
+use iotseal_gateway::mqtt::TestBroker;
+use iotseal_gateway::testing::lay_out_gateway_dir;
+use iotseal_gateway::{Gateway, Settings};
+use iotseal_proto::handshake::{DeviceEstablished, DeviceHandshake, DeviceNext};
+use iotseal_proto::reading::encode_batch;
+use iotseal_proto::record::{ContentType, Session, batch};
+use iotseal_proto::{Refusal, SigAlg, Suite};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+const SUITE: &str = "x25519/ed25519/aes128gcm";
+
+fn random_hex(n: usize) -> String {
+    hex::encode(provider().random_vec(n).unwrap())
+}
+
+/// Points `s` at the broker with a fresh topic prefix and client id (tests share brokers).
+fn use_broker(s: &mut Settings, b: &TestBroker, prefix: &str) {
+    s.mqtt.broker = b.url();
+    s.mqtt.topic_prefix = prefix.to_string();
+    s.mqtt.client_id = format!("gw-{}", random_hex(6));
+    s.mqtt.session_expiry_secs = 60;
+}
+
+/// A plain MQTT v5 client: everything it receives goes to a channel.
+struct Raw {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Publish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Raw {
+    async fn connect(b: &TestBroker, subscribe: &[String]) -> Self {
+        let (host, port) = b.addr.rsplit_once(':').unwrap();
+        let mut o = MqttOptions::new(
+            format!("raw-{}", random_hex(6)),
+            host,
+            port.parse().unwrap(),
+        );
+        o.set_max_packet_size(Some(1 << 20));
+        let (client, mut el) = AsyncClient::new(o, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subbed_tx, mut subbed_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subbed_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for t in subscribe {
+            client.subscribe(t.clone(), QoS::AtLeastOnce).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), subbed_rx.recv())
+                .await
+                .expect("subscribed");
+        }
+        Self { client, rx, task }
+    }
+
+    async fn publish(&self, topic: &str, payload: &[u8], reply_to: Option<&str>, corr: &[u8]) {
+        let props = PublishProperties {
+            response_topic: reply_to.map(str::to_string),
+            correlation_data: Some(Bytes::copy_from_slice(corr)),
+            ..Default::default()
+        };
+        self.client
+            .publish_bytes_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                Bytes::copy_from_slice(payload),
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self, within: Duration) -> Option<Publish> {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next answer, checked to carry `corr`.
+    async fn answer(&mut self, corr: &[u8]) -> Vec<u8> {
+        let p = self
+            .next(Duration::from_secs(10))
+            .await
+            .expect("an answer from the gateway");
+        let c = p.properties.and_then(|pp| pp.correlation_data);
+        assert_eq!(c.as_deref(), Some(corr), "correlation data echoed");
+        p.payload.to_vec()
+    }
+}
+
+/// Runs a handshake through the broker; M3 carries `piggyback` readings and is published
+/// twice (a QoS 1 redelivery): both answers must be the same bytes.
+async fn handshake(
+    raw: &mut Raw,
+    prefix: &str,
+    inbox: &str,
+    dev: &mut Device,
+    piggyback: usize,
+) -> (Session, Vec<u64>) {
+    let hs_topic = format!("{prefix}/hs/me");
+    let (hs, m1) = DeviceHandshake::start(dev.cfg.clone(), now()).unwrap();
+    raw.publish(&hs_topic, &m1, Some(inbox), b"m1").await;
+    let mut next = hs.handle(now(), &raw.answer(b"m1").await).unwrap();
+    let est: DeviceEstablished = loop {
+        match next {
+            DeviceNext::Retry { handshake, hello } => {
+                raw.publish(&hs_topic, &hello, Some(inbox), b"m1'").await;
+                next = handshake.handle(now(), &raw.answer(b"m1'").await).unwrap();
+            }
+            DeviceNext::Established(e) => break *e,
+        }
+    };
+    let mut session = est.session;
+    let mut flight = est.finish.clone();
+    let rs = dev.readings(piggyback);
+    let mut rec = Vec::new();
+    session
+        .seal(now(), ContentType::Data, &encode_batch(&rs), &mut rec)
+        .unwrap();
+    batch::push(&mut flight, &rec);
+    raw.publish(&hs_topic, &flight, Some(inbox), b"m3").await;
+    let a1 = raw.answer(b"m3").await;
+    raw.publish(&hs_topic, &flight, Some(inbox), b"m3").await;
+    let a2 = raw.answer(b"m3").await;
+    assert_eq!(a1, a2, "a redelivered M3 gets the cached answer");
+    let acks = open_acks(&mut session, &a1);
+    assert!(common::acked(&acks[0], 0), "M3's record acknowledged");
+    (session, rs.iter().map(|r| r.msg_id).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_qos1_redelivered_requests_are_stored_once() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let env = Env::start(&[SigAlg::Ed25519], |s| use_broker(s, &broker, &prefix)).await;
+    let inbox = format!("{prefix}/inbox/me");
+    let mut raw = Raw::connect(&broker, std::slice::from_ref(&inbox)).await;
+    let mut dev = env
+        .device("mqtt-dev-1", SUITE.parse::<Suite>().unwrap())
+        .await;
+    let (mut session, mut ids) = handshake(&mut raw, &prefix, &inbox, &mut dev, 3).await;
+
+    // Two records of five readings, published twice (as a broker redelivers QoS 1).
+    let groups = vec![dev.readings(5), dev.readings(5)];
+    ids.extend(groups.iter().flatten().map(|r| r.msg_id));
+    let body = framed(&seal_records(&mut session, &groups));
+    let rec_topic = format!("{prefix}/rec/me");
+    raw.publish(&rec_topic, &body, Some(&inbox), b"r1").await;
+    let a1 = raw.answer(b"r1").await;
+    let acks = open_acks(&mut session, &a1);
+    assert!(common::acked(&acks[0], 1) && common::acked(&acks[0], 2));
+    raw.publish(&rec_topic, &body, Some(&inbox), b"r2").await;
+    let a2 = raw.answer(b"r2").await;
+    // The replay is answered with an ack built from the window (same ranges), nothing stored.
+    let acks = open_acks(&mut session, &a2);
+    assert!(common::acked(&acks[0], 1) && common::acked(&acks[0], 2));
+
+    let stored: Vec<u64> = env
+        .storage
+        .all_readings()
+        .into_iter()
+        .filter(|r| r.device_id == "mqtt-dev-1")
+        .map(|r| r.msg_id)
+        .collect();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), stored.len(), "no reading stored twice");
+    ids.sort_unstable();
+    assert_eq!(sorted, ids, "every reading stored");
+    let m = env.metrics().await;
+    assert!(
+        common::metric(&m, "iotseal_refusals_total{reason=\"replay\"}") >= 1,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_refusals_are_alerts_and_foreign_topics_get_nothing() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let _env = Env::start(&[SigAlg::Ed25519], |s| use_broker(s, &broker, &prefix)).await;
+    let inbox = format!("{prefix}/inbox/me");
+    let elsewhere = format!("{prefix}/elsewhere");
+    let mut raw = Raw::connect(&broker, &[inbox.clone(), elsewhere.clone()]).await;
+    let rec_topic = format!("{prefix}/rec/me");
+
+    // Not a batch: Malformed.
+    raw.publish(&rec_topic, &[0xff, 0xff, 0xff], Some(&inbox), b"1")
+        .await;
+    assert_eq!(raw.answer(b"1").await, [0x7f, Refusal::Malformed as u8]);
+    // A well-formed record of a session that does not exist: UnknownSession.
+    let mut rec = vec![0x80, 1, 2, 3, 4, 0, 0];
+    rec.extend([0u8; 24]);
+    raw.publish(&rec_topic, &framed(&[rec]), Some(&inbox), b"2")
+        .await;
+    assert_eq!(
+        raw.answer(b"2").await,
+        [0x7f, Refusal::UnknownSession as u8]
+    );
+    // A hello that is not one.
+    raw.publish(
+        &format!("{prefix}/hs/me"),
+        &[0x01, 0, 0],
+        Some(&inbox),
+        b"3",
+    )
+    .await;
+    assert_eq!(raw.answer(b"3").await, [0x7f, Refusal::Malformed as u8]);
+
+    // Answers go only to PREFIX/inbox/ONE-LEVEL: a request naming another topic, or none,
+    // is not answered at all.
+    for (i, to) in [
+        Some(elsewhere.as_str()),
+        Some(&*format!("{prefix}/inbox/a/b")),
+        Some(&*format!("{prefix}/hs/me")),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        raw.publish(&rec_topic, &[0xff], to, &[i as u8]).await;
+    }
+    assert!(
+        raw.next(Duration::from_secs(2)).await.is_none(),
+        "nothing published to foreign topics or the inbox"
+    );
+}
+
+/// The gateway's broker session persists: a request published while the gateway is stopped
+/// is delivered and answered when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_requests_wait_at_the_broker_while_the_gateway_is_away() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let dir = tempfile::tempdir().unwrap();
+    let laid = lay_out_gateway_dir(dir.path(), &provider(), &[SigAlg::Ed25519]).unwrap();
+    let mut settings = laid.settings;
+    use_broker(&mut settings, &broker, &prefix);
+    let gw = Gateway::start(settings.clone()).await.unwrap();
+    gw.stop().await.unwrap();
+
+    let inbox = format!("{prefix}/inbox/me");
+    let mut raw = Raw::connect(&broker, std::slice::from_ref(&inbox)).await;
+    let p = provider();
+    let key = p
+        .signature(SigAlg::Ed25519)
+        .unwrap()
+        .generate(p.random)
+        .unwrap();
+    let pins = laid
+        .public
+        .identity
+        .iter()
+        .map(|i| iotseal_proto::handshake::PinnedKey {
+            alg: i.alg,
+            public_key: hex::decode(&i.public_key).unwrap(),
+        })
+        .collect();
+    let mut cfg = iotseal_proto::handshake::DeviceConfig::new(p, b"away".to_vec(), key, pins);
+    cfg.offers = vec![SUITE.parse().unwrap()];
+    let (hs, m1) = DeviceHandshake::start(std::sync::Arc::new(cfg), now()).unwrap();
+    raw.publish(&format!("{prefix}/hs/me"), &m1, Some(&inbox), b"q")
+        .await;
+    assert!(raw.next(Duration::from_millis(500)).await.is_none());
+
+    let gw = Gateway::start(settings).await.unwrap();
+    let m2 = raw.answer(b"q").await;
+    assert!(
+        matches!(hs.handle(now(), &m2), Ok(DeviceNext::Established(_))),
+        "the queued hello was answered with a valid M2"
+    );
+    gw.stop().await.unwrap();
+}
