@@ -376,21 +376,32 @@ fn cluster_of_three_survives_a_sigkill_and_stores_everything_once() {
     // Keep going past the lease expiry, then let the surviving nodes take over.
     std::thread::sleep(Duration::from_millis(LEASE_MS * 3));
     let live = [&admins[0], &admins[2]];
-    let o = rt.block_on(async {
-        let mut v = Vec::new();
-        for a in live {
-            v.extend(owned(std::slice::from_ref(a)).await);
+    let t = Instant::now();
+    loop {
+        let o = rt.block_on(async {
+            let mut v = Vec::new();
+            for a in live {
+                v.extend(owned(std::slice::from_ref(a)).await);
+            }
+            v
+        });
+        if o.iter().sum::<u64>() == u64::from(PARTITIONS) {
+            println!("after the kill, partitions per live node: {o:?}");
+            break;
         }
-        v
-    });
-    println!("after the kill, partitions per live node: {o:?}");
-    assert_eq!(o.iter().sum::<u64>(), u64::from(PARTITIONS), "{o:?}");
+        assert!(t.elapsed() < Duration::from_secs(30), "no takeover: {o:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let after_kill = acked(&ledgers);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        acked(&ledgers) > after_kill,
-        "no progress after the takeover"
-    );
+    let t = Instant::now();
+    while acked(&ledgers) <= after_kill {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no progress after the takeover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
 
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
