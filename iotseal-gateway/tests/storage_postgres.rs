@@ -401,6 +401,111 @@ async fn failing_request_is_isolated_in_its_batch() {
     assert_eq!(count(&c, "SELECT count(*) FROM readings").await, 100);
 }
 
+/// One batch mixing stores, a failing store in the middle, a registration and a store for the
+/// device registered just before it, touches and audit events: every request gets the answer
+/// it would get alone, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_batch_keeps_order_and_isolates_failures() {
+    let Some(t) = TestSchema::new("mixed").await else {
+        return;
+    };
+    let s = Arc::new(t.open().await);
+    s.add_device(device("dev", 1)).await.unwrap();
+
+    let lock = WriteLock::take(&t).await;
+    // Taken alone, blocked on the lock: everything below queues into the next batch, in the
+    // order sent (a pause between sends keeps that order).
+    let first = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.store_readings(vec![reading("dev", 1, 1)]).await })
+    };
+    let pause = || tokio::time::sleep(Duration::from_millis(15));
+    pause().await;
+    let mut stores = Vec::new();
+    let mut spawn_store = |batch: Vec<NewReading>| {
+        let s = Arc::clone(&s);
+        stores.push(tokio::spawn(async move { s.store_readings(batch).await }));
+    };
+    spawn_store(vec![reading("dev", 10, 10), reading("dev", 11, 11)]);
+    pause().await;
+    // The same message as the call before: a duplicate of it, not of the database.
+    spawn_store(vec![reading("dev", 11, 11), reading("dev", 12, 12)]);
+    pause().await;
+    let bad = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.store_readings(vec![reading("dev", 20, 20), reading("ghost", 1, 1)])
+                .await
+        })
+    };
+    pause().await;
+    let touch = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.touch_device("dev".into(), 50_000).await })
+    };
+    pause().await;
+    let register = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.add_device(device("late", 9)).await })
+    };
+    pause().await;
+    spawn_store(vec![reading("late", 1, 1), reading("dev", 30, 30)]);
+    pause().await;
+    let event = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.session_event(SessionEvent {
+                at_ms: 7,
+                device_id: Some("late".into()),
+                session_id: 1,
+                event: "established".into(),
+                suite: "x".into(),
+            })
+            .await
+        })
+    };
+    pause().await;
+    spawn_store(vec![reading("dev", 40, 40)]);
+    pause().await;
+    lock.release().await;
+
+    assert_eq!(first.await.unwrap().unwrap().inserted, 1);
+    let outcomes: Vec<StoreOutcome> = {
+        let mut v = Vec::new();
+        for task in stores {
+            v.push(task.await.unwrap().unwrap());
+        }
+        v
+    };
+    let o = |inserted, duplicates| StoreOutcome {
+        inserted,
+        duplicates,
+    };
+    assert_eq!(outcomes, [o(2, 0), o(1, 1), o(2, 0), o(1, 0)]);
+    let err = bad.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().contains("unknown device \"ghost\""),
+        "{err}"
+    );
+    touch.await.unwrap().unwrap();
+    register.await.unwrap().unwrap();
+    event.await.unwrap().unwrap();
+
+    let c = t.client().await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM readings WHERE msg_id = 20").await,
+        0
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM readings").await, 7);
+    assert_eq!(count(&c, "SELECT count(*) FROM reading_values").await, 21);
+    let dev = s.device("dev".into()).await.unwrap().unwrap();
+    assert_eq!(dev.readings, 6);
+    assert_eq!(dev.last_seen_ms, Some(50_000));
+    assert_eq!(s.device("late".into()).await.unwrap().unwrap().readings, 1);
+    assert_eq!(s.count_readings().await.unwrap(), 7);
+    assert_eq!(s.session_events(10).await.unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_failure_fails_every_caller_of_the_batch() {
     let Some(t) = TestSchema::new("txfail").await else {

@@ -25,8 +25,9 @@
 //! - Readings are inserted with `INSERT ... ON CONFLICT (device_id, msg_id) DO NOTHING
 //!   RETURNING`: the rows returned are the readings inserted, the others are duplicates
 //!   (stored before, by this gateway or another one). The device counters are updated in the
-//!   same transaction. Each request costs a fixed number of round trips whatever its size:
-//!   the rows travel as arrays (`unnest`).
+//!   same statement. The rows travel as arrays (`unnest`), the readings of every call of a
+//!   batch in one statement, and the statements of a batch are pipelined: a batch costs a few
+//!   round trips plus its `COMMIT` whatever its size (details in `postgres/writer.rs`).
 //! - **Reads** use a small pool of read-only connections ([`PgOptions::read_connections`]);
 //!   each query is one statement, so it sees one consistent snapshot.
 //! - A write connection that breaks (server restart, network) fails the batch in flight (the

@@ -14,8 +14,28 @@
 //! Replies are sent only after `COMMIT` returned, so a caller that got `Ok` holds a committed
 //! write, and a caller that got `Err` wrote nothing (or, if the connection was lost during the
 //! `COMMIT`, possibly everything: the readings are then deduplicated when retransmitted).
+//!
+//! # Pipelining
+//!
+//! Storing readings is one statement with data-modifying CTEs: insert the readings (`ON
+//! CONFLICT DO NOTHING RETURNING`), insert the values of those inserted, move the device
+//! counters. The writer first stores the readings of *every* call of the batch with one such
+//! statement, in one savepoint, and splits the outcome per call (a message in two calls counts
+//! as inserted by the first, as if they had run one after the other). Only if that fails
+//! (one call names an unknown device...) is it rolled back, and the calls are run one by one.
+//!
+//! The other requests (and the calls, when run one by one) are one statement each but
+//! registrations. The writer sends `SAVEPOINT`, the statement and `RELEASE` of each without
+//! waiting for answers (the protocol's pipelining), then reads the answers. If request `k`
+//! fails, the server ignores everything after it until the writer rolls back to `k`'s
+//! savepoint; the requests after `k` are then sent again. A batch thus costs a few round trips
+//! plus its `COMMIT`, whatever the number of requests in it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
@@ -93,10 +113,7 @@ impl Op {
 
 /// The statements of the write connection, prepared once per connection.
 struct Statements {
-    known_devices: Statement,
-    insert_readings: Statement,
-    insert_values: Statement,
-    update_devices: Statement,
+    store: Statement,
     device_exists: Statement,
     device_by_key: Statement,
     insert_device: Statement,
@@ -108,31 +125,32 @@ struct Statements {
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            known_devices: c
-                .prepare("SELECT id FROM devices WHERE id = ANY($1::text[])")
-                .await?,
-            insert_readings: c
+            // Inserted readings are returned; values are inserted for those only; the
+            // counters move by the number inserted per device, and last_seen_ms to the latest
+            // receive time of the call (duplicates included).
+            store: c
                 .prepare(
-                    "INSERT INTO readings (device_id, msg_id, device_time_ms, received_ms, payload) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
-                     $5::bytea[]) ON CONFLICT (device_id, msg_id) DO NOTHING \
-                     RETURNING device_id, msg_id",
-                )
-                .await?,
-            insert_values: c
-                .prepare(
-                    "INSERT INTO reading_values (device_id, msg_id, idx, sensor, value) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[], \
-                     $5::double precision[])",
-                )
-                .await?,
-            // Ids in order, so that gateways sharing the database lock the rows in one order.
-            update_devices: c
-                .prepare(
-                    "UPDATE devices d SET readings = d.readings + u.n, \
-                     last_seen_ms = greatest(d.last_seen_ms, u.last) \
-                     FROM (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-                     AS t (id, n, last) ORDER BY id) u WHERE d.id = u.id",
+                    "WITH ins AS ( \
+                         INSERT INTO readings (device_id, msg_id, device_time_ms, received_ms, \
+                             payload) \
+                         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], \
+                             $4::bigint[], $5::bytea[]) \
+                         ON CONFLICT (device_id, msg_id) DO NOTHING \
+                         RETURNING device_id, msg_id), \
+                     vals AS ( \
+                         INSERT INTO reading_values (device_id, msg_id, idx, sensor, value) \
+                         SELECT v.device_id, v.msg_id, v.idx, v.sensor, v.value \
+                         FROM unnest($6::text[], $7::bigint[], $8::integer[], $9::text[], \
+                             $10::double precision[]) AS v (device_id, msg_id, idx, sensor, value) \
+                         JOIN ins ON ins.device_id = v.device_id AND ins.msg_id = v.msg_id), \
+                     counters AS ( \
+                         UPDATE devices d SET \
+                             readings = d.readings + \
+                                 (SELECT count(*) FROM ins WHERE ins.device_id = d.id), \
+                             last_seen_ms = greatest(d.last_seen_ms, u.last) \
+                         FROM unnest($11::text[], $12::bigint[]) AS u (id, last) \
+                         WHERE d.id = u.id) \
+                     SELECT device_id, msg_id FROM ins",
                 )
                 .await?,
             device_exists: c.prepare("SELECT 1 FROM devices WHERE id = $1").await?,
@@ -226,8 +244,10 @@ pub(super) async fn run(mut w: Writer, mut rx: mpsc::Receiver<Op>, max_batch: us
 
 /// How a request failed.
 enum Failure {
-    /// Only this request: its savepoint was rolled back.
+    /// Only this request: its savepoint is (or is to be) rolled back.
     Request(StorageError),
+    /// As `Request`, but the request may succeed if run again (deadlock, serialization).
+    Retry(StorageError),
     /// The transaction (or the connection) is gone.
     Fatal(StorageError),
 }
@@ -246,6 +266,33 @@ impl From<tokio_postgres::Error> for ExecError {
     }
 }
 
+/// Deadlocks and serialization failures: worth running the request again.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+/// The message for a request's database error.
+fn request_error(request: &Request, e: tokio_postgres::Error) -> StorageError {
+    if let Request::Store(_) = request
+        && e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+    {
+        // "Key (device_id)=(ghost) is not present in table "devices"."
+        let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+        let id = detail
+            .split_once(")=(")
+            .and_then(|(_, rest)| rest.rsplit_once(") is not present"))
+            .map(|(id, _)| id);
+        return match id {
+            Some(id) => StorageError(format!("unknown device {id:?}")),
+            None => StorageError(format!("unknown device ({})", pg(e).0)),
+        };
+    }
+    pg(e)
+}
+
 /// One transaction for the whole batch; a savepoint per request.
 async fn run_batch(w: &mut Writer, ops: Vec<Op>) {
     let (client, stmts) = match w.connection().await {
@@ -258,25 +305,106 @@ async fn run_batch(w: &mut Writer, ops: Vec<Op>) {
             return;
         }
     };
-    let mut results: Vec<Result<Answer, StorageError>> = Vec::with_capacity(ops.len());
+    let n = ops.len();
+    let t0 = std::time::Instant::now();
+    let mut results: Vec<Option<Result<Answer, StorageError>>> = (0..n).map(|_| None).collect();
+    let mut attempts = vec![0u32; n];
     let mut fatal: Option<StorageError> = client.batch_execute("BEGIN").await.err().map(pg);
-    for op in &ops {
-        if fatal.is_some() {
-            break;
-        }
-        match run_request(client, stmts, &op.request).await {
-            Ok(a) => results.push(Ok(a)),
-            Err(Failure::Request(e)) => results.push(Err(e)),
+
+    // First, optimistically: every call storing readings at once, in one statement.
+    let stores: Vec<usize> = (0..n)
+        .filter(|&i| matches!(ops[i].request, Request::Store(_)))
+        .collect();
+    if fatal.is_none() && stores.len() > 1 {
+        let calls: Vec<&[ReadingRow]> = stores
+            .iter()
+            .map(|&i| match &ops[i].request {
+                Request::Store(readings) => readings.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        match store_together(client, stmts, &calls).await {
+            Ok(outcomes) => {
+                for (&i, o) in stores.iter().zip(outcomes) {
+                    results[i] = Some(Ok(Answer::Stored(o)));
+                }
+            }
+            // One of them fails on its own (an unknown device...): rolled back; each is run
+            // in its own savepoint below, so that only its caller gets the error.
+            Err(Failure::Request(_) | Failure::Retry(_)) => {}
             Err(Failure::Fatal(e)) => fatal = Some(e),
         }
     }
+
+    // Then every request not done yet, in order: pipelined runs between registrations.
+    let todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
+    let mut p = 0;
+    while p < todo.len() && fatal.is_none() {
+        let i = todo[p];
+        if let Request::AddDevice(_) = ops[i].request {
+            match run_request(client, stmts, &ops[i].request).await {
+                Ok(a) => results[i] = Some(Ok(a)),
+                Err(Failure::Request(e) | Failure::Retry(e)) => results[i] = Some(Err(e)),
+                Err(Failure::Fatal(e)) => fatal = Some(e),
+            }
+            p += 1;
+            continue;
+        }
+        let end = (p..todo.len())
+            .find(|&q| matches!(ops[todo[q]].request, Request::AddDevice(_)))
+            .unwrap_or(todo.len());
+        let requests: Vec<&Request> = todo[p..end].iter().map(|&i| &ops[i].request).collect();
+        let (answers, stop) = pipeline(client, stmts, &requests).await;
+        let done = answers.len();
+        for (q, a) in answers.into_iter().enumerate() {
+            results[todo[p + q]] = Some(Ok(a));
+        }
+        let Some(stop) = stop else {
+            p = end;
+            continue;
+        };
+        let k = p + done;
+        let retry = matches!(stop, Failure::Retry(_));
+        match stop {
+            Failure::Fatal(e) => fatal = Some(e),
+            Failure::Request(e) | Failure::Retry(e) if client.is_closed() => fatal = Some(e),
+            Failure::Request(e) | Failure::Retry(e) => {
+                // Request k failed: undo it; the server ignored everything after it.
+                if let Err(e) = client
+                    .batch_execute("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op")
+                    .await
+                {
+                    fatal = Some(pg(e));
+                } else if retry && attempts[todo[k]] < RETRIES {
+                    attempts[todo[k]] += 1;
+                    tracing::debug!(
+                        attempt = attempts[todo[k]],
+                        "postgres: write request retried"
+                    );
+                    p = k;
+                } else {
+                    results[todo[k]] = Some(Err(e));
+                    p = k + 1;
+                }
+            }
+        }
+    }
+    let t1 = t0.elapsed();
     if fatal.is_none()
         && let Err(e) = client.batch_execute("COMMIT").await
     {
         fatal = Some(pg(e));
     }
+    tracing::trace!(
+        requests = n,
+        work_us = t1.as_micros() as u64,
+        total_us = t0.elapsed().as_micros() as u64,
+        failed = fatal.is_some(),
+        "postgres: write batch"
+    );
     let Some(err) = fatal else {
         for (op, r) in ops.into_iter().zip(results) {
+            let r = r.unwrap_or_else(|| Err(StorageError("postgres: request not run".into())));
             // The caller may have gone away: its loss.
             let _ = op.reply.send(r);
         }
@@ -298,22 +426,116 @@ async fn run_batch(w: &mut Writer, ops: Vec<Op>) {
         }
         StorageError(format!("{} (write transaction rolled back)", err.0))
     };
-    tracing::warn!(requests = ops.len(), "postgres: write batch failed: {err}");
+    tracing::warn!(requests = n, "postgres: write batch failed: {err}");
     for op in ops {
         let _ = op.reply.send(Err(StorageError(err.0.clone())));
     }
 }
 
-/// Runs one request inside its savepoint, retrying deadlocks and serialization failures.
+/// A boxed future of one request's pipelined statements.
+type Step<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Result<(), tokio_postgres::Error>,
+                    Result<Answer, ExecError>,
+                    Result<(), tokio_postgres::Error>,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// Sends `SAVEPOINT`, the statement and `RELEASE` of every request without waiting, then
+/// collects the answers. Returns the answers of the requests that succeeded before the first
+/// failure, and that failure (its savepoint still to be rolled back if it is not
+/// [`Failure::Fatal`]).
+async fn pipeline(
+    c: &Client,
+    s: &Statements,
+    requests: &[&Request],
+) -> (Vec<Answer>, Option<Failure>) {
+    let mut steps: Vec<Option<Step<'_>>> = requests
+        .iter()
+        .map(|&request| -> Option<Step<'_>> {
+            if let Request::Flush = request {
+                return None;
+            }
+            Some(Box::pin(async move {
+                // Polled in this order, each sends its message when first polled.
+                tokio::join!(
+                    biased;
+                    c.batch_execute("SAVEPOINT op"),
+                    execute(c, s, request),
+                    c.batch_execute("RELEASE SAVEPOINT op"),
+                )
+            }))
+        })
+        .collect();
+    let mut outputs: Vec<Option<_>> = (0..steps.len()).map(|_| None).collect();
+    // Poll every step in order (so the messages go out in order) until all are done.
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (step, out) in steps.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = step {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *step = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+
+    let mut answers = Vec::with_capacity(requests.len());
+    for (request, out) in requests.iter().zip(outputs) {
+        let Some((savepoint, result, release)) = out else {
+            answers.push(Answer::Done); // Flush
+            continue;
+        };
+        if let Err(e) = savepoint {
+            return (answers, Some(Failure::Fatal(pg(e))));
+        }
+        match result {
+            Ok(answer) => {
+                if let Err(e) = release {
+                    return (answers, Some(Failure::Fatal(pg(e))));
+                }
+                answers.push(answer);
+            }
+            Err(ExecError::Invalid(e)) => return (answers, Some(Failure::Request(e))),
+            Err(ExecError::Db(e)) => {
+                let failure = if retryable(&e) {
+                    Failure::Retry(request_error(request, e))
+                } else {
+                    Failure::Request(request_error(request, e))
+                };
+                return (answers, Some(failure));
+            }
+        }
+    }
+    (answers, None)
+}
+
+/// Runs one request inside its savepoint, waiting for each statement (registrations, which
+/// check before they insert), retrying deadlocks and serialization failures.
 async fn run_request(c: &Client, s: &Statements, request: &Request) -> Result<Answer, Failure> {
     let fatal = |e: tokio_postgres::Error| Failure::Fatal(pg(e));
-    if matches!(request, Request::Flush) {
-        return Ok(Answer::Done);
-    }
     let mut attempt = 0;
     loop {
         c.batch_execute("SAVEPOINT op").await.map_err(fatal)?;
-        let result = execute(c, s, request).await;
+        let result = match request {
+            Request::AddDevice(d) => add_device(c, s, d).await.map(|()| Answer::Done),
+            other => execute(c, s, other).await,
+        };
         if let Ok(answer) = result {
             c.batch_execute("RELEASE SAVEPOINT op")
                 .await
@@ -332,29 +554,21 @@ async fn run_request(c: &Client, s: &Statements, request: &Request) -> Result<An
             .await
             .map_err(fatal)?;
         match result {
-            Err(ExecError::Db(e))
-                if attempt < RETRIES
-                    && matches!(
-                        e.code(),
-                        Some(
-                            &SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE
-                        )
-                    ) =>
-            {
+            Err(ExecError::Db(e)) if attempt < RETRIES && retryable(&e) => {
                 attempt += 1;
                 tracing::debug!(attempt, "postgres: write request retried: {}", pg(e));
             }
-            Err(ExecError::Db(e)) => return Err(Failure::Request(pg(e))),
+            Err(ExecError::Db(e)) => return Err(Failure::Request(request_error(request, e))),
             Err(ExecError::Invalid(e)) => return Err(Failure::Request(e)),
             Ok(_) => unreachable!("handled above"),
         }
     }
 }
 
+/// One statement (registrations excepted: see [`add_device`]).
 async fn execute(c: &Client, s: &Statements, request: &Request) -> Result<Answer, ExecError> {
     match request {
         Request::Store(readings) => store(c, s, readings).await.map(Answer::Stored),
-        Request::AddDevice(d) => add_device(c, s, d).await.map(|()| Answer::Done),
         Request::Revoke(id) => Ok(Answer::Changed(c.execute(&s.revoke, &[id]).await? > 0)),
         Request::Touch(id, at_ms) => {
             c.execute(&s.touch, &[id, at_ms]).await?;
@@ -368,90 +582,137 @@ async fn execute(c: &Client, s: &Statements, request: &Request) -> Result<Answer
             .await?;
             Ok(Answer::Done)
         }
+        Request::AddDevice(_) => Err(ExecError::Invalid(StorageError(
+            "postgres: a registration cannot be pipelined".into(),
+        ))),
         Request::Flush => Ok(Answer::Done),
     }
 }
 
+/// Several calls' readings in one statement, inside one savepoint: the outcome of each call
+/// as if they had run one after the other. On a failure the savepoint is rolled back.
+async fn store_together(
+    c: &Client,
+    s: &Statements,
+    calls: &[&[ReadingRow]],
+) -> Result<Vec<StoreOutcome>, Failure> {
+    let (savepoint, result, release) = tokio::join!(
+        biased;
+        c.batch_execute("SAVEPOINT op"),
+        store_many(c, s, calls),
+        c.batch_execute("RELEASE SAVEPOINT op"),
+    );
+    if let Err(e) = savepoint {
+        return Err(Failure::Fatal(pg(e)));
+    }
+    match result {
+        Ok(outcomes) => match release {
+            Ok(()) => Ok(outcomes),
+            Err(e) => Err(Failure::Fatal(pg(e))),
+        },
+        Err(e) => {
+            let e = match e {
+                ExecError::Db(e) => pg(e),
+                ExecError::Invalid(e) => e,
+            };
+            if c.is_closed() {
+                return Err(Failure::Fatal(e));
+            }
+            c.batch_execute("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op")
+                .await
+                .map_err(|e| Failure::Fatal(pg(e)))?;
+            Err(Failure::Request(e))
+        }
+    }
+}
+
+/// Stores a call's readings with one statement (sent when the future is first polled).
 async fn store(
     c: &Client,
     s: &Statements,
     readings: &[ReadingRow],
 ) -> Result<StoreOutcome, ExecError> {
-    let mut outcome = StoreOutcome::default();
-    // Per device: readings inserted, latest receive time (duplicates included).
-    let mut per_device: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    // A message repeated within the call: the first copy is the one stored.
-    let mut seen: HashSet<(&str, i64)> = HashSet::with_capacity(readings.len());
-    let mut unique: Vec<&ReadingRow> = Vec::with_capacity(readings.len());
-    for r in readings {
-        let entry = per_device.entry(&r.device_id).or_insert((0, r.received_ms));
-        entry.1 = entry.1.max(r.received_ms);
-        if seen.insert((&r.device_id, r.msg_id)) {
-            unique.push(r);
-        } else {
-            outcome.duplicates += 1;
+    let outcomes = store_many(c, s, &[readings]).await?;
+    Ok(outcomes.into_iter().next().unwrap_or_default())
+}
+
+/// Stores the readings of `calls` with one statement (sent when the future is first polled).
+/// A message sent twice, in one call or in two, is stored once, counted as inserted by the
+/// first call that has it and as a duplicate by the others.
+async fn store_many(
+    c: &Client,
+    s: &Statements,
+    calls: &[&[ReadingRow]],
+) -> Result<Vec<StoreOutcome>, ExecError> {
+    // Per device: latest receive time (duplicates included).
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    // The first copy of each message, and the call it belongs to.
+    let mut first: HashMap<(&str, i64), usize> = HashMap::new();
+    let mut unique: Vec<&ReadingRow> = Vec::new();
+    for (call, readings) in calls.iter().enumerate() {
+        for r in *readings {
+            let t = last.entry(&r.device_id).or_insert(r.received_ms);
+            *t = (*t).max(r.received_ms);
+            if let Entry::Vacant(v) = first.entry((&r.device_id, r.msg_id)) {
+                v.insert(call);
+                unique.push(r);
+            }
         }
     }
-
-    let ids: Vec<&str> = per_device.keys().copied().collect();
-    let known: HashSet<String> = c
-        .query(&s.known_devices, &[&ids])
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    if let Some(unknown) = ids.iter().find(|id| !known.contains(**id)) {
-        return Err(ExecError::Invalid(StorageError(format!(
-            "unknown device {unknown:?}"
-        ))));
-    }
-
     let device_ids: Vec<&str> = unique.iter().map(|r| r.device_id.as_str()).collect();
     let msg_ids: Vec<i64> = unique.iter().map(|r| r.msg_id).collect();
     let times: Vec<i64> = unique.iter().map(|r| r.device_time_ms).collect();
     let received: Vec<i64> = unique.iter().map(|r| r.received_ms).collect();
     let payloads: Vec<&[u8]> = unique.iter().map(|r| r.payload.as_slice()).collect();
-    let rows = c
-        .query(
-            &s.insert_readings,
-            &[&device_ids, &msg_ids, &times, &received, &payloads],
-        )
-        .await?;
-    let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(rows.len());
-    for row in &rows {
-        inserted.insert((row.try_get(0)?, row.try_get(1)?));
-    }
-    outcome.inserted = inserted.len();
-    outcome.duplicates += unique.len() - inserted.len();
-
     let (mut v_dev, mut v_msg, mut v_idx, mut v_sensor, mut v_value) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in &unique {
-        if !inserted.contains(&(r.device_id.clone(), r.msg_id)) {
-            continue;
-        }
-        per_device.entry(&r.device_id).or_default().0 += 1;
         for (idx, (sensor, value)) in (0_i32..).zip(&r.values) {
             v_dev.push(r.device_id.as_str());
             v_msg.push(r.msg_id);
             v_idx.push(idx);
             v_sensor.push(sensor.as_str());
+            // NULL stands for NaN, as in the SQLite backend.
             v_value.push((!value.is_nan()).then_some(*value));
         }
     }
-    if !v_dev.is_empty() {
-        c.execute(
-            &s.insert_values,
-            &[&v_dev, &v_msg, &v_idx, &v_sensor, &v_value],
+    let ids: Vec<&str> = last.keys().copied().collect();
+    let lasts: Vec<i64> = last.values().copied().collect();
+    let rows = c
+        .query(
+            &s.store,
+            &[
+                &device_ids,
+                &msg_ids,
+                &times,
+                &received,
+                &payloads,
+                &v_dev,
+                &v_msg,
+                &v_idx,
+                &v_sensor,
+                &v_value,
+                &ids,
+                &lasts,
+            ],
         )
         .await?;
+    let mut outcomes = vec![StoreOutcome::default(); calls.len()];
+    for row in &rows {
+        let device_id: &str = row.try_get(0)?;
+        let msg_id: i64 = row.try_get(1)?;
+        let Some(&call) = first.get(&(device_id, msg_id)) else {
+            return Err(ExecError::Invalid(StorageError(format!(
+                "postgres: the server reports an insert that was not asked for: \
+                 ({device_id:?}, {msg_id})"
+            ))));
+        };
+        outcomes[call].inserted += 1;
     }
-
-    let counts: Vec<i64> = per_device.values().map(|v| v.0).collect();
-    let lasts: Vec<i64> = per_device.values().map(|v| v.1).collect();
-    c.execute(&s.update_devices, &[&ids, &counts, &lasts])
-        .await?;
-    Ok(outcome)
+    for (o, readings) in outcomes.iter_mut().zip(calls) {
+        o.duplicates = readings.len() - o.inserted;
+    }
+    Ok(outcomes)
 }
 
 async fn add_device(c: &Client, s: &Statements, d: &DeviceRow) -> Result<(), ExecError> {
