@@ -1,0 +1,282 @@
+//! End to end over MQTT: devices (the SDK's `MqttTransport`) reach a real gateway (in this
+//! process, SQLite) through a real Mosquitto: the one `IOTSEAL_TEST_MQTT` names, or a
+//! `mosquitto` on PATH started on a free port; otherwise each test says it was skipped.
+//! Every reading is checked in storage byte for byte, and a plain subscriber on `#` checks
+//! that the broker carries nothing readable.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iotseal_device::sim::{Impairments, Scenario, Simulation, Summary, TransportKind};
+use iotseal_device::{
+    AdminClient, DeviceClient, DeviceOptions, GatewayPins, IdentityFile, MqttConfig, MqttTransport,
+};
+use iotseal_gateway::local::{LocalGateway, start_local};
+use iotseal_gateway::mqtt::TestBroker;
+use iotseal_proto::SigAlg;
+use iotseal_proto::reading::SensorKind;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+fn random_hex(n: usize) -> String {
+    hex::encode(
+        iotseal_crypto_awslc::default_provider()
+            .random_vec(n)
+            .unwrap(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("iotseal-mqtt-{name}-{}", random_hex(6)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn pins(gw: &LocalGateway) -> GatewayPins {
+    toml::from_str(&gw.public.to_toml().unwrap()).unwrap()
+}
+
+/// A local gateway with its MQTT binding on `broker` under a fresh topic prefix.
+async fn gateway(dir: &std::path::Path, broker: &TestBroker) -> (LocalGateway, String) {
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let p = prefix.clone();
+    let url = broker.url();
+    let gw = start_local(dir, move |s| {
+        s.mqtt.broker = url;
+        s.mqtt.topic_prefix = p;
+        s.mqtt.client_id = format!("gw-{}", random_hex(6));
+        s.mqtt.session_expiry_secs = 60;
+    })
+    .await
+    .unwrap();
+    (gw, prefix)
+}
+
+fn mqtt_scenario(mut sc: Scenario, broker: &TestBroker, prefix: &str) -> Scenario {
+    sc.transport = TransportKind::Mqtt;
+    sc.mqtt.broker = broker.url();
+    sc.mqtt.topic_prefix = prefix.to_string();
+    sc
+}
+
+fn assert_complete(s: &Summary) {
+    assert!(s.readings_sent > 0);
+    assert_eq!(s.lost, 0, "{s:#?}");
+    assert_eq!(s.duplicates, 0, "{s:#?}");
+    assert_eq!(s.readings_verified, s.readings_sent, "{s:#?}");
+    assert_eq!(s.readings_stored, s.readings_sent, "{s:#?}");
+}
+
+/// Classical, hybrid and post-quantum groups (both providers) over MQTT through Mosquitto:
+/// every reading stored once, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_fleet_through_mosquitto_stores_every_reading_once() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let dir = temp_dir("fleet");
+    let (gw, prefix) = gateway(&dir, &broker).await;
+    let sc = mqtt_scenario(Scenario::mixed(2, 4.0, 3), &broker, &prefix);
+    let sim = Simulation::new(sc, pins(&gw), &gw.token, "").unwrap();
+    let s = sim.run().await.unwrap();
+    assert_complete(&s);
+    assert_eq!(s.groups.len(), 5);
+    for g in &s.groups {
+        assert!(g.handshakes >= 2, "{g:?}");
+    }
+    gw.handle.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Lost requests and lost answers over MQTT (the gateway stored the readings but the device
+/// never heard back), reboots: the SDK retransmits, every reading is still stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_impaired_network_still_delivers_everything_once() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let dir = temp_dir("lossy");
+    let (gw, prefix) = gateway(&dir, &broker).await;
+    let mut sc = mqtt_scenario(Scenario::mixed(2, 4.0, 11), &broker, &prefix);
+    sc.groups.truncate(2);
+    sc.network = Impairments {
+        latency_ms: 2,
+        jitter_ms: 5,
+        drop_request: 0.15,
+        drop_response: 0.15,
+        disconnect: 0.1,
+    };
+    let sim = Simulation::new(sc, pins(&gw), &gw.token, "").unwrap();
+    let s = sim.run().await.unwrap();
+    assert_complete(&s);
+    let retries: u64 = s.groups.iter().map(|g| g.retries).sum();
+    assert!(retries > 0, "the impairments caused retries: {s:#?}");
+    gw.handle.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Everything the broker carries, as a plain subscriber on `#` sees it.
+#[derive(Default)]
+struct Seen {
+    messages: usize,
+    topics: Vec<String>,
+    /// Topic, payload, response topic, correlation data, user properties of every message.
+    bytes: Vec<u8>,
+}
+
+/// A plain subscriber on `#` sees only ciphertext: neither a distinctive reading payload nor
+/// the device id appears in anything the broker carried (topics, payloads, properties).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_broker_sees_only_ciphertext() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let dir = temp_dir("cipher");
+    let (gw, prefix) = gateway(&dir, &broker).await;
+
+    // The eavesdropper: subscribed to everything before the device starts.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (host, port) = broker.addr.rsplit_once(':').unwrap();
+    let mut o = MqttOptions::new(
+        format!("spy-{}", random_hex(6)),
+        host,
+        port.parse().unwrap(),
+    );
+    o.set_max_packet_size(Some(1 << 20));
+    let (spy, mut el) = AsyncClient::new(o, 16);
+    let (subbed_tx, subbed_rx) = tokio::sync::oneshot::channel();
+    let s2 = seen.clone();
+    let spy_task = tokio::spawn(async move {
+        let mut subbed = Some(subbed_tx);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = subbed.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let mut s = s2.lock().unwrap();
+                    s.messages += 1;
+                    s.topics
+                        .push(String::from_utf8_lossy(&p.topic).into_owned());
+                    s.bytes.extend_from_slice(&p.topic);
+                    s.bytes.extend_from_slice(&p.payload);
+                    if let Some(pp) = &p.properties {
+                        if let Some(t) = &pp.response_topic {
+                            s.bytes.extend_from_slice(t.as_bytes());
+                        }
+                        if let Some(c) = &pp.correlation_data {
+                            s.bytes.extend_from_slice(c);
+                        }
+                        for (k, v) in &pp.user_properties {
+                            s.bytes.extend_from_slice(k.as_bytes());
+                            s.bytes.extend_from_slice(v.as_bytes());
+                        }
+                        if let Some(ct) = &pp.content_type {
+                            s.bytes.extend_from_slice(ct.as_bytes());
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    spy.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), subbed_rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A device with a distinctive id and payload.
+    let device_id = format!("canary-device-{}", random_hex(4));
+    let canary = format!("PLAINTEXT-CANARY-{}", random_hex(8));
+    let pins = pins(&gw);
+    let p = iotseal_crypto_awslc::default_provider();
+    let identity = IdentityFile::generate(&p, &device_id, SigAlg::Ed25519).unwrap();
+    let admin = AdminClient::new(&pins, &gw.token).unwrap();
+    admin
+        .add_device(&device_id, SigAlg::Ed25519, &identity.public_key)
+        .await
+        .unwrap();
+    let cfg = MqttConfig {
+        topic_prefix: prefix.clone(),
+        ..MqttConfig::new(&broker.url())
+    };
+    let transport = MqttTransport::connect(&cfg).await.unwrap();
+    let inbox = transport.inbox().to_string();
+    let mut device = DeviceClient::new(
+        identity.device_config(&pins, None).unwrap(),
+        transport,
+        DeviceOptions::default(),
+    );
+    // The first flush rides on the handshake (M3), the second is a records request.
+    for round in 0..2 {
+        for i in 0..5 {
+            device
+                .push(
+                    vec![(SensorKind::Temperature, 21.5 + i as f32)],
+                    format!("{canary}-{round}-{i}").into_bytes(),
+                )
+                .unwrap();
+        }
+        let r = device.flush().await.unwrap();
+        assert_eq!(r.acknowledged, 5);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    spy_task.abort();
+
+    // The readings were stored (decrypted by the gateway), canary and all.
+    let stored = admin.readings(&device_id).await.unwrap();
+    assert_eq!(stored.len(), 10);
+    assert!(
+        stored.iter().all(
+            |r| String::from_utf8_lossy(&hex::decode(&r.payload_hex).unwrap()).contains(&canary)
+        )
+    );
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let hs = format!("{prefix}/hs/");
+    let rec = format!("{prefix}/rec/");
+    assert!(
+        seen.topics.iter().any(|t| t.starts_with(&hs)),
+        "{:?}",
+        seen.topics
+    );
+    assert!(
+        seen.topics.iter().any(|t| t.starts_with(&rec)),
+        "{:?}",
+        seen.topics
+    );
+    assert!(seen.topics.contains(&inbox), "{:?}", seen.topics);
+    assert!(
+        seen.messages >= 6,
+        "M1, M2, M3, its ack, records, their ack"
+    );
+    let contains = |needle: &[u8]| seen.bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !contains(canary.as_bytes()),
+        "a reading's payload crossed the broker in clear"
+    );
+    assert!(
+        !contains(b"PLAINTEXT-CANARY"),
+        "part of a payload crossed in clear"
+    );
+    assert!(
+        !contains(device_id.as_bytes()),
+        "the device id crossed the broker in clear"
+    );
+    assert!(
+        !contains(b"canary-device"),
+        "part of the device id crossed in clear"
+    );
+
+    gw.handle.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
