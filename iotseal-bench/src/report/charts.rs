@@ -57,7 +57,8 @@ pub(crate) struct Bars {
     pub(crate) values: Vec<f64>,
 }
 
-/// Horizontal bars: one row per category, one bar per series (grouped) or stacked.
+/// Horizontal bars: one row per category, one bar per series (grouped) or stacked. A NaN
+/// value is drawn as "n/a", zero as "0" (when annotated).
 #[derive(Clone, Debug)]
 pub(crate) struct HBars {
     pub(crate) categories: Vec<String>,
@@ -405,6 +406,12 @@ where
         let mut notes = Vec::new();
         for (i, &v) in s.values.iter().enumerate().take(n) {
             if !v.is_finite() || v <= 0.0 {
+                // No bar: say so rather than leave a gap (NaN means "does not apply").
+                if b.annotate && !b.stacked {
+                    let top = row(i) + band / 2.0 - j as f64 * h;
+                    let t = if v.is_nan() { "n/a" } else { "0" };
+                    notes.push((x0, top - h / 2.0, t.to_string()));
+                }
                 continue;
             }
             let (left, right, y0, y1) = if b.stacked {
