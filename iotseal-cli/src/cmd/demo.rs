@@ -1,6 +1,7 @@
 //! `iotseal demo`: the whole system in one command. A gateway in this process (temporary data
 //! directory, SQLite, self-signed TLS, fresh keys), a mixed fleet of simulated devices over
-//! HTTPS, then a check that every reading sent is stored byte for byte.
+//! HTTPS, a check that every reading sent is stored byte for byte, the threat lab against
+//! iotseal and the original design, and the HTML report.
 
 use std::path::PathBuf;
 
@@ -25,6 +26,12 @@ pub(crate) struct Args {
     /// Data directory (default: a new temporary directory, kept for inspection).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Skip the threat lab.
+    #[arg(long)]
+    no_attacks: bool,
+    /// Skip the HTML report.
+    #[arg(long)]
+    no_report: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -36,7 +43,7 @@ pub(crate) fn run(a: Args) -> Result<()> {
         None => local::temp_dir("iotseal-demo")?,
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let (summary, dir) = rt.block_on(async {
+    let (summary, dir, attacks) = rt.block_on(async {
         let gw = local::start(&dir).await?;
         if !a.json {
             eprintln!(
@@ -54,9 +61,51 @@ pub(crate) fn run(a: Args) -> Result<()> {
             .stop()
             .await
             .map_err(|e| anyhow!("stopping the gateway: {e}"))?;
-        Ok::<_, anyhow::Error>((summary, gw.dir))
+        let attacks = if a.no_attacks {
+            None
+        } else {
+            if !a.json {
+                eprintln!("threat lab: attacking iotseal, then the original design ...");
+            }
+            let opts = iotseal_lab::LabOptions {
+                gateway: iotseal_lab::GatewaySpec::InProcess {
+                    data_dir: Some(gw.dir.join("lab")),
+                },
+                only: Vec::new(),
+                progress: !a.json,
+            };
+            let iotseal = iotseal_lab::run_all(iotseal_lab::Target::Iotseal, &opts).await;
+            let legacy = iotseal_lab::run_all(iotseal_lab::Target::Legacy, &opts).await;
+            Some((iotseal, legacy))
+        };
+        Ok::<_, anyhow::Error>((summary, gw.dir, attacks))
     })?;
-    let ok = summary.lost == 0 && summary.duplicates == 0 && summary.readings_sent > 0;
+    std::fs::write(
+        dir.join("simulation.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    if let Some((i, l)) = &attacks {
+        let all: Vec<_> = i.iter().chain(l).collect();
+        std::fs::write(
+            dir.join("attacks.json"),
+            serde_json::to_string_pretty(&all)?,
+        )?;
+    }
+    let report = if a.no_report {
+        None
+    } else {
+        let mut input = iotseal_bench::report::ReportInput::load_dir(&dir)?;
+        let db = dir.join("iotseal.db");
+        if let Ok(series) = crate::cmd::report::read_series(&db, 8, 2000) {
+            input.series = Some(series);
+            input.sources.push(db.display().to_string());
+        }
+        Some(iotseal_bench::report::write_report(&input, &dir.join("report.html"))?.html)
+    };
+    let iotseal_attacks = attacks.as_ref().map(|(i, _)| i.as_slice()).unwrap_or(&[]);
+    let all_blocked = iotseal_attacks.iter().all(|o| o.blocked != Some(false));
+    let ok =
+        summary.lost == 0 && summary.duplicates == 0 && summary.readings_sent > 0 && all_blocked;
     if a.json {
         println!(
             "{}",
@@ -72,30 +121,54 @@ pub(crate) fn run(a: Args) -> Result<()> {
                 "readings_per_s": summary.readings_per_s,
                 "p50_ms": summary.p50_ms,
                 "p99_ms": summary.p99_ms,
-                "attacks": [],
-                "report": null,
+                "attacks": iotseal_attacks.iter().map(|o| json!({
+                    "name": o.name, "blocked": o.blocked, "attempts": o.attempts,
+                    "reason": o.reason, "stored_forgeries": o.stored_forgeries,
+                })).collect::<Vec<_>>(),
+                "legacy_attacks": attacks.as_ref().map(|(_, l)| l.iter().map(|o| json!({
+                    "name": o.name, "blocked": o.blocked, "applicable": o.applicable,
+                })).collect::<Vec<_>>()),
+                "report": report.as_ref().map(|p| p.display().to_string()),
                 "data_dir": dir.display().to_string(),
                 "ok": ok,
             }))?
         );
     } else {
         simulate::print_summary(&summary);
+        if let Some((i, l)) = &attacks {
+            let rows: Vec<_> = i
+                .iter()
+                .zip(l)
+                .map(|(a, b)| iotseal_lab::SideBySide {
+                    name: a.name.clone(),
+                    iotseal: a.clone(),
+                    legacy: b.clone(),
+                })
+                .collect();
+            println!(
+                "\nthreat lab, iotseal vs the original design:\n{}",
+                iotseal_lab::side_by_side_table(&rows)
+            );
+        }
+        if let Some(r) = &report {
+            println!("report: {}", r.display());
+        }
         println!(
-            "\ndata directory: {} (SQLite database iotseal.db, keys, gateway.pub.toml)",
+            "data directory: {} (SQLite database iotseal.db, keys, gateway.pub.toml)",
             dir.display()
         );
         println!(
             "{}",
             if ok {
-                "OK: every reading sent was stored exactly once, byte for byte."
+                "OK: every reading sent was stored exactly once, byte for byte, and every attack was blocked."
             } else {
-                "FAILED: readings lost or duplicated."
+                "FAILED: readings lost or duplicated, or an attack got through."
             }
         );
     }
     if !ok {
         return Err(anyhow!(
-            "{} readings lost, {} duplicated",
+            "{} readings lost, {} duplicated, every attack blocked: {all_blocked}",
             summary.lost,
             summary.duplicates
         ));
