@@ -280,3 +280,87 @@ async fn mqtt_broker_sees_only_ciphertext() {
     gw.handle.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Throughput, HTTPS vs MQTT against the same gateway: `DEVICES` devices each deliver
+/// `ROUNDS` flushes of 100 readings (one record each). Run by hand:
+/// `cargo test --release -p iotseal-device --test mqtt_e2e -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check"]
+async fn mqtt_throughput_vs_https() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    const DEVICES: usize = 32;
+    const ROUNDS: usize = 50;
+    let dir = temp_dir("tput");
+    let (gw, prefix) = gateway(&dir, &broker).await;
+    let pins = pins(&gw);
+    let admin = AdminClient::new(&pins, &gw.token).unwrap();
+    for transport in [TransportKind::Http, TransportKind::Mqtt] {
+        let mut devices = Vec::new();
+        for i in 0..DEVICES {
+            let id = format!("tput-{transport:?}-{i}");
+            let p = iotseal_crypto_awslc::default_provider();
+            let identity = IdentityFile::generate(&p, &id, SigAlg::Ed25519).unwrap();
+            admin
+                .add_device(&id, SigAlg::Ed25519, &identity.public_key)
+                .await
+                .unwrap();
+            let cfg = identity
+                .device_config_with(
+                    p,
+                    &pins,
+                    Some(vec!["x25519/ed25519/aes128gcm".parse().unwrap()]),
+                )
+                .unwrap();
+            let t: Arc<dyn iotseal_device::Transport> = match transport {
+                TransportKind::Http => {
+                    Arc::new(iotseal_device::HttpsTransport::new(&pins).unwrap())
+                }
+                TransportKind::Mqtt => Arc::new(
+                    MqttTransport::connect(&MqttConfig {
+                        topic_prefix: prefix.clone(),
+                        ..MqttConfig::new(&broker.url())
+                    })
+                    .await
+                    .unwrap(),
+                ),
+            };
+            devices.push(DeviceClient::new(cfg, t, DeviceOptions::default()));
+        }
+        let start = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for mut d in devices {
+            tasks.spawn(async move {
+                let mut lat = Vec::new();
+                for _ in 0..ROUNDS {
+                    for i in 0..100 {
+                        d.push(vec![(SensorKind::Temperature, i as f32)], vec![0u8; 16])
+                            .unwrap();
+                    }
+                    let t0 = std::time::Instant::now();
+                    d.flush().await.unwrap();
+                    lat.push(t0.elapsed().as_micros() as u64);
+                }
+                lat
+            });
+        }
+        let mut lat = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            lat.extend(r.unwrap());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        lat.sort_unstable();
+        let q = |f: f64| lat[((lat.len() - 1) as f64 * f) as usize] as f64 / 1000.0;
+        println!(
+            "{transport:?}: {} readings in {secs:.2} s = {:.0} readings/s; flush p50 {:.2} ms, p99 {:.2} ms",
+            DEVICES * ROUNDS * 100,
+            (DEVICES * ROUNDS * 100) as f64 / secs,
+            q(0.5),
+            q(0.99),
+        );
+    }
+    gw.handle.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
