@@ -142,9 +142,16 @@ impl Scenario {
         if self.groups.is_empty() {
             return Err("a scenario needs at least one [[group]]".into());
         }
-        let total: u32 = self.groups.iter().map(|g| g.devices).sum();
+        // Summed in u64: group sizes are u32 and must not wrap (found by the fuzzer).
+        let total: u64 = self.groups.iter().map(|g| u64::from(g.devices)).sum();
         if total == 0 || total > 100_000 {
             return Err(format!("{total} devices: must be 1 to 100000"));
+        }
+        if !(self.duration_secs > 0.0 && self.duration_secs <= 30.0 * 86_400.0) {
+            return Err("duration_secs must be in (0, 2592000]".into());
+        }
+        if !(self.time_lapse >= 0.0 && self.time_lapse <= 1.0e7) {
+            return Err("time_lapse must be in [0, 10000000]".into());
         }
         for g in &self.groups {
             if !(g.rate_hz > 0.0 && g.rate_hz <= 1000.0) {
@@ -281,6 +288,10 @@ mod tests {
             "[network]\ndrop_request=1.5\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
             "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nsuite='x25519/ed25519'",
             "[[group]]\nname='a'\ndevices=1\nsensors=['temperature']\nunknown_knob=1",
+            "[[group]]\nname='a'\ndevices=4294967295\nsensors=['temperature']\n[[group]]\nname='b'\ndevices=2\nsensors=['temperature']",
+            "duration_secs=nan\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
+            "duration_secs=inf\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
+            "time_lapse=-1\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
             "transport='pigeon'\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
             "transport='mqtt'\n[mqtt]\nbroker='http://x'\n[[group]]\nname='a'\ndevices=1\nsensors=['temperature']",
         ];
