@@ -238,6 +238,27 @@ pub struct RecordSize {
     pub seal_mb_s: f64,
     /// Plaintext throughput of open at the median, MB/s.
     pub open_mb_s: f64,
+    /// The provider's raw `RecordKey::seal` of the same size with a 13-byte AAD, per call, ns
+    /// (no header, nonce or window: what `openssl speed -evp` measures).
+    #[serde(default)]
+    pub raw_seal_ns: Summary,
+    /// Throughput of the raw seal at the median, MB/s.
+    #[serde(default)]
+    pub raw_seal_mb_s: f64,
+}
+
+/// One primitive operation on one provider (the parts a handshake is made of).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrimitiveResult {
+    /// Provider.
+    pub provider: String,
+    /// Algorithm (`x25519`, `mlkem768`, `ed25519`, …).
+    pub alg: String,
+    /// Operation: `keygen` (device key share), `respond` (gateway: encapsulation or key share
+    /// + DH), `complete` (device: decapsulation or DH), `sign`, `verify`.
+    pub op: String,
+    /// Time per operation, µs.
+    pub us: Summary,
 }
 
 /// One record protection algorithm on one provider.
@@ -344,6 +365,10 @@ pub struct CryptoReport {
     pub analysis: Vec<AnalysisResult>,
     /// Per-iteration samples for a few suites and every record protection at 1 KiB.
     pub samples: Vec<SampleSet>,
+    /// The basic key exchanges and signatures, per provider (for comparisons with other
+    /// libraries, such as `openssl speed`).
+    #[serde(default)]
+    pub primitives: Vec<PrimitiveResult>,
 }
 
 /// Progress of a run.
@@ -430,7 +455,7 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> anyhow::Resu
 
     let hs_cells = providers.len() * kems.len() * sigs.len();
     // Per record cell: memory, each size, samples, analysis.
-    let total = (cells.len() * (3 + config.record_sizes.len()) + hs_cells) as u64;
+    let total = (cells.len() * (3 + config.record_sizes.len()) + hs_cells + providers.len()) as u64;
     let mut done = 0u64;
     let mut step = |what: String, progress: &mut dyn FnMut(&Progress)| {
         progress(&Progress { done, total, what });
@@ -486,6 +511,16 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> anyhow::Resu
                 handshakes.push(row);
             }
         }
+    }
+
+    let mut primitives = Vec::new();
+    for (name, p) in &providers {
+        step(format!("primitives: {name}"), progress);
+        primitives.extend(measure_primitives(
+            name,
+            *p,
+            config.handshake_iterations.max(1),
+        ));
     }
 
     let mut records = Vec::new();
@@ -551,7 +586,66 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> anyhow::Resu
         records,
         analysis,
         samples,
+        primitives,
     })
+}
+
+/// Times each basic key exchange and signature operation `n` times.
+fn measure_primitives(provider: &str, p: CryptoProvider, n: usize) -> Vec<PrimitiveResult> {
+    let mut out = Vec::new();
+    let mut push = |alg: &str, op: &str, v: &[f64]| {
+        out.push(PrimitiveResult {
+            provider: provider.into(),
+            alg: alg.into(),
+            op: op.into(),
+            us: Summary::of(v),
+        })
+    };
+    for kem in [KemId::X25519, KemId::P256, KemId::MlKem768] {
+        let Ok(k) = p.kem(kem) else { continue };
+        let (mut kg, mut rs, mut cp) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n + 2 {
+            let t = Instant::now();
+            let a = k.start(p.random).unwrap();
+            let t1 = t.elapsed();
+            let t = Instant::now();
+            let r = k.respond(a.share(), p.random).unwrap();
+            let t2 = t.elapsed();
+            let t = Instant::now();
+            black_box(a.complete(&r.share).unwrap());
+            let t3 = t.elapsed();
+            if i >= 2 {
+                kg.push(us(t1));
+                rs.push(us(t2));
+                cp.push(us(t3));
+            }
+        }
+        push(kem.name(), "keygen", &kg);
+        push(kem.name(), "respond", &rs);
+        push(kem.name(), "complete", &cp);
+    }
+    for sig in [SigAlg::Ed25519, SigAlg::EcdsaP256, SigAlg::MlDsa65] {
+        let Ok(s) = p.signature(sig) else { continue };
+        let key = s.generate(p.random).unwrap();
+        let public = key.public_key();
+        let msg = [0x5a; 64];
+        let (mut sg, mut vf) = (Vec::new(), Vec::new());
+        for i in 0..n + 2 {
+            let t = Instant::now();
+            let signature = key.sign(&msg, p.random).unwrap();
+            let t1 = t.elapsed();
+            let t = Instant::now();
+            s.verify(&public, &msg, &signature).unwrap();
+            let t2 = t.elapsed();
+            if i >= 2 {
+                sg.push(us(t1));
+                vf.push(us(t2));
+            }
+        }
+        push(sig.name(), "sign", &sg);
+        push(sig.name(), "verify", &vf);
+    }
+    out
 }
 
 fn us(d: Duration) -> f64 {
@@ -650,7 +744,15 @@ fn measure_records(c: &AeadCell, size: usize, config: &Config) -> (RecordSize, u
     let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(size + 64)).collect();
     let mut seal = Vec::new();
     let mut open = Vec::new();
+    let mut raw = Vec::new();
     let mut first_len = 0;
+    let raw_key =
+        c.p.aead(c.aead)
+            .expect("provider has the record protection")
+            .key(&vec![7u8; c.aead.key_len()])
+            .unwrap();
+    let mut raw_buf = msg.clone();
+    let mut raw_seq = 0u64;
     for batch in 0..config.record_batches.max(1) + 1 {
         for b in &mut bufs {
             b.clear();
@@ -671,10 +773,23 @@ fn measure_records(c: &AeadCell, size: usize, config: &Config) -> (RecordSize, u
             gw.accept(seq).unwrap();
         }
         let to = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..n {
+            raw_seq += 1;
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&raw_seq.to_be_bytes());
+            black_box(
+                raw_key
+                    .seal(&nonce, b"hdr-13-bytes!", &mut raw_buf)
+                    .unwrap(),
+            );
+        }
+        let tr = t.elapsed();
         // Batch 0 warms caches and the allocator up.
         if batch > 0 {
             seal.push(ts.as_secs_f64() * 1e9 / n as f64);
             open.push(to.as_secs_f64() * 1e9 / n as f64);
+            raw.push(tr.as_secs_f64() * 1e9 / n as f64);
         }
         if dev.next_seq() + n as u64 > MAX_SEQ {
             (dev, gw) = session_pair(c);
@@ -682,6 +797,7 @@ fn measure_records(c: &AeadCell, size: usize, config: &Config) -> (RecordSize, u
     }
     let seal = Summary::of(&seal);
     let open = Summary::of(&open);
+    let raw = Summary::of(&raw);
     let mb_s = |ns: f64| {
         if ns > 0.0 {
             size as f64 * 1e3 / ns
@@ -695,8 +811,10 @@ fn measure_records(c: &AeadCell, size: usize, config: &Config) -> (RecordSize, u
         records_per_batch: n,
         seal_mb_s: mb_s(seal.median),
         open_mb_s: mb_s(open.median),
+        raw_seal_mb_s: mb_s(raw.median),
         seal_ns: seal,
         open_ns: open,
+        raw_seal_ns: raw,
     };
     (row, first_len - size)
 }
@@ -953,7 +1071,7 @@ impl CryptoReport {
         )?;
         writeln!(
             w,
-            "{:<11} {:<22} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
+            "{:<11} {:<22} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "provider",
             "record protection",
             "bytes",
@@ -961,13 +1079,14 @@ impl CryptoReport {
             "seal ns",
             "open ns",
             "seal MB/s",
-            "open MB/s"
+            "open MB/s",
+            "raw MB/s"
         )?;
         for r in &self.records {
             for s in &r.sizes {
                 writeln!(
                     w,
-                    "{:<11} {:<22} {:>6} {:>6} {:>10.0} {:>10.0} {:>10.1} {:>10.1}",
+                    "{:<11} {:<22} {:>6} {:>6} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>10.1}",
                     r.provider,
                     r.aead,
                     s.bytes,
@@ -975,9 +1094,32 @@ impl CryptoReport {
                     s.seal_ns.median,
                     s.open_ns.median,
                     s.seal_mb_s,
-                    s.open_mb_s
+                    s.open_mb_s,
+                    s.raw_seal_mb_s
                 )?;
             }
+        }
+        writeln!(
+            w,
+            "raw MB/s: the provider's RecordKey::seal alone (no header, nonce or window)."
+        )?;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "Primitive operations (median of {}, µs)",
+            self.config.handshake_iterations
+        )?;
+        writeln!(
+            w,
+            "{:<11} {:<12} {:<9} {:>10} {:>10}",
+            "provider", "algorithm", "op", "µs", "p90"
+        )?;
+        for p in &self.primitives {
+            writeln!(
+                w,
+                "{:<11} {:<12} {:<9} {:>10.1} {:>10.1}",
+                p.provider, p.alg, p.op, p.us.median, p.us.p90
+            )?;
         }
         writeln!(w)?;
         writeln!(

@@ -88,6 +88,15 @@ fn tiny_matrix_measures_everything() {
         }
     }
     assert!(r.session_size_of > 0);
+    assert!(r.records[0].sizes.iter().all(|s| s.raw_seal_mb_s > 0.0));
+
+    // Primitives: 3 key exchanges × (keygen, respond, complete) + 3 signatures × (sign, verify).
+    assert_eq!(r.primitives.len(), 15);
+    assert!(
+        r.primitives
+            .iter()
+            .all(|p| p.us.median > 0.0 && p.us.n == 5)
+    );
 
     // Samples: both handshake sides and each record row at 1 KiB.
     let kinds: Vec<&str> = r.samples.iter().map(|s| s.kind.as_str()).collect();

@@ -401,6 +401,30 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
         &table,
         3,
     );
+    if !c.primitives.is_empty() {
+        pg.p(
+            "The primitive operations a handshake is made of (median, µs): the device runs \
+              keygen + complete + verify + sign, the gateway respond + sign + verify.",
+        );
+        let rows: Vec<Vec<String>> = c
+            .primitives
+            .iter()
+            .map(|p| {
+                vec![
+                    p.provider.clone(),
+                    p.alg.clone(),
+                    p.op.clone(),
+                    f1(p.us.median),
+                    f1(p.us.p90),
+                ]
+            })
+            .collect();
+        pg.table(
+            &["provider", "algorithm", "operation", "µs", "p90 µs"],
+            &rows,
+            3,
+        );
+    }
     pg.end();
 
     // Records.
