@@ -167,9 +167,10 @@ impl MqttTransport {
                 format!("topic prefix {p:?}: non-empty, no wildcards, no trailing '/'").into(),
             );
         }
+        // 23 characters, the most every broker must accept (MQTT 3.1.1 §3.1.3.1); 72 random bits.
         let client_id = format!(
-            "iotseal-{}",
-            hex::encode(iotseal_crypto_awslc::default_provider().random_vec(12)?)
+            "iots-{}",
+            hex::encode(iotseal_crypto_awslc::default_provider().random_vec(9)?)
         );
         let mut opts = MqttOptions::new(client_id.clone(), host, port);
         opts.set_keep_alive(Duration::from_secs(30));
