@@ -36,6 +36,7 @@
 //! | `POST /v1/records` | batch of records | batch of ack records (one per session) |
 //! | `GET /healthz`, `GET /metrics` | | `ok`, Prometheus text |
 //! | `/v1/devices...` | admin JSON, bearer token | |
+//! | `/dashboard...` | live dashboard (see [`dashboard`]), admin token | HTML, JSON, event stream |
 //!
 //! Refusals are answered with an alert body (`0x7f`, code) and the status of
 //! [`http::status_for`].
@@ -45,6 +46,7 @@
 mod admin;
 pub mod client;
 pub mod cluster;
+pub mod dashboard;
 pub mod http;
 pub mod keys;
 pub mod local;

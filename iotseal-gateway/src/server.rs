@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) provider: CryptoProvider,
     /// Bounds the handshakes doing public-key work at once (on blocking threads).
     pub(crate) hs_permits: tokio::sync::Semaphore,
+    /// The live dashboard's state (recent readings, rate history, cookie key).
+    pub(crate) dashboard: crate::dashboard::Dashboard,
     /// The handshake server of the MQTT binding (its sessions may be configured without record
     /// freshness); `None` without MQTT.
     pub(crate) mqtt_hs: Option<Mutex<HandshakeServer>>,
@@ -256,6 +258,9 @@ impl Gateway {
         } else {
             None
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let dashboard = crate::dashboard::Dashboard::new(&provider, shutdown_rx.clone())?;
+        let storage = dashboard.observe(storage);
         let (audit_tx, audit_rx) = mpsc::channel(16_384);
         let l = &settings.limits;
         let shared = Arc::new(Shared {
@@ -274,6 +279,7 @@ impl Gateway {
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
             storage,
+            dashboard,
             cluster,
             mqtt_hs,
             half_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -281,7 +287,6 @@ impl Gateway {
             clock: AtomicU64::new(0),
             settings,
         });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut router = http::router(shared.clone());
         if let Some(cluster) = &shared.cluster {
             // Requests whose session another node owns are forwarded to it.
