@@ -37,12 +37,10 @@ fn regressions_pass() {
     replay("regressions");
 }
 
-/// Found by the `scenario` target: `Scenario::validate` sums the groups' device counts in a
-/// `u32`. With overflow checks (debug builds) it panics; without (release) the total wraps
-/// to 1 and a scenario of 4294967297 devices validates. The target skips such inputs until
-/// this is fixed (see `targets::scenario`); then remove that guard and this `ignore`.
+/// Found by the `scenario` target: `Scenario::validate` summed the groups' device counts in
+/// a `u32` (a panic with overflow checks; without, the total wrapped and 4294967297 devices
+/// validated). Fixed: summed in u64 and refused.
 #[test]
-#[ignore = "open product bug: iotseal-device Scenario::validate overflows (fuzz/README.md)"]
 fn scenario_device_total_overflow_is_refused() {
     let text = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
