@@ -94,8 +94,9 @@ while [ "$(date +%s)" -lt $(( end - 20 )) ]; do
   python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("  sent %d verified %d lost %d p99 %.2f ms" % (s["readings_sent"], s["readings_verified"], s["lost"], s["p99_ms"]))' \
     "$out/round-$round.json" || true
 done
-# A last quiet stretch: sessions expire, memory should fall back.
-sleep 20
+# A last quiet stretch, longer than the idle timeout: every session expires.
+echo "quiet for 130 s: sessions expire"
+sleep 130
 kill "$sampler_pid" 2>/dev/null || true
 wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
