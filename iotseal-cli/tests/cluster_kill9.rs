@@ -363,10 +363,21 @@ fn cluster_of_three_survives_a_sigkill_and_stores_everything_once() {
     assert!(before_kill > 0, "nothing acknowledged before the kill");
     nodes[1].take().unwrap().kill9();
     println!("node n2 killed with SIGKILL after {before_kill} acknowledged readings");
-    // The snapshot: everything acknowledged so far is stored already.
+    // The snapshot: everything acknowledged so far is stored already. Copy the acknowledged
+    // sets first: devices keep running, and an acknowledgement that arrives after the storage
+    // query must not be checked against it.
+    let acked_so_far: Vec<(String, Vec<u64>)> = ledgers
+        .iter()
+        .map(|(id, l)| {
+            (
+                id.clone(),
+                l.lock().unwrap().acked.iter().copied().collect(),
+            )
+        })
+        .collect();
     let snap = rt.block_on(stored(&pg_url));
-    for (id, l) in &ledgers {
-        for m in &l.lock().unwrap().acked {
+    for (id, acked) in &acked_so_far {
+        for m in acked {
             assert!(
                 snap.get(id).is_some_and(|s| s.contains_key(m)),
                 "{id}/{m} acknowledged before the kill but not stored"
