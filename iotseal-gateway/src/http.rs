@@ -178,26 +178,70 @@ fn too_large(sh: &Shared) -> Response {
     r
 }
 
-/// Reads a body of at most `max_body` bytes: refused from its Content-Length before reading
+/// How long an oversized body is read and thrown away before the 413 goes out.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// Reads a body of at most `max_body` bytes: refused from its Content-Length without keeping
 /// anything, and cut off while streaming if it grows past the limit.
+///
+/// Before answering 413 the gateway reads and discards up to another `max_body` bytes for at
+/// most [`LINGER_TIME`] (nginx's "lingering close") when the body would end within that
+/// budget: closing a connection with unread bytes
+/// in the kernel's buffer sends a TCP reset, which can destroy the 413 before a client that
+/// is still writing reads it. The cost is bounded by what an honest largest body costs.
 async fn read_body(sh: &Shared, req: Request) -> Result<Bytes, Response> {
     let max = sh.settings.limits.max_body;
+    let mut announced = 0;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) if n > max as u64 => return Err(too_large(sh)),
-            Some(_) => {}
+            Some(n) if n > max as u64 => {
+                // Only a body that ends within the lingering budget is drained; a client
+                // announcing more than twice the limit is answered at once.
+                if n <= 2 * max as u64 {
+                    linger(req.into_body(), max).await;
+                }
+                return Err(too_large(sh));
+            }
+            Some(n) => announced = n as usize,
             None => return Err(refuse(sh, "malformed", Refusal::Malformed)),
         }
     }
-    let limited = http_body_util::Limited::new(req.into_body(), max);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(sh)),
-        Err(e) => {
-            debug!(error = %e, "reading a request body failed");
-            Err(refuse(sh, "malformed", Refusal::Malformed))
+    let mut body = req.into_body();
+    // Bounded: `announced` is at most `max`.
+    let mut buf = bytes::BytesMut::with_capacity(announced);
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                debug!(error = %e, "reading a request body failed");
+                return Err(refuse(sh, "malformed", Refusal::Malformed));
+            }
+        };
+        if buf.len() + data.len() > max {
+            linger(body, max).await;
+            return Err(too_large(sh));
         }
+        buf.extend_from_slice(&data);
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards at most `budget` more bytes of `body`, for at most [`LINGER_TIME`].
+async fn linger(mut body: axum::body::Body, budget: usize) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut left = budget;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------

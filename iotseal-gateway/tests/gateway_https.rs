@@ -493,6 +493,28 @@ async fn oversized_bodies_get_413_without_being_read() {
     assert_eq!(metric(&m, "iotseal_refusals_total{reason=\"oversize\"}"), 3);
 }
 
+/// A client that writes a whole body just over the limit before it reads (hyper's client
+/// does) still gets the 413, not a connection reset: the gateway drains the rest first.
+#[tokio::test]
+async fn a_body_just_over_the_limit_is_answered_413_not_reset() {
+    let env = Env::start(&[SigAlg::Ed25519], |_| {}).await;
+    let max = iotseal_gateway::Settings::default().limits.max_body;
+    for path in ["/v1/records", "/v1/handshake"].repeat(20) {
+        let r = env
+            .client
+            .request(Method::POST, path, &[], vec![0x80; max + 1])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 413, "{path}");
+        assert_eq!(decode_alert(&r.body), Some(Refusal::Malformed));
+    }
+    let m = env.metrics().await;
+    assert_eq!(
+        metric(&m, "iotseal_refusals_total{reason=\"oversize\"}"),
+        40
+    );
+}
+
 #[tokio::test]
 async fn admin_requires_the_token() {
     let env = Env::start(&[SigAlg::Ed25519], |_| {}).await;

@@ -1619,6 +1619,16 @@ fn oversize_body(ctx: &Ctx) -> BoxFut<'_> {
             .inject_post("/v1/records", vec![0x80u8; max + 1])
             .await;
         f.attempt(a.status == 413);
+        f.saw(format!(
+            "/v1/records {} KiB whole through the proxy: HTTP {}{}",
+            (max + 1) / 1024,
+            a.status,
+            if a.status == 502 {
+                " (the proxy's request failed in transport)"
+            } else {
+                ""
+            }
+        ));
         f.check(
             format!(
                 "every oversized body was answered 413 ({} of {})",
