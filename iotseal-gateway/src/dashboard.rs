@@ -280,6 +280,9 @@ impl Storage for Observed {
     fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>> {
         self.inner.touch_device(id, at_ms)
     }
+    fn touch_devices(&self, seen: Vec<(String, u64)>) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.inner.touch_devices(seen)
+    }
     fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>> {
         self.inner.readings(q)
     }

@@ -64,7 +64,7 @@ pub mod tls;
 use std::fmt;
 
 pub use server::{Gateway, GatewayHandle, open_storage, serve};
-pub use settings::Settings;
+pub use settings::{Settings, StorageSync};
 
 /// What can stop the gateway from starting or running. Details are for the operator's logs.
 #[derive(Debug)]

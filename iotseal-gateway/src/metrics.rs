@@ -3,8 +3,9 @@
 //! Every name starts with `iotseal_`. Label sets are bounded: suites and refusal reasons come
 //! from fixed lists, routes from the router's templates, statuses from the HTTP status space.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,29 +36,62 @@ const COMMIT_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A counter family with one label set per key.
+/// Most label sets one family keeps (callers pass labels from fixed sets; a cap anyway).
+const MAX_LABEL_SETS: usize = 4096;
+
+/// A counter family with one label set per key. Counting an existing label set allocates
+/// nothing (it runs on every request): label sets are found by a hash of the borrowed labels.
 #[derive(Debug, Default)]
-struct Family(Mutex<BTreeMap<Vec<String>, u64>>);
+struct Family(Mutex<FamilyMap>);
+
+#[derive(Debug, Default)]
+struct FamilyMap {
+    by_hash: HashMap<u64, Vec<(Vec<String>, u64)>>,
+    len: usize,
+}
+
+fn hash_labels(labels: &[&str]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
+}
+
+fn same(key: &[String], labels: &[&str]) -> bool {
+    key.len() == labels.len() && key.iter().zip(labels).all(|(a, b)| a == b)
+}
 
 impl Family {
     fn inc(&self, labels: &[&str], by: u64) {
+        let h = hash_labels(labels);
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: callers pass labels from fixed sets; cap anyway against surprises.
-        if m.len() >= 4096 && !m.contains_key(&to_key(labels)) {
+        let full = m.len >= MAX_LABEL_SETS;
+        let bucket = m.by_hash.entry(h).or_default();
+        if let Some((_, v)) = bucket.iter_mut().find(|(k, _)| same(k, labels)) {
+            *v += by;
             return;
         }
-        *m.entry(to_key(labels)).or_insert(0) += by;
+        if full {
+            return;
+        }
+        bucket.push((to_key(labels), by));
+        m.len += 1;
     }
 
     fn get(&self, labels: &[&str]) -> u64 {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&to_key(labels)).copied().unwrap_or(0)
+        m.by_hash
+            .get(&hash_labels(labels))
+            .and_then(|b| b.iter().find(|(k, _)| same(k, labels)))
+            .map_or(0, |(_, v)| *v)
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for (labels, v) in m.iter() {
+        let sorted: BTreeMap<Vec<String>, u64> = {
+            let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            m.by_hash.values().flatten().cloned().collect()
+        };
+        for (labels, v) in &sorted {
             let _ = write!(out, "{name}{{");
             for (i, (n, l)) in label_names.iter().zip(labels).enumerate() {
                 if i > 0 {
@@ -200,7 +234,10 @@ impl Metrics {
 
     /// Counts an HTTP response.
     pub fn http_request(&self, route: &str, status: u16) {
-        self.http_requests.inc(&[route, &status.to_string()], 1);
+        // Valid codes have a static text form; anything else is counted under "other".
+        let code = axum::http::StatusCode::from_u16(status).ok();
+        let text = code.as_ref().map_or("other", |s| s.as_str());
+        self.http_requests.inc(&[route, text], 1);
     }
 
     /// Counts accepted records.
@@ -377,5 +414,26 @@ mod tests {
         ] {
             assert!(t.contains(name), "missing {name} in\n{t}");
         }
+    }
+
+    /// A family keeps at most `MAX_LABEL_SETS` label sets: new ones beyond are not counted
+    /// (memory stays bounded), existing ones still are.
+    #[test]
+    fn label_sets_are_bounded() {
+        let f = Family::default();
+        let names: Vec<String> = (0..MAX_LABEL_SETS + 10).map(|i| format!("s{i}")).collect();
+        for n in &names {
+            f.inc(&[n, "x"], 1);
+        }
+        assert_eq!(f.0.lock().unwrap().len, MAX_LABEL_SETS);
+        assert_eq!(f.get(&[&names[MAX_LABEL_SETS + 5], "x"]), 0);
+        f.inc(&[&names[0], "x"], 2);
+        assert_eq!(f.get(&[&names[0], "x"]), 3);
+        let mut out = String::new();
+        f.render(&mut out, "n", "h", &["a", "b"]);
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("n{")).count(),
+            MAX_LABEL_SETS
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::sessions::{EndReason, SessionEntry, SessionTable};
-use crate::settings::StorageSpec;
+use crate::settings::{StorageSpec, StorageSync};
 use crate::storage::{SessionEvent, Storage};
 use crate::{GatewayError, Settings, http, keys, tls};
 
@@ -157,14 +157,26 @@ pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, Gatew
             }
             let s = crate::storage::sqlite::SqliteStorage::open(
                 &path,
-                crate::storage::sqlite::SqliteOptions::default(),
+                crate::storage::sqlite::SqliteOptions {
+                    synchronous_full: settings.storage_sync == StorageSync::Full,
+                    queue_capacity: settings.limits.storage_queue,
+                    max_batch: settings.limits.storage_batch,
+                    read_connections: settings.limits.storage_read_connections,
+                    ..Default::default()
+                },
             )?;
             Ok(Arc::new(s))
         }
         StorageSpec::Postgres(url) => {
             let s = crate::storage::postgres::PgStorage::connect(
                 &url,
-                crate::storage::postgres::PgOptions::default(),
+                crate::storage::postgres::PgOptions {
+                    synchronous_commit: settings.storage_sync == StorageSync::Full,
+                    queue_capacity: settings.limits.storage_queue,
+                    max_batch: settings.limits.storage_batch,
+                    read_connections: settings.limits.storage_read_connections,
+                    ..Default::default()
+                },
             )
             .await?;
             Ok(Arc::new(s))
@@ -613,12 +625,19 @@ pub(crate) async fn sweep_once(shared: &Shared) {
 
 /// Writes devices' last-seen times that changed (batched here instead of one storage write
 /// per request).
+/// Writes every device's new last-seen time in one storage call (one group commit), so a
+/// large fleet does not queue one transaction per device ahead of readings.
 async fn flush_last_seen(shared: &Shared) {
-    for d in shared.registry.all() {
-        if let Some(t) = d.take_unflushed_seen()
-            && let Err(e) = shared.storage.touch_device(d.id.clone(), t).await
-        {
-            warn!(device = %d.id, error = %e, "storing last-seen time failed");
-        }
+    let seen: Vec<(String, u64)> = shared
+        .registry
+        .all()
+        .into_iter()
+        .filter_map(|d| d.take_unflushed_seen().map(|t| (d.id.clone(), t)))
+        .collect();
+    let n = seen.len();
+    if n > 0
+        && let Err(e) = shared.storage.touch_devices(seen).await
+    {
+        warn!(devices = n, error = %e, "storing last-seen times failed");
     }
 }

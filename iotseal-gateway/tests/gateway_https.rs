@@ -401,6 +401,103 @@ async fn sessions_per_device_are_bounded_and_close_ends_a_session() {
     assert_eq!(ev, ["established", "evicted", "established", "closed"]);
 }
 
+/// `limits.max_sessions` at its edge: the table never holds more, and a new session evicts
+/// the least recently used one (not the one just used).
+#[tokio::test]
+async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| s.limits.max_sessions = 2).await;
+    let s = suite("x25519/ed25519/aes256gcm");
+    let mut conn = env.conn().await;
+    let (mut a, mut b, mut c) = (
+        env.device("a", s).await,
+        env.device("b", s).await,
+        env.device("c", s).await,
+    );
+    let mut ha = a.handshake(&mut conn, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut hb = b.handshake(&mut conn, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // `a` is used again: `b` is now the least recently used.
+    let body = framed(&seal_records(&mut ha.session, &[a.readings(1)]));
+    assert_eq!(
+        conn.post_binary("/v1/records", body).await.unwrap().status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut hc = c.handshake(&mut conn, 0).await;
+    assert_eq!(env.gw().session_count(), 2, "never more than max_sessions");
+    let body = framed(&seal_records(&mut hb.session, &[b.readings(1)]));
+    assert_eq!(
+        conn.post_binary("/v1/records", body).await.unwrap().status,
+        404,
+        "b was evicted"
+    );
+    for (h, d) in [(&mut ha, &mut a), (&mut hc, &mut c)] {
+        let body = framed(&seal_records(&mut h.session, &[d.readings(1)]));
+        assert_eq!(
+            conn.post_binary("/v1/records", body).await.unwrap().status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let evicted: Vec<String> = env
+        .storage
+        .events()
+        .into_iter()
+        .filter(|e| e.event == "evicted")
+        .map(|e| e.device_id.unwrap_or_default())
+        .collect();
+    assert_eq!(evicted, ["b"]);
+}
+
+/// `limits.max_connections` at its edge: the connection over the limit is closed before TLS
+/// (counted as a `limit` refusal); once one closes, a new one is served.
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_before_tls() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| s.limits.max_connections = 2).await;
+    let mut first = env.conn().await;
+    let mut second = env.conn().await;
+    for c in [&mut first, &mut second] {
+        let r = c.request(Method::GET, "/healthz", &[], vec![]).await;
+        assert_eq!(r.unwrap().status, 200);
+    }
+    let tls = tokio_rustls::TlsConnector::from(root_trusting_config(&env.cert_pem));
+    let tcp = tokio::net::TcpStream::connect(env.gw().local_addr())
+        .await
+        .unwrap();
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls.connect("127.0.0.1".try_into().unwrap(), tcp),
+    )
+    .await
+    .expect("closed, not left hanging");
+    assert!(third.is_err(), "the third connection must not get TLS");
+    let r = first.request(Method::GET, "/metrics", &[], vec![]).await;
+    let m = String::from_utf8(r.unwrap().body).unwrap();
+    assert!(
+        metric(&m, "iotseal_refusals_total{reason=\"limit\"}") >= 1,
+        "{m}"
+    );
+    drop(second);
+    // The permit comes back when the server notices the close.
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tcp = tokio::net::TcpStream::connect(env.gw().local_addr())
+            .await
+            .unwrap();
+        if tls
+            .connect("127.0.0.1".try_into().unwrap(), tcp)
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a connection is served again once one closed");
+}
+
 #[tokio::test]
 async fn rotated_identity_keys_both_work() {
     let env = Env::start(&[SigAlg::Ed25519, SigAlg::Ed25519], |_| {}).await;

@@ -884,6 +884,13 @@ async fn touch_and_session_events() {
         s.device("dev".into()).await.unwrap().unwrap().last_seen_ms,
         Some(5000)
     );
+    s.touch_devices(vec![("dev".into(), 4500), ("ghost".into(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.device("dev".into()).await.unwrap().unwrap().last_seen_ms,
+        Some(5000)
+    );
 
     for (i, ev) in ["established", "closed"].into_iter().enumerate() {
         s.session_event(SessionEvent {

@@ -307,7 +307,7 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
     // An error after which SQLite itself rolls the whole transaction back.
     raw(&path)
         .execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON readings WHEN NEW.msg_id = 666 \
+            "CREATE TRIGGER boom BEFORE INSERT ON reading_rows WHEN NEW.msg_id = 666 \
              BEGIN SELECT RAISE(ROLLBACK, 'boom'); END;",
         )
         .unwrap();
@@ -388,11 +388,13 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_stores_all_committed_and_counted() {
-    for max_batch in [64, 4096] {
+    // The defaults, and both bounds at a small edge (a queue of one request).
+    for (max_batch, queue_capacity) in [(64, 1), (4096, 1024)] {
         let dir = tempfile::tempdir().unwrap();
         let path = db_path(&dir);
         let opts = SqliteOptions {
             max_batch,
+            queue_capacity,
             ..SqliteOptions::default()
         };
         let s = Arc::new(SqliteStorage::open(&path, opts).unwrap());
@@ -457,6 +459,39 @@ async fn concurrent_stores_all_committed_and_counted() {
             3 * distinct as i64
         );
     }
+}
+
+/// `limits.storage_queue` at its edge: with the writer blocked and its queue full, callers
+/// wait for room (back-pressure) instead of failing or dropping; once the writer runs, every
+/// one of them is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_writer_queue_makes_callers_wait_not_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let opts = SqliteOptions {
+        queue_capacity: 2,
+        ..SqliteOptions::default()
+    };
+    let s = Arc::new(SqliteStorage::open(&path, opts).unwrap());
+    s.add_device(device("a", 1)).await.unwrap();
+    s.flush().await.unwrap();
+    let lock = WriteLock::take(&path);
+    let calls: Vec<_> = (0..12u64)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.store_readings(vec![reading("a", i, i)]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        calls.iter().all(|c| !c.is_finished()),
+        "nothing completes while the writer is blocked"
+    );
+    lock.release();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().inserted, 1);
+    }
+    assert_eq!(s.count_readings().await.unwrap(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -609,6 +644,24 @@ async fn touch_and_session_events() {
     assert_eq!(
         s.device("dev".into()).await.unwrap().unwrap().last_seen_ms,
         Some(5000)
+    );
+    // Many at once (the sweeper's flush): forward only, unknown ids ignored.
+    s.add_device(device("dev2", 2)).await.unwrap();
+    s.touch_devices(vec![
+        ("dev".into(), 4500),
+        ("dev2".into(), 7000),
+        ("ghost".into(), 1),
+    ])
+    .await
+    .unwrap();
+    s.touch_devices(Vec::new()).await.unwrap();
+    assert_eq!(
+        s.device("dev".into()).await.unwrap().unwrap().last_seen_ms,
+        Some(5000)
+    );
+    assert_eq!(
+        s.device("dev2".into()).await.unwrap().unwrap().last_seen_ms,
+        Some(7000)
     );
 
     for (i, ev) in ["established", "closed"].into_iter().enumerate() {

@@ -541,6 +541,33 @@ fn half_open_table_is_bounded() {
     assert_eq!(server.half_open_len(), 8);
 }
 
+/// The hello nonce cache is bounded too: with room in the half-open table, the hello after
+/// the cache's capacity is refused as busy (a nonce is never forgotten early, which would let
+/// a recorded hello be replayed).
+#[test]
+fn nonce_cache_is_bounded() {
+    let mut pair = Pair::new(rc(), rc(), SMALL, 72);
+    pair.reconfigure(|c| {
+        c.max_half_open = 64;
+        c.nonce_cache_capacity = 5;
+    });
+    let server = &mut pair.server;
+    let now = T0;
+    for i in 0..8 {
+        let (_hs, m1) = DeviceHandshake::start(pair.device.clone(), now).unwrap();
+        let r = server.handle_hello(now, &m1, &|_| false);
+        if i < 5 {
+            assert!(r.is_ok(), "{i}");
+        } else {
+            assert_eq!(
+                r.unwrap_err(),
+                iotseal_proto::error::Limit::NonceCacheFull.into()
+            );
+        }
+    }
+    assert_eq!(server.half_open_len(), 5);
+}
+
 /// M3 with records: the gateway returns them for the application; a replayed M3 after the
 /// handshake completed finds no half-open state.
 #[test]

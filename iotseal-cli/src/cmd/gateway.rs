@@ -92,6 +92,7 @@ overrides! {
     listen = "listen", "IOTSEAL_LISTEN";
     data_dir = "data_dir", "IOTSEAL_DATA_DIR";
     storage = "storage", "IOTSEAL_STORAGE";
+    storage_sync = "storage_sync", "IOTSEAL_STORAGE_SYNC";
     plain_http = "plain_http", "IOTSEAL_PLAIN_HTTP";
     identity_keys = "identity_keys", "IOTSEAL_IDENTITY_KEYS";
     admin_token_file = "admin_token_file", "IOTSEAL_ADMIN_TOKEN_FILE";
@@ -125,6 +126,9 @@ overrides! {
     shutdown_grace_secs = "limits.shutdown_grace_secs", "IOTSEAL_SHUTDOWN_GRACE_SECS";
     sweep_interval_secs = "limits.sweep_interval_secs", "IOTSEAL_SWEEP_INTERVAL_SECS";
     retry_after_secs = "limits.retry_after_secs", "IOTSEAL_RETRY_AFTER_SECS";
+    storage_queue = "limits.storage_queue", "IOTSEAL_STORAGE_QUEUE";
+    storage_batch = "limits.storage_batch", "IOTSEAL_STORAGE_BATCH";
+    storage_read_connections = "limits.storage_read_connections", "IOTSEAL_STORAGE_READ_CONNECTIONS";
     max_record_age_secs = "records.max_record_age_secs", "IOTSEAL_MAX_RECORD_AGE_SECS";
     mqtt_broker = "mqtt.broker", "IOTSEAL_MQTT_BROKER";
     mqtt_client_id = "mqtt.client_id", "IOTSEAL_MQTT_CLIENT_ID";
@@ -429,6 +433,7 @@ mod tests {
             let v = match k {
                 "listen" => "127.0.0.1:0",
                 "storage" => "memory:",
+                "storage_sync" => "normal",
                 "identity_keys" | "policy.allowed_suites" => "[]",
                 "plain_http" | "policy.require_pq_kem" | "policy.require_pq_sig" => "true",
                 "handshake_rate_per_ip" | "limits.handshake_rate_per_ip" => "3.5",

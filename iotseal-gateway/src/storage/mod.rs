@@ -138,6 +138,21 @@ pub trait Storage: Send + Sync + 'static {
     fn devices(&self) -> BoxFuture<'_, Result<Vec<DeviceRecord>, StorageError>>;
     /// Records that a device was seen at `at_ms`.
     fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Records several last-seen times at once (the sweeper's periodic flush). Backends with
+    /// group commit override it to write them all in one transaction; the default submits
+    /// them concurrently so they can share commits.
+    fn touch_devices(&self, seen: Vec<(String, u64)>) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let calls = seen
+                .into_iter()
+                .map(|(id, at_ms)| self.touch_device(id, at_ms));
+            futures_util::future::join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map(drop)
+        })
+    }
     /// Readings of a device in a time range, oldest first.
     fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>>;
     /// Total readings stored.

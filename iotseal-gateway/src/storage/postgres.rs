@@ -61,9 +61,6 @@ use super::{
     StoreOutcome, StoredReading,
 };
 
-/// Requests queued for the writer before callers wait for room.
-const QUEUE_CAPACITY: usize = 1024;
-
 /// Options of [`PgStorage::connect`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgOptions {
@@ -72,8 +69,14 @@ pub struct PgOptions {
     pub max_batch: usize,
     /// Most read connections open at once (default 4).
     pub read_connections: usize,
+    /// Requests queued for the writer before callers wait for room (default 1024).
+    pub queue_capacity: usize,
     /// Connection timeout when the URL sets none (default 10 s).
     pub connect_timeout: Duration,
+    /// false sets `synchronous_commit=off` on the writer's connection: commits are
+    /// acknowledged before the server's WAL reaches the disk (see `StorageSync::Normal`).
+    /// Default true: the server's own setting applies.
+    pub synchronous_commit: bool,
 }
 
 impl Default for PgOptions {
@@ -81,7 +84,9 @@ impl Default for PgOptions {
         Self {
             max_batch: 4096,
             read_connections: 4,
+            queue_capacity: 1024,
             connect_timeout: Duration::from_secs(10),
+            synchronous_commit: true,
         }
     }
 }
@@ -162,10 +167,13 @@ impl PgStorage {
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StorageError> {
         let config = schema::config(url, &options)?;
         let target = describe(&config);
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let max_batch = options.max_batch;
-        let writer_config = config.clone();
+        let mut writer_config = config.clone();
+        if !options.synchronous_commit {
+            writer_config.options("-c synchronous_commit=off");
+        }
         let thread = std::thread::Builder::new()
             .name("iotseal-postgres".into())
             .spawn(move || {

@@ -33,9 +33,13 @@
 //! applied in one transaction at open. A file written by a newer build, or an SQLite file that
 //! is not an iotseal database, is refused.
 //!
-//! Tables: `devices`, `readings` (primary key (device_id, msg_id), index on (device_id,
-//! device_time_ms, msg_id)), `reading_values` (one row per parsed value, in payload order;
-//! a NaN value is stored as NULL and read back as NaN) and `session_events`.
+//! Tables (schema version 2): `devices` (integer `key`, unique text `id`), `reading_rows`
+//! (`WITHOUT ROWID`, primary key (device key, msg_id), index on (device key, device_time_ms,
+//! msg_id), the parsed values in a JSON column `vals` = `[[sensor, value], ...]` in payload
+//! order, NaN as null) and `session_events`. Views keep version 1's names for SQL users:
+//! `readings` (device_id, msg_id, device_time_ms, received_ms, payload) and `reading_values`
+//! (device_id, msg_id, idx, sensor, value; one row per value). Per reading the writer touches
+//! two B-trees (the table and its time index) instead of version 1's five.
 
 mod reader;
 mod schema;
@@ -56,9 +60,6 @@ use super::{
     StoreOutcome, StoredReading,
 };
 
-/// Requests queued for the writer before callers wait for room.
-const QUEUE_CAPACITY: usize = 1024;
-
 /// Options of [`SqliteStorage::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqliteOptions {
@@ -74,6 +75,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Most read connections open at once (default 4).
     pub read_connections: usize,
+    /// Requests queued for the writer before callers wait for room (default 1024).
+    pub queue_capacity: usize,
 }
 
 impl Default for SqliteOptions {
@@ -83,6 +86,7 @@ impl Default for SqliteOptions {
             max_batch: 4096,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            queue_capacity: 1024,
         }
     }
 }
@@ -138,7 +142,7 @@ impl SqliteStorage {
             options.read_connections,
             first_reader,
         );
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let max_batch = options.max_batch;
         let thread = std::thread::Builder::new()
             .name("iotseal-sqlite-writer".into())
@@ -203,8 +207,36 @@ fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
         received_ms: to_i64(r.received_ms, "received_ms")?,
         device_id: r.device_id,
         payload: r.payload,
-        values: r.values,
+        vals: values_json(&r.values),
     })
+}
+
+/// The values as the `vals` JSON column: `[["temperature",21.3],...]`, in payload order.
+/// NaN has no JSON form and is stored as null (read back as NaN); infinities are written as
+/// ±9e999, which SQLite's JSON functions read back as infinities.
+pub(crate) fn values_json(values: &[(String, f64)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2 + values.len() * 24);
+    out.push('[');
+    for (i, (sensor, v)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        // A JSON string (escaped); serializing a str cannot fail.
+        out.push_str(&serde_json::to_string(sensor).unwrap_or_else(|_| "\"\"".into()));
+        out.push(',');
+        let _ = if v.is_nan() {
+            write!(out, "null")
+        } else if v.is_infinite() {
+            write!(out, "{}9e999", if *v < 0.0 { "-" } else { "" })
+        } else {
+            write!(out, "{v}")
+        };
+        out.push(']');
+    }
+    out.push(']');
+    out
 }
 
 fn device_row(d: DeviceRecord) -> Result<DeviceRow, StorageError> {
@@ -274,6 +306,20 @@ impl Storage for SqliteStorage {
         Box::pin(async move {
             let at_ms = to_i64(at_ms, "at_ms")?;
             self.submit(|reply| Op::Touch { id, at_ms, reply }).await
+        })
+    }
+
+    /// One write request, one transaction, for every device of the call.
+    fn touch_devices(&self, seen: Vec<(String, u64)>) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            if seen.is_empty() {
+                return Ok(());
+            }
+            let seen = seen
+                .into_iter()
+                .map(|(id, at)| Ok((id, to_i64(at, "at_ms")?)))
+                .collect::<Result<Vec<_>, StorageError>>()?;
+            self.submit(|reply| Op::TouchMany { seen, reply }).await
         })
     }
 

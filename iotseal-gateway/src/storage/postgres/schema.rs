@@ -68,6 +68,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX session_events_at ON session_events (at_ms);
     CREATE INDEX session_events_device ON session_events (device_id, at_ms);
     ",
+    // 2: as SQLite's version 2 for what SQL users see: `devices` gains its integer `key`;
+    // `readings` and `reading_values` keep their columns. SQLite stores readings in
+    // `reading_rows` (values as JSON) behind views of those names; PostgreSQL keeps the
+    // tables, whose inserts it spreads over its own processes (docs/decisions.md D10).
+    r"
+    ALTER TABLE devices ADD COLUMN key bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -180,16 +180,14 @@ pub(super) fn readings(
     {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT msg_id, device_time_ms, received_ms, payload FROM readings \
-                 WHERE device_id = ?1 AND device_time_ms BETWEEN ?2 AND ?3 \
+                "SELECT msg_id, device_time_ms, received_ms, payload, vals FROM reading_rows \
+                 WHERE device = (SELECT key FROM devices WHERE id = ?1) \
+                 AND device_time_ms BETWEEN ?2 AND ?3 \
                  ORDER BY device_time_ms, msg_id LIMIT ?4",
             )
             .map_err(db)?;
         let mut values = tx
-            .prepare_cached(
-                "SELECT sensor, value FROM reading_values \
-                 WHERE device_id = ?1 AND msg_id = ?2 ORDER BY idx",
-            )
+            .prepare_cached("SELECT value ->> 0, value ->> 1 FROM json_each(?1) ORDER BY key")
             .map_err(db)?;
         let mut rows = stmt
             .query(params![q.device_id, from, to_inclusive, limit])
@@ -199,8 +197,9 @@ pub(super) fn readings(
             let device_time_ms: i64 = row.get(1).map_err(db)?;
             let received_ms: i64 = row.get(2).map_err(db)?;
             let payload: Vec<u8> = row.get(3).map_err(db)?;
+            let json: String = row.get(4).map_err(db)?;
             let vals = values
-                .query_map(params![q.device_id, msg_id], |r| {
+                .query_map([json], |r| {
                     let value: Option<f64> = r.get(1)?;
                     Ok((r.get::<_, String>(0)?, value.unwrap_or(f64::NAN)))
                 })

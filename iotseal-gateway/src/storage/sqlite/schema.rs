@@ -66,6 +66,57 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX session_events_at ON session_events (at_ms);
     CREATE INDEX session_events_device ON session_events (device_id, at_ms);
     ",
+    // 2: the write path's layout (docs/performance.md). Integer device keys; one row per
+    // reading, without a rowid table behind its primary key, its parsed values in a JSON
+    // column (`[[sensor, value], ...]`, NaN as null) instead of one row per value: two B-tree
+    // entries per reading instead of five. `readings` and `reading_values` stay, as views.
+    r"
+    CREATE TABLE devices_v2 (
+        key          INTEGER PRIMARY KEY,
+        id           TEXT    NOT NULL UNIQUE,
+        alg          TEXT    NOT NULL,
+        public_key   BLOB    NOT NULL UNIQUE,
+        revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER,
+        readings     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    INSERT INTO devices_v2 (id, alg, public_key, revoked, created_ms, last_seen_ms, readings)
+        SELECT id, alg, public_key, revoked, created_ms, last_seen_ms, readings FROM devices
+        ORDER BY created_ms, id;
+
+    CREATE TABLE reading_rows (
+        device         INTEGER NOT NULL REFERENCES devices_v2 (key),
+        msg_id         INTEGER NOT NULL,
+        device_time_ms INTEGER NOT NULL,
+        received_ms    INTEGER NOT NULL,
+        payload        BLOB    NOT NULL,
+        vals           TEXT    NOT NULL CHECK (json_valid(vals)),
+        PRIMARY KEY (device, msg_id)
+    ) STRICT, WITHOUT ROWID;
+    -- Time-range queries, ordered by (device_time_ms, msg_id) without a sort.
+    CREATE INDEX reading_rows_time ON reading_rows (device, device_time_ms, msg_id);
+    INSERT INTO reading_rows (device, msg_id, device_time_ms, received_ms, payload, vals)
+        SELECT d.key, r.msg_id, r.device_time_ms, r.received_ms, r.payload,
+            coalesce((SELECT json_group_array(json_array(v.sensor, v.value))
+                      FROM (SELECT sensor, value FROM reading_values
+                            WHERE device_id = r.device_id AND msg_id = r.msg_id
+                            ORDER BY idx) AS v), '[]')
+        FROM readings r JOIN devices_v2 d ON d.id = r.device_id;
+
+    DROP TABLE reading_values;
+    DROP TABLE readings;
+    DROP TABLE devices;
+    ALTER TABLE devices_v2 RENAME TO devices;
+
+    CREATE VIEW readings AS
+        SELECT d.id AS device_id, r.msg_id, r.device_time_ms, r.received_ms, r.payload
+        FROM reading_rows r JOIN devices d ON d.key = r.device;
+    CREATE VIEW reading_values AS
+        SELECT d.id AS device_id, r.msg_id, j.key AS idx, j.value ->> 0 AS sensor,
+               j.value ->> 1 AS value
+        FROM reading_rows r JOIN devices d ON d.key = r.device, json_each(r.vals) AS j;
+    ",
 ];
 
 /// The schema version this build creates and understands.
@@ -187,4 +238,114 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
         "sqlite schema migrated"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 file with data migrates to the latest version without losing or changing a
+    /// reading, its values (NaN, infinities, order, duplicates of a sensor) or a device.
+    #[test]
+    fn version_1_data_survives_the_migration() {
+        let dir = std::env::temp_dir().join(format!("iotseal-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO devices VALUES ('b', 'ed25519', x'02', 1, 20, NULL, 0);
+                 INSERT INTO devices VALUES ('a', 'ed25519', x'01', 0, 10, 99, 3);
+                 INSERT INTO readings VALUES ('a', 1, 1000, 1001, x'aa');
+                 INSERT INTO readings VALUES ('a', 2, 2000, 2001, x'bb');
+                 INSERT INTO readings VALUES ('a', 3, 3000, 3001, x'cc');
+                 INSERT INTO reading_values VALUES ('a', 1, 0, 'temperature', 21.5);
+                 INSERT INTO reading_values VALUES ('a', 1, 1, 'humidity', NULL);
+                 INSERT INTO reading_values VALUES ('a', 1, 2, 'temperature', -3.25);
+                 INSERT INTO reading_values VALUES ('a', 2, 0, 'power', 9e999);",
+            )
+            .unwrap();
+        }
+        let mut c = open_writer(&path, true, Duration::from_secs(1)).unwrap();
+        let version: u32 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, LATEST);
+        let devices: Vec<(String, bool, i64, Option<i64>, i64)> = c
+            .prepare(
+                "SELECT id, revoked, created_ms, last_seen_ms, readings FROM devices ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            devices,
+            vec![
+                ("a".into(), false, 10, Some(99), 3),
+                ("b".into(), true, 20, None, 0)
+            ]
+        );
+        let readings: Vec<(String, i64, i64, i64, Vec<u8>)> = c
+            .prepare("SELECT * FROM readings ORDER BY msg_id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(readings.len(), 3);
+        assert_eq!(readings[1], ("a".into(), 2, 2000, 2001, vec![0xbb]));
+        let values: Vec<(i64, i64, String, Option<f64>)> = c
+            .prepare("SELECT msg_id, idx, sensor, value FROM reading_values ORDER BY msg_id, idx")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            values,
+            vec![
+                (1, 0, "temperature".into(), Some(21.5)),
+                (1, 1, "humidity".into(), None),
+                (1, 2, "temperature".into(), Some(-3.25)),
+                (2, 0, "power".into(), Some(f64::INFINITY)),
+            ]
+        );
+        // Reading 3 had no values: an empty array, not a missing row.
+        let vals: String = c
+            .query_row("SELECT vals FROM reading_rows WHERE msg_id = 3", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(vals, "[]");
+        // Foreign keys still hold, and name the renamed table.
+        let broken: i64 = c
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(broken, 0);
+        assert!(
+            c.execute(
+                "INSERT INTO reading_rows VALUES (999, 1, 1, 1, x'00', '[]')",
+                []
+            )
+            .is_err()
+        );
+        // Opening again is a no-op.
+        migrate(&mut c, &path).unwrap();
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,8 +13,6 @@
 //! Replies are sent only after `COMMIT` returned, so a caller that got `Ok` holds a durable
 //! write (with `synchronous=FULL`), and a caller that got `Err` wrote nothing.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,14 +21,15 @@ use crate::storage::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
-/// A reading checked and converted for SQLite (all integers fit in i64).
+/// A reading checked and converted for SQLite (all integers fit in i64), its values already
+/// encoded as JSON (by the caller's thread, not the writer's).
 pub(super) struct ReadingRow {
     pub(super) device_id: String,
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
     pub(super) received_ms: i64,
     pub(super) payload: Vec<u8>,
-    pub(super) values: Vec<(String, f64)>,
+    pub(super) vals: String,
 }
 
 /// A device checked and converted for SQLite.
@@ -71,6 +70,11 @@ pub(super) enum Op {
         at_ms: i64,
         reply: Reply<()>,
     },
+    /// Several last-seen times (the sweeper's flush), in one savepoint.
+    TouchMany {
+        seen: Vec<(String, i64)>,
+        reply: Reply<()>,
+    },
     Event {
         event: EventRow,
         reply: Reply<()>,
@@ -86,6 +90,7 @@ impl Op {
     fn weight(&self) -> usize {
         match self {
             Self::Store { readings, .. } => readings.len().max(1),
+            Self::TouchMany { seen, .. } => seen.len().max(1),
             _ => 1,
         }
     }
@@ -97,6 +102,10 @@ impl Op {
             Self::AddDevice { device, reply } => Done::Unit(reply, add_device(conn, &device)),
             Self::Revoke { id, reply } => Done::Bool(reply, revoke(conn, &id)),
             Self::Touch { id, at_ms, reply } => Done::Unit(reply, touch(conn, &id, at_ms)),
+            Self::TouchMany { seen, reply } => Done::Unit(
+                reply,
+                seen.iter().try_for_each(|(id, at)| touch(conn, id, *at)),
+            ),
             Self::Event { event, reply } => Done::Unit(reply, session_event(conn, &event)),
             Self::Flush { reply } => Done::Unit(reply, Ok(())),
         }
@@ -109,6 +118,7 @@ impl Op {
             Self::Store { reply, .. } => Done::Store(reply, Err(e())),
             Self::AddDevice { reply, .. }
             | Self::Touch { reply, .. }
+            | Self::TouchMany { reply, .. }
             | Self::Event { reply, .. }
             | Self::Flush { reply } => Done::Unit(reply, Err(e())),
             Self::Revoke { reply, .. } => Done::Bool(reply, Err(e())),
@@ -260,70 +270,66 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
 }
 
 fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, StorageError> {
-    // Per device: readings inserted, latest receive time.
-    let mut per_device: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    {
-        let mut exists = conn
-            .prepare_cached("SELECT 1 FROM devices WHERE id = ?1")
-            .map_err(db)?;
-        for r in readings {
-            if !per_device.contains_key(r.device_id.as_str()) {
-                if !exists.exists([&r.device_id]).map_err(db)? {
-                    return Err(StorageError(format!("unknown device {:?}", r.device_id)));
-                }
-                per_device.insert(&r.device_id, (0, r.received_ms));
-            }
-        }
-    }
-
+    // Per device (by id, in first-seen order; a call rarely names more than one): its key,
+    // readings inserted, latest receive time.
+    let mut per_device: Vec<(&str, i64, i64, i64)> = Vec::new();
+    let mut key_of = conn
+        .prepare_cached("SELECT key FROM devices WHERE id = ?1")
+        .map_err(db)?;
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO readings (device_id, msg_id, device_time_ms, received_ms, payload) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device_id, msg_id) DO NOTHING",
-        )
-        .map_err(db)?;
-    let mut insert_value = conn
-        .prepare_cached(
-            "INSERT INTO reading_values (device_id, msg_id, idx, sensor, value) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO reading_rows (device, msg_id, device_time_ms, received_ms, payload, vals) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device, msg_id) DO NOTHING",
         )
         .map_err(db)?;
     let mut outcome = StoreOutcome::default();
     for r in readings {
+        let i = match per_device.iter().position(|d| d.0 == r.device_id) {
+            Some(i) => i,
+            None => {
+                let key: Option<i64> = key_of
+                    .query_row([&r.device_id], |row| row.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(db(e)),
+                    })?;
+                let Some(key) = key else {
+                    return Err(StorageError(format!("unknown device {:?}", r.device_id)));
+                };
+                per_device.push((&r.device_id, key, 0, r.received_ms));
+                per_device.len() - 1
+            }
+        };
+        let d = &mut per_device[i];
+        d.3 = d.3.max(r.received_ms);
         let changed = insert
             .execute(params![
-                r.device_id,
+                d.1,
                 r.msg_id,
                 r.device_time_ms,
                 r.received_ms,
-                r.payload
+                r.payload,
+                r.vals
             ])
             .map_err(db)?;
-        let entry = per_device.entry(&r.device_id).or_insert((0, r.received_ms));
-        entry.1 = entry.1.max(r.received_ms);
         if changed == 0 {
             outcome.duplicates += 1;
-            continue;
-        }
-        outcome.inserted += 1;
-        entry.0 += 1;
-        for (idx, (sensor, value)) in (0_i64..).zip(&r.values) {
-            let value = (!value.is_nan()).then_some(*value);
-            insert_value
-                .execute(params![r.device_id, r.msg_id, idx, sensor, value])
-                .map_err(db)?;
+        } else {
+            outcome.inserted += 1;
+            d.2 += 1;
         }
     }
 
     let mut update = conn
         .prepare_cached(
             "UPDATE devices SET readings = readings + ?1, \
-             last_seen_ms = max(coalesce(last_seen_ms, ?2), ?2) WHERE id = ?3",
+             last_seen_ms = max(coalesce(last_seen_ms, ?2), ?2) WHERE key = ?3",
         )
         .map_err(db)?;
-    for (id, (inserted, last_received)) in per_device {
+    for (_, key, inserted, last_received) in per_device {
         update
-            .execute(params![inserted, last_received, id])
+            .execute(params![inserted, last_received, key])
             .map_err(db)?;
     }
     Ok(outcome)
