@@ -142,3 +142,35 @@ fn tmp_path(path: &Path) -> PathBuf {
     s.push(".tmp");
     PathBuf::from(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `queue_capacity` at its edge: the push after the capacity fails with `QueueFull` and
+    /// takes no message id; an acknowledgement makes room again; the persisted queue keeps
+    /// every pending reading and the next id across a restart.
+    #[test]
+    fn queue_is_bounded_and_survives_a_restart() {
+        let file = std::env::temp_dir().join(format!("iotseal-queue-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let mut q = Queue::new(3, Some(file.clone())).unwrap();
+        for i in 0..3u64 {
+            assert_eq!(q.push(i, vec![(1, 20.5)], vec![]), Ok(i + 1));
+        }
+        assert_eq!(q.push(9, vec![], vec![]), Err(QueueFull));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.next_msg_id, 4, "a refused push takes no id");
+        assert_eq!(q.remove(&[2u64].into_iter().collect()), 1);
+        assert_eq!(q.push(10, vec![], vec![7]), Ok(4));
+        assert_eq!(q.push(11, vec![], vec![]), Err(QueueFull));
+        q.persist().unwrap();
+
+        let q2 = Queue::new(3, Some(file.clone())).unwrap();
+        let ids: Vec<u64> = q2.front(10).map(|r| r.msg_id).collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert_eq!(q2.next_msg_id, 5);
+        assert_eq!(q2.front(10).last().unwrap().extra, [7]);
+        let _ = std::fs::remove_file(&file);
+    }
+}

@@ -171,6 +171,7 @@ pub struct Metrics {
     readings_duplicate: AtomicU64,
     acks_sent: AtomicU64,
     replay_acks_suppressed: AtomicU64,
+    audit_dropped: AtomicU64,
     active_sessions: AtomicU64,
     half_open: AtomicU64,
     open_connections: AtomicU64,
@@ -189,6 +190,7 @@ impl Default for Metrics {
             readings_duplicate: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             replay_acks_suppressed: AtomicU64::new(0),
+            audit_dropped: AtomicU64::new(0),
             active_sessions: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
@@ -257,7 +259,12 @@ impl Metrics {
             .fetch_add(duplicate, Ordering::Relaxed);
     }
 
-    /// Counts a sealed acknowledgement.
+    /// Counts a session audit event dropped because the audit queue was full.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an acknowledgement sealed.
     pub fn ack_sent(&self) {
         self.acks_sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -344,6 +351,12 @@ impl Metrics {
             "iotseal_replay_acks_suppressed_total",
             "Replays not answered with an acknowledgement (per-session rate bound).",
             &self.replay_acks_suppressed,
+        );
+        counter(
+            &mut out,
+            "iotseal_audit_events_dropped_total",
+            "Session audit events dropped: the audit queue (limits.audit_queue) was full.",
+            &self.audit_dropped,
         );
         self.refusals.render(
             &mut out,

@@ -87,6 +87,7 @@ impl Shared {
             suite: session.suite.to_string(),
         };
         if self.audit.try_send(ev).is_err() {
+            self.metrics.audit_dropped();
             warn!(
                 session = session.id,
                 event, "audit queue full; event dropped"
@@ -273,7 +274,7 @@ impl Gateway {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let dashboard = crate::dashboard::Dashboard::new(&provider, shutdown_rx.clone())?;
         let storage = dashboard.observe(storage);
-        let (audit_tx, audit_rx) = mpsc::channel(16_384);
+        let (audit_tx, audit_rx) = mpsc::channel(settings.limits.audit_queue);
         let l = &settings.limits;
         let shared = Arc::new(Shared {
             sessions: SessionTable::new(l.max_sessions, l.max_sessions_per_device),

@@ -149,6 +149,9 @@ pub struct Limits {
     pub storage_batch: usize,
     /// Most storage connections reading at once (queries, dashboard).
     pub storage_read_connections: usize,
+    /// Session audit events (established, closed, evicted, ...) queued for storage; when
+    /// full, new events are dropped, counted and logged (requests never wait for the audit).
+    pub audit_queue: usize,
 }
 
 /// Record-layer settings.
@@ -378,6 +381,7 @@ impl Default for Limits {
             storage_queue: 1024,
             storage_batch: 4096,
             storage_read_connections: 4,
+            audit_queue: 16_384,
         }
     }
 }
@@ -469,6 +473,9 @@ impl Settings {
         }
         if l.max_body == 0 || l.max_sessions == 0 || l.max_sessions_per_device == 0 {
             return bad("limits: max_body, max_sessions and max_sessions_per_device must be > 0");
+        }
+        if l.audit_queue == 0 {
+            return bad("limits: audit_queue must be > 0");
         }
         if l.storage_queue == 0 || l.storage_batch == 0 || l.storage_read_connections == 0 {
             return bad(
@@ -691,6 +698,8 @@ storage_queue = {st_queue}
 storage_batch = {st_batch}
 # Most storage connections reading at once (queries, dashboard).
 storage_read_connections = {st_read}
+# Session audit events queued for storage (when full: dropped, counted, logged).
+audit_queue = {audit_queue}
 
 [records]
 # Refuse records further than this from now, seconds (0: off, for store-and-forward).
@@ -775,6 +784,7 @@ forward_timeout_ms = {c_fwd}
             st_queue = l.storage_queue,
             st_batch = l.storage_batch,
             st_read = l.storage_read_connections,
+            audit_queue = l.audit_queue,
             max_age = d.records.max_record_age_secs,
             m_broker = d.mqtt.broker,
             m_client = d.mqtt.client_id,
@@ -858,5 +868,30 @@ mod tests {
         assert!(s.set("storage_sync", "sometimes").is_err());
         assert!(s.set("limits.max_body", "lots").is_err());
         assert!(s.set("nonsense", "1").is_err());
+    }
+
+    /// Bounds that must be positive, or within a range, are checked at load: each at its edge.
+    #[test]
+    fn bounds_are_validated_at_their_edges() {
+        for (key, bad, good) in [
+            ("limits.max_sessions", "0", "1"),
+            ("limits.nonce_cache", "0", "1"),
+            ("limits.storage_queue", "0", "1"),
+            ("limits.storage_batch", "0", "1"),
+            ("limits.storage_read_connections", "0", "1"),
+            ("limits.audit_queue", "0", "1"),
+            ("mqtt.max_in_flight", "0", "1"),
+            ("cluster.partitions", "0", "1"),
+            ("cluster.partitions", "4097", "4096"),
+        ] {
+            let mut s = Settings::default();
+            s.set("cluster.url", "nats://127.0.0.1:4222").unwrap();
+            s.set("mqtt.broker", "mqtt://127.0.0.1:1883").unwrap();
+            s.set(key, bad).unwrap();
+            assert!(s.validate().is_err(), "{key} = {bad} accepted");
+            s.set(key, good).unwrap();
+            s.validate()
+                .unwrap_or_else(|e| panic!("{key} = {good} refused: {e}"));
+        }
     }
 }

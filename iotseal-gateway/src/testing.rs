@@ -30,6 +30,7 @@ struct Mem {
 pub struct MemoryStorage {
     mem: Mutex<Mem>,
     fail_stores: AtomicBool,
+    hold_events: Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
 }
 
 impl MemoryStorage {
@@ -50,6 +51,15 @@ impl MemoryStorage {
     /// How many `store_readings` calls were made.
     pub fn store_calls(&self) -> u64 {
         self.lock().store_calls
+    }
+
+    /// Test hook: session events wait (the audit writer blocks) until the returned sender
+    /// sends `true`.
+    #[doc(hidden)]
+    pub fn dangerous_hold_events(&self) -> tokio::sync::watch::Sender<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        *self.hold_events.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+        tx
     }
 
     /// Test hook: make every `store_readings` fail (or succeed again).
@@ -153,8 +163,18 @@ impl Storage for MemoryStorage {
     }
 
     fn session_event(&self, ev: SessionEvent) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.lock().events.push(ev);
-        ready(Ok(()))
+        let hold = self
+            .hold_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Box::pin(async move {
+            if let Some(mut rx) = hold {
+                let _ = rx.wait_for(|open| *open).await;
+            }
+            self.lock().events.push(ev);
+            Ok(())
+        })
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {

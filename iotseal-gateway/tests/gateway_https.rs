@@ -498,6 +498,39 @@ async fn connections_over_the_limit_are_closed_before_tls() {
     assert!(served, "a connection is served again once one closed");
 }
 
+/// `limits.audit_queue` at its edge: with the audit writer stuck, events beyond the queue are
+/// dropped and counted, requests are never held up, and what was queued is written later.
+#[tokio::test]
+async fn a_full_audit_queue_drops_and_counts_events_without_blocking() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| s.limits.audit_queue = 2).await;
+    let release = env.storage.dangerous_hold_events();
+    let s = suite("x25519/ed25519/aes256gcm");
+    let mut conn = env.conn().await;
+    for i in 0..6 {
+        let mut d = env.device(&format!("d{i}"), s).await;
+        d.handshake(&mut conn, 0).await;
+    }
+    let m = env.metrics().await;
+    let dropped = metric(&m, "iotseal_audit_events_dropped_total");
+    // One event is in the stuck writer, two are queued: the other three were dropped.
+    assert!((3..=4).contains(&dropped), "dropped {dropped}");
+    assert!(env.storage.events().is_empty());
+    release.send(true).unwrap();
+    let mut written = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        written = env.storage.events().len() as u64;
+        if written + dropped == 6 {
+            break;
+        }
+    }
+    assert_eq!(
+        written + dropped,
+        6,
+        "every event written or counted as dropped"
+    );
+}
+
 #[tokio::test]
 async fn rotated_identity_keys_both_work() {
     let env = Env::start(&[SigAlg::Ed25519, SigAlg::Ed25519], |_| {}).await;
@@ -882,6 +915,34 @@ async fn slow_clients_are_cut_off() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+/// `limits.tls_handshake_timeout_secs` at its edge: a connection that never starts TLS is
+/// closed after the timeout and counted.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_after_the_timeout() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| {
+        s.limits.tls_handshake_timeout_secs = 1
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(env.gw().local_addr())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed within the timeout, not left open");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "closed without an answer: {r:?}"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    let m = env.metrics().await;
+    assert_eq!(
+        metric(&m, "iotseal_tls_handshakes_total{outcome=\"timeout\"}"),
+        1
+    );
 }
 
 #[tokio::test]

@@ -217,10 +217,22 @@ async fn mqtt_refusals_are_alerts_and_foreign_topics_get_nothing() {
         return;
     };
     let prefix = format!("t{}/iotseal", random_hex(4));
-    let _env = Env::start(&[SigAlg::Ed25519], |s| use_broker(s, &broker, &prefix)).await;
+    let _env = Env::start(&[SigAlg::Ed25519], |s| {
+        use_broker(s, &broker, &prefix);
+        // The receive maximum at a small edge: a burst beyond it waits at the broker.
+        s.mqtt.max_in_flight = 2;
+    })
+    .await;
     let inbox = format!("{prefix}/inbox/me");
     let elsewhere = format!("{prefix}/elsewhere");
-    let mut raw = Raw::connect(&broker, &[inbox.clone(), elsewhere.clone()]).await;
+    // Just over the response-topic bound (256 bytes): never answered.
+    let too_long = format!("{prefix}/inbox/{}", "x".repeat(257 - prefix.len() - 7));
+    assert_eq!(too_long.len(), 257);
+    let mut raw = Raw::connect(
+        &broker,
+        &[inbox.clone(), elsewhere.clone(), too_long.clone()],
+    )
+    .await;
     let rec_topic = format!("{prefix}/rec/me");
 
     // Not a batch: Malformed.
@@ -246,12 +258,30 @@ async fn mqtt_refusals_are_alerts_and_foreign_topics_get_nothing() {
     .await;
     assert_eq!(raw.answer(b"3").await, [0x7f, Refusal::Malformed as u8]);
 
+    // 20 requests at once against `max_in_flight = 2`: every one is answered, none lost.
+    for i in 0..20u8 {
+        raw.publish(&rec_topic, &[0xff, i], Some(&inbox), &[100 + i])
+            .await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 20 {
+        let p = raw
+            .next(Duration::from_secs(10))
+            .await
+            .expect("every request of the burst answered");
+        assert_eq!(&p.payload[..], [0x7f, Refusal::Malformed as u8]);
+        let c = p.properties.and_then(|pp| pp.correlation_data).unwrap();
+        assert!(seen.insert(c[0]), "answered once");
+    }
+    assert_eq!(seen, (100..120).collect());
+
     // Answers go only to PREFIX/inbox/ONE-LEVEL: a request naming another topic, or none,
     // is not answered at all.
     for (i, to) in [
         Some(elsewhere.as_str()),
         Some(&*format!("{prefix}/inbox/a/b")),
         Some(&*format!("{prefix}/hs/me")),
+        Some(too_long.as_str()),
         None,
     ]
     .into_iter()

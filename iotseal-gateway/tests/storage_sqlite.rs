@@ -494,6 +494,37 @@ async fn full_writer_queue_makes_callers_wait_not_fail() {
     assert_eq!(s.count_readings().await.unwrap(), 12);
 }
 
+/// `limits.storage_read_connections` at its edge: with one read connection, concurrent
+/// queries wait their turn and all succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_read_connection_serves_concurrent_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions {
+        read_connections: 1,
+        ..SqliteOptions::default()
+    };
+    let s = Arc::new(SqliteStorage::open(&db_path(&dir), opts).unwrap());
+    s.add_device(device("a", 1)).await.unwrap();
+    s.store_readings((1..=10).map(|i| reading("a", i, i)).collect())
+        .await
+        .unwrap();
+    let queries: Vec<_> = (0..16)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                s.readings(ReadingQuery {
+                    device_id: "a".into(),
+                    ..Default::default()
+                })
+                .await
+            })
+        })
+        .collect();
+    for q in queries {
+        assert_eq!(q.await.unwrap().unwrap().len(), 10);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readings_by_time_range_and_limit() {
     let dir = tempfile::tempdir().unwrap();

@@ -129,6 +129,7 @@ overrides! {
     storage_queue = "limits.storage_queue", "IOTSEAL_STORAGE_QUEUE";
     storage_batch = "limits.storage_batch", "IOTSEAL_STORAGE_BATCH";
     storage_read_connections = "limits.storage_read_connections", "IOTSEAL_STORAGE_READ_CONNECTIONS";
+    audit_queue = "limits.audit_queue", "IOTSEAL_AUDIT_QUEUE";
     max_record_age_secs = "records.max_record_age_secs", "IOTSEAL_MAX_RECORD_AGE_SECS";
     mqtt_broker = "mqtt.broker", "IOTSEAL_MQTT_BROKER";
     mqtt_client_id = "mqtt.client_id", "IOTSEAL_MQTT_CLIENT_ID";

@@ -65,4 +65,23 @@ mod tests {
             "adjacent ranges must be merged"
         );
     }
+
+    /// `MAX_ACK_RANGES` at its edge: encoding keeps the newest 32 ranges (the sender
+    /// retransmits what an older range would have covered); 33 on the wire are refused.
+    #[test]
+    fn ranges_are_bounded() {
+        let many = (0..40u64).rev().map(|i| (i * 3, i * 3 + 1));
+        let mut out = Vec::new();
+        encode(many, &mut out);
+        let got = decode(&out).unwrap();
+        assert_eq!(got.len(), MAX_ACK_RANGES);
+        assert_eq!(got[0], (117, 118), "the newest range is kept");
+        let mut over = Vec::new();
+        put_varint(&mut over, MAX_ACK_RANGES as u64 + 1);
+        for i in (0..=MAX_ACK_RANGES as u64).rev() {
+            put_varint(&mut over, i * 3);
+            put_varint(&mut over, i * 3 + 1);
+        }
+        assert_eq!(decode(&over), Err(Malformed::TooLong));
+    }
 }
