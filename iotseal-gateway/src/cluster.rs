@@ -21,7 +21,12 @@
 //!   re-reads the whole registry from the shared storage every 30 s.
 //! - Membership: each node answers pings on `<prefix>.members`; each tick a node pings and
 //!   counts the answers (a dead node's connection is gone, so it does not answer). The number
-//!   of live nodes sets each node's share, `ceil(partitions / nodes)`.
+//!   of live nodes sets each node's share, `ceil(partitions / nodes)`. The answers describe
+//!   each node (name, address, owned partitions, forwarding counters): the nodes view of
+//!   `GET /v1/cluster` and the dashboard ([`Cluster::nodes`]).
+//! - MQTT: the nodes share the broker's subscription (`$share/<prefix>/...`), so each request
+//!   reaches one node, which forwards it like an HTTP request when another node owns it
+//!   (header `Iotseal-Binding: mqtt`: the owner runs it through its MQTT handshake server).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
