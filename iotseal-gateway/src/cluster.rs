@@ -325,7 +325,15 @@ impl Cluster {
 
     /// Partitions this node owns now, in order.
     pub fn owned_partitions(&self) -> Vec<u32> {
-        (0..self.partitions).filter(|p| self.owns(*p)).collect()
+        // One clock read for the whole scan (this runs before every hello).
+        let now = self.now_ms();
+        (0..self.partitions)
+            .filter(|p| {
+                self.deadlines
+                    .get(*p as usize)
+                    .is_some_and(|d| d.load(Ordering::Relaxed) > now)
+            })
+            .collect()
     }
 
     /// Live nodes as last seen (this one included).
