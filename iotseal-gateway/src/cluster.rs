@@ -457,13 +457,9 @@ impl Cluster {
         let wait = (self.lease / 20).max(Duration::from_millis(100));
         let until = tokio::time::Instant::now() + wait;
         while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
-            // A JSON self-description; a bare node name from an older node.
-            let info =
-                serde_json::from_slice::<MemberInfo>(&m.payload).unwrap_or_else(|_| MemberInfo {
-                    node: String::from_utf8_lossy(&m.payload).into_owned(),
-                    ..MemberInfo::default()
-                });
-            if !info.node.is_empty() && seen.len() < MAX_MEMBERS {
+            if let Some(info) = parse_member(&m.payload, self.partitions)
+                && seen.len() < MAX_MEMBERS
+            {
                 seen.insert(info.node.clone(), info);
             }
         }
@@ -479,31 +475,7 @@ impl Cluster {
     fn note_members(&self, seen: HashMap<String, MemberInfo>, now_ms: u64) {
         let forget = (self.lease * FORGET_AFTER_LEASES).as_millis() as u64;
         let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        for v in m.values_mut() {
-            v.alive = false;
-        }
-        for (node, info) in seen {
-            m.insert(
-                node,
-                Member {
-                    info,
-                    last_seen_ms: now_ms,
-                    alive: true,
-                },
-            );
-        }
-        m.retain(|_, v| v.alive || now_ms.saturating_sub(v.last_seen_ms) <= forget);
-        while m.len() > MAX_MEMBERS {
-            let Some(oldest) = m
-                .iter()
-                .filter(|(_, v)| !v.alive)
-                .min_by_key(|(_, v)| v.last_seen_ms)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            m.remove(&oldest);
-        }
+        note_members(&mut m, seen, now_ms, forget);
     }
 
     /// What this node tells the others about itself.
@@ -1077,6 +1049,59 @@ impl Cluster {
     }
 }
 
+/// A membership answer: a JSON self-description, or the bare node name older nodes send.
+/// Bounded whatever a peer sends: a name of 1 to 128 bytes (else `None`), an address of at
+/// most 256 bytes (else dropped), only partitions below `partitions`.
+fn parse_member(payload: &[u8], partitions: u32) -> Option<MemberInfo> {
+    let mut info = serde_json::from_slice::<MemberInfo>(payload).unwrap_or_else(|_| MemberInfo {
+        node: String::from_utf8_lossy(payload).into_owned(),
+        ..MemberInfo::default()
+    });
+    info.owned.retain(|p| *p < partitions);
+    info.owned.sort_unstable();
+    info.owned.dedup();
+    if info.address.len() > 256 {
+        info.address.clear();
+    }
+    (!info.node.is_empty() && info.node.len() <= 128).then_some(info)
+}
+
+/// A heartbeat round into the member table: who answered is alive (and seen now); the others
+/// are not alive, and forgotten `forget_ms` after they were last seen; at most
+/// [`MAX_MEMBERS`] are kept (the longest-unseen dead ones go first).
+fn note_members(
+    m: &mut HashMap<String, Member>,
+    seen: HashMap<String, MemberInfo>,
+    now_ms: u64,
+    forget_ms: u64,
+) {
+    for v in m.values_mut() {
+        v.alive = false;
+    }
+    for (node, info) in seen {
+        m.insert(
+            node,
+            Member {
+                info,
+                last_seen_ms: now_ms,
+                alive: true,
+            },
+        );
+    }
+    m.retain(|_, v| v.alive || now_ms.saturating_sub(v.last_seen_ms) <= forget_ms);
+    while m.len() > MAX_MEMBERS {
+        let Some(oldest) = m
+            .iter()
+            .filter(|(_, v)| !v.alive)
+            .min_by_key(|(_, v)| v.last_seen_ms)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        m.remove(&oldest);
+    }
+}
+
 /// Brings one device of the shared storage into this node's registry: a new device is added,
 /// a revoked one is revoked here too and its sessions end.
 fn apply_device(shared: &Shared, d: &crate::storage::DeviceRecord) {
@@ -1228,4 +1253,82 @@ async fn route(
     *r.headers_mut() = parts.headers;
     *r.extensions_mut() = parts.extensions;
     next.run(r).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(names: &[&str]) -> HashMap<String, MemberInfo> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    MemberInfo {
+                        node: n.to_string(),
+                        ..MemberInfo::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn members_go_quiet_then_are_forgotten() {
+        let mut m = HashMap::new();
+        note_members(&mut m, seen(&["a", "b", "c"]), 1000, 5000);
+        assert!(m.values().all(|v| v.alive && v.last_seen_ms == 1000));
+        // b stops answering: listed, not alive, last seen at 1000.
+        note_members(&mut m, seen(&["a", "c"]), 2000, 5000);
+        assert_eq!(m.len(), 3);
+        assert!(!m["b"].alive);
+        assert_eq!(m["b"].last_seen_ms, 1000);
+        assert!(m["a"].alive && m["a"].last_seen_ms == 2000);
+        // Still listed at exactly the limit, gone after it.
+        note_members(&mut m, seen(&["a", "c"]), 6000, 5000);
+        assert!(m.contains_key("b"));
+        note_members(&mut m, seen(&["a", "c"]), 6001, 5000);
+        assert!(!m.contains_key("b"));
+        // It comes back: alive again.
+        note_members(&mut m, seen(&["a", "b"]), 7000, 5000);
+        assert!(m["b"].alive && !m["c"].alive);
+    }
+
+    #[test]
+    fn the_member_table_is_bounded() {
+        let mut m = HashMap::new();
+        let many: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        note_members(&mut m, seen(&refs), 1000, u64::MAX);
+        // Others answer later; the first ones stop: the table keeps MAX_MEMBERS, dropping the
+        // longest-unseen dead ones, never a live one.
+        note_members(&mut m, seen(&["x", "y"]), 2000, u64::MAX);
+        assert_eq!(m.len(), MAX_MEMBERS);
+        assert!(m["x"].alive && m["y"].alive);
+    }
+
+    #[test]
+    fn membership_answers_are_parsed_and_bounded() {
+        // Older nodes answer with their bare name.
+        let old = parse_member(b"gw-old", 8).unwrap();
+        assert_eq!((old.node.as_str(), old.owned.len()), ("gw-old", 0));
+        let v = parse_member(
+            br#"{"node":"n1","address":"https://a","owned":[3,1,1,9,200],"forwarded_in":4}"#,
+            8,
+        )
+        .unwrap();
+        assert_eq!(v.node, "n1");
+        assert_eq!(v.address, "https://a");
+        assert_eq!(
+            v.owned,
+            [1, 3],
+            "out-of-range and repeated partitions dropped"
+        );
+        assert_eq!(v.forwarded_in, 4);
+        assert!(parse_member(b"", 8).is_none());
+        assert!(parse_member(&[b'x'; 129], 8).is_none());
+        let long = format!(r#"{{"node":"n","address":"{}"}}"#, "é".repeat(200));
+        assert_eq!(parse_member(long.as_bytes(), 8).unwrap().address, "");
+    }
 }
