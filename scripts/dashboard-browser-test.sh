@@ -2,7 +2,8 @@
 # The live dashboard in headless Chromium (driven by chromedriver over WebDriver) against a
 # gateway with a simulated fleet: live numbers change without a reload, charts are drawn,
 # junk shows up as refusals, a hostile device id stays text, the CSP blocks nothing.
-# Needs Debian's chromium and chromium-driver (.ci/run installs them).
+# Needs Debian's chromium and chromium-driver (.ci/run installs them). With IOTSEAL_TEST_NATS
+# set, a second test checks the cluster nodes table of a two-node cluster.
 #
 #   scripts/dashboard-browser-test.sh                  # screenshot to target/dashboard.png
 #   scripts/dashboard-browser-test.sh --update-docs    # 60 s of history, to docs/dashboard.png

@@ -30,25 +30,33 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route_layer(middleware::from_fn_with_state(shared, require_token))
 }
 
-async fn require_token(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+/// Whether the request carries the admin token as `Authorization: Bearer T`.
+pub(crate) fn token_ok(sh: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.strip_prefix("Bearer "))
         .map(str::trim);
     // Compare hashes: constant time, and the same work whatever the presented length.
-    let ok = presented.is_some_and(|t| {
+    presented.is_some_and(|t| {
         let h = sh.provider.hash.hash(t.as_bytes());
         bool::from(h.ct_eq(&sh.admin_token_sha256))
-    });
-    if !ok {
-        sh.metrics.refusal("unauthorized");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-        )
-            .into_response();
+    })
+}
+
+/// The 401 of the admin API (counted as an `unauthorized` refusal).
+pub(crate) fn unauthorized(sh: &Shared) -> Response {
+    sh.metrics.refusal("unauthorized");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+    )
+        .into_response()
+}
+
+async fn require_token(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if !token_ok(&sh, req.headers()) {
+        return unauthorized(&sh);
     }
     next.run(req).await
 }

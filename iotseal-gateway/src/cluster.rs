@@ -9,7 +9,8 @@
 //!   last successful renewal, so it never serves a partition that another node may already
 //!   have claimed (clocks may differ; their rates are assumed to be about equal).
 //! - Every session lives on the owner of its id's partition: a node answering M1 draws the new
-//!   session id inside a partition it owns. M1 itself goes to the owner of the partition of
+//!   session id inside a partition it owns (the core's `SessionIdPolicy::Partitioned`, set
+//!   from the owned partitions before each hello). M1 itself goes to the owner of the partition of
 //!   `H(first M1)` (a retried hello carries that hash in its cookie), so retransmissions meet
 //!   the same answer cache, nonce cache and cookie secret.
 //! - A request that reaches a node that does not own its partition is **forwarded** over NATS
@@ -20,7 +21,12 @@
 //!   re-reads the whole registry from the shared storage every 30 s.
 //! - Membership: each node answers pings on `<prefix>.members`; each tick a node pings and
 //!   counts the answers (a dead node's connection is gone, so it does not answer). The number
-//!   of live nodes sets each node's share, `ceil(partitions / nodes)`.
+//!   of live nodes sets each node's share, `ceil(partitions / nodes)`. The answers describe
+//!   each node (name, address, owned partitions, forwarding counters): the nodes view of
+//!   `GET /v1/cluster` and the dashboard ([`Cluster::nodes`]).
+//! - MQTT: the nodes share the broker's subscription (`$share/<prefix>/...`), so each request
+//!   reaches one node, which forwards it like an HTTP request when another node owns it
+//!   (header `Iotseal-Binding: mqtt`: the owner runs it through its MQTT handshake server).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
+use iotseal_proto::handshake::SessionIdPolicy;
 use iotseal_proto::handshake::messages::{Cookie, Hello, encode_alert};
 use iotseal_proto::record::{Header, batch};
 use iotseal_proto::{CryptoProvider, Refusal};
@@ -54,9 +61,15 @@ const PATH_HEADER: &str = "Iotseal-Path";
 const PEER_HEADER: &str = "Iotseal-Peer";
 const STATUS_HEADER: &str = "Iotseal-Status";
 const RETRY_AFTER_HEADER: &str = "Iotseal-Retry-After";
+/// Which binding a forwarded request came in on: absent (HTTP) or `mqtt`.
+const BINDING_HEADER: &str = "Iotseal-Binding";
 const OCTET: &str = "application/octet-stream";
 /// How often every node re-reads the device registry from the shared storage.
 const REGISTRY_RESYNC: Duration = Duration::from_secs(30);
+/// Most members remembered (the nodes view); the longest-unseen are dropped first.
+const MAX_MEMBERS: usize = 256;
+/// A member not seen for this many lease periods is forgotten.
+const FORGET_AFTER_LEASES: u32 = 10;
 
 /// Where a device request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,11 +91,80 @@ struct Counters {
     errors: AtomicU64,
     lost: AtomicU64,
     claimed: AtomicU64,
+    /// MQTT requests the broker delivered here, processed here.
+    mqtt_here: AtomicU64,
+    /// MQTT requests the broker delivered here, forwarded to their owner.
+    mqtt_forwarded: AtomicU64,
 }
 
 struct Owned {
     revision: u64,
     subscription: tokio::task::JoinHandle<()>,
+}
+
+/// What a node tells about itself when it answers a membership ping.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct MemberInfo {
+    node: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    owned: Vec<u32>,
+    #[serde(default)]
+    forwarded_out: u64,
+    #[serde(default)]
+    forwarded_in: u64,
+}
+
+/// A member as this node last saw it.
+#[derive(Clone, Debug)]
+struct Member {
+    info: MemberInfo,
+    /// Unix time of its last answer, ms.
+    last_seen_ms: u64,
+    /// Whether it answered the latest ping round.
+    alive: bool,
+}
+
+/// One node of the cluster as `GET /v1/cluster` and the dashboard show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeView {
+    /// The node's name.
+    pub node: String,
+    /// The URL it serves devices at (as it reports it).
+    pub address: String,
+    /// The partitions it owned at its last answer.
+    pub owned: Vec<u32>,
+    /// Unix time of its last heartbeat answer, ms.
+    pub last_heartbeat_ms: u64,
+    /// Whether it answered the latest heartbeat round.
+    pub alive: bool,
+    /// Whether this is the node answering.
+    pub this_node: bool,
+    /// Requests it forwarded to owners, as it last reported.
+    pub forwarded_out: u64,
+    /// Requests it served for other nodes, as it last reported.
+    pub forwarded_in: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The answer of a forwarded request.
+enum Forwarded {
+    /// The owner answered.
+    Answer {
+        status: StatusCode,
+        retry_after: Option<String>,
+        body: Bytes,
+    },
+    /// Nobody subscribes to the partition's subject now.
+    NoOwner,
+    /// A timeout or a NATS error: the device should retry.
+    Failed,
 }
 
 /// One node's membership in a cluster.
@@ -101,8 +183,16 @@ pub struct Cluster {
     owned: Mutex<HashMap<u32, Owned>>,
     live_nodes: AtomicU64,
     counters: Counters,
+    /// The URL this node serves devices at (shown to the other nodes).
+    address: String,
+    /// The members seen by the heartbeats (this node included).
+    members: Mutex<HashMap<String, Member>>,
+    /// The task answering membership pings (ended when the node leaves).
+    members_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The router without the cluster layer: what forwarded requests run through.
     inner: OnceLock<Router>,
+    /// The gateway's state, for forwarded MQTT requests (weak: the state holds the cluster).
+    shared: OnceLock<std::sync::Weak<Shared>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -161,8 +251,9 @@ async fn bucket(
 }
 
 impl Cluster {
-    /// Connects to NATS and opens (or creates) the cluster's buckets.
-    pub async fn connect(settings: &Settings) -> Result<Arc<Self>, GatewayError> {
+    /// Connects to NATS and opens (or creates) the cluster's buckets. `address` is the URL
+    /// this node serves devices at, shown in the nodes view.
+    pub async fn connect(settings: &Settings, address: &str) -> Result<Arc<Self>, GatewayError> {
         let c: &ClusterSettings = &settings.cluster;
         let provider = iotseal_crypto_awslc::default_provider();
         let node_id = if c.node_id.is_empty() {
@@ -197,7 +288,11 @@ impl Cluster {
             owned: Mutex::new(HashMap::new()),
             live_nodes: AtomicU64::new(1),
             counters: Counters::default(),
+            address: address.to_string(),
+            members: Mutex::new(HashMap::new()),
+            members_task: Mutex::new(None),
             inner: OnceLock::new(),
+            shared: OnceLock::new(),
         });
         // Answer membership pings.
         let mut members = cluster
@@ -206,14 +301,18 @@ impl Cluster {
             .await
             .map_err(|e| cfg_err(format!("subscribing: {e}")))?;
         let weak = Arc::downgrade(&cluster);
-        tokio::spawn(async move {
+        *cluster
+            .members_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(async move {
             while let Some(m) = members.next().await {
                 let Some(c) = weak.upgrade() else { break };
                 if let Some(reply) = m.reply {
-                    let _ = c.client.publish(reply, c.node_id.clone().into()).await;
+                    let me = serde_json::to_vec(&c.self_info()).unwrap_or_default();
+                    let _ = c.client.publish(reply, me.into()).await;
                 }
             }
-        });
+        }));
         cluster.heartbeat().await;
         info!(node = %cluster.node_id, partitions = c.partitions, url = %c.url, "joined the cluster");
         Ok(cluster)
@@ -226,7 +325,15 @@ impl Cluster {
 
     /// Partitions this node owns now, in order.
     pub fn owned_partitions(&self) -> Vec<u32> {
-        (0..self.partitions).filter(|p| self.owns(*p)).collect()
+        // One clock read for the whole scan (this runs before every hello).
+        let now = self.now_ms();
+        (0..self.partitions)
+            .filter(|p| {
+                self.deadlines
+                    .get(*p as usize)
+                    .is_some_and(|d| d.load(Ordering::Relaxed) > now)
+            })
+            .collect()
     }
 
     /// Live nodes as last seen (this one included).
@@ -252,10 +359,15 @@ impl Cluster {
             .is_some_and(|d| d.load(Ordering::Relaxed) > self.now_ms())
     }
 
-    /// Whether a session id falls in a partition this node owns (new session ids are drawn
-    /// only there).
+    /// Whether a session id falls in a partition this node owns.
     pub fn owns_session(&self, session_id: u32) -> bool {
         self.owns(session_id % self.partitions)
+    }
+
+    /// The core's session-id policy for this node now: draw only inside the partitions it
+    /// owns. An error (`NoOwnedPartition`) while it owns none.
+    pub fn session_id_policy(&self) -> Result<SessionIdPolicy, iotseal_proto::Error> {
+        SessionIdPolicy::partitioned(self.partitions, self.owned_partitions())
     }
 
     fn key(p: u32) -> String {
@@ -314,6 +426,7 @@ impl Cluster {
         shutdown: watch::Receiver<bool>,
     ) -> Router {
         let _ = self.inner.set(router.clone());
+        let _ = self.shared.set(Arc::downgrade(shared));
         tokio::spawn(self.clone().lease_keeper(shared.clone(), shutdown.clone()));
         tokio::spawn(self.clone().registry_sync(shared.clone(), shutdown));
         router.layer(middleware::from_fn_with_state(
@@ -340,16 +453,77 @@ impl Cluster {
         {
             return;
         }
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen: HashMap<String, MemberInfo> = HashMap::new();
         let wait = (self.lease / 20).max(Duration::from_millis(100));
         let until = tokio::time::Instant::now() + wait;
         while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
-            seen.insert(m.payload);
+            if let Some(info) = parse_member(&m.payload, self.partitions)
+                && seen.len() < MAX_MEMBERS
+            {
+                seen.insert(info.node.clone(), info);
+            }
         }
         let _ = sub.unsubscribe().await;
         if !seen.is_empty() {
             self.live_nodes.store(seen.len() as u64, Ordering::Relaxed);
+            self.note_members(seen, unix_ms());
         }
+    }
+
+    /// Records a heartbeat round: who answered is alive; who did not stays listed as not
+    /// alive until it is forgotten.
+    fn note_members(&self, seen: HashMap<String, MemberInfo>, now_ms: u64) {
+        let forget = (self.lease * FORGET_AFTER_LEASES).as_millis() as u64;
+        let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        note_members(&mut m, seen, now_ms, forget);
+    }
+
+    /// What this node tells the others about itself.
+    fn self_info(&self) -> MemberInfo {
+        let (out, inn) = self.forwarded();
+        MemberInfo {
+            node: self.node_id.clone(),
+            address: self.address.clone(),
+            owned: self.owned_partitions(),
+            forwarded_out: out,
+            forwarded_in: inn,
+        }
+    }
+
+    /// Every node this node knows of, by name: the live ones as of the latest heartbeat
+    /// round, and the ones that stopped answering (`alive: false`) until they are forgotten
+    /// (ten lease periods). This node is always listed with its current state.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let me = self.self_info();
+        let mut v: Vec<NodeView> = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|m| m.info.node != me.node)
+            .map(|m| NodeView {
+                node: m.info.node.clone(),
+                address: m.info.address.clone(),
+                owned: m.info.owned.clone(),
+                last_heartbeat_ms: m.last_seen_ms,
+                alive: m.alive,
+                this_node: false,
+                forwarded_out: m.info.forwarded_out,
+                forwarded_in: m.info.forwarded_in,
+            })
+            .collect();
+        v.push(NodeView {
+            node: me.node,
+            address: me.address,
+            owned: me.owned,
+            last_heartbeat_ms: unix_ms(),
+            alive: true,
+            this_node: true,
+            forwarded_out: me.forwarded_out,
+            forwarded_in: me.forwarded_in,
+        });
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
     }
 
     async fn lease_keeper(
@@ -545,6 +719,16 @@ impl Cluster {
     }
 
     async fn release_all(&self) {
+        // A stopped node no longer answers membership pings (the others show it as not
+        // alive), even if something still holds this value.
+        if let Some(t) = self
+            .members_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
         let mine: Vec<(u32, Owned)> = self
             .owned
             .lock()
@@ -575,8 +759,37 @@ impl Cluster {
         peer: Option<SocketAddr>,
         body: Bytes,
     ) -> Option<Response> {
+        match self.forward_raw(p, path, None, peer, body).await {
+            Forwarded::NoOwner => None,
+            Forwarded::Failed => Some(busy()),
+            Forwarded::Answer {
+                status,
+                retry_after,
+                body,
+            } => {
+                let mut resp = (status, [(header::CONTENT_TYPE, OCTET)], body).into_response();
+                if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Some(resp)
+            }
+        }
+    }
+
+    /// Sends a request to the owner of partition `p` over NATS request/reply.
+    async fn forward_raw(
+        &self,
+        p: u32,
+        path: &str,
+        binding: Option<&str>,
+        peer: Option<SocketAddr>,
+        body: Bytes,
+    ) -> Forwarded {
         let mut h = async_nats::HeaderMap::new();
         h.insert(PATH_HEADER, path);
+        if let Some(b) = binding {
+            h.insert(BINDING_HEADER, b);
+        }
         if let Some(peer) = peer {
             h.insert(PEER_HEADER, peer.to_string());
         }
@@ -592,20 +805,20 @@ impl Cluster {
                 if matches!(e.kind(), async_nats::client::RequestErrorKind::NoResponders) =>
             {
                 self.counters.no_owner.fetch_add(1, Ordering::Relaxed);
-                return None;
+                return Forwarded::NoOwner;
             }
             Ok(Err(e)) if matches!(e.kind(), async_nats::client::RequestErrorKind::TimedOut) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Some(busy());
+                return Forwarded::Failed;
             }
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Some(busy());
+                return Forwarded::Failed;
             }
             Ok(Err(e)) => {
                 debug!(error = %e, "forwarding failed");
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Some(busy());
+                return Forwarded::Failed;
             }
         };
         let hv = |n: &str| {
@@ -618,11 +831,50 @@ impl Cluster {
             .and_then(|s| s.parse::<u16>().ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut resp = (status, [(header::CONTENT_TYPE, OCTET)], msg.payload).into_response();
-        if let Some(v) = hv(RETRY_AFTER_HEADER).and_then(|v| HeaderValue::from_str(&v).ok()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        Forwarded::Answer {
+            status,
+            retry_after: hv(RETRY_AFTER_HEADER),
+            body: msg.payload,
         }
-        Some(resp)
+    }
+
+    /// The MQTT binding's routing of one request (`path`: `/v1/handshake` for the `hs`
+    /// topic, `/v1/records` for `rec`): `None` when this node handles it, else the answer
+    /// payload to publish on the device's response topic (the owner's answer, or an alert
+    /// when the owner cannot be reached).
+    pub(crate) async fn route_mqtt(&self, path: &str, body: &Bytes) -> Option<Bytes> {
+        let target = self.target(path, body);
+        let here = || {
+            self.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        let p = match target {
+            Target::Here => return here(),
+            Target::Hello(p) | Target::Session(p) if self.owns(p) => return here(),
+            Target::Hello(p) | Target::Session(p) => p,
+        };
+        let r = self
+            .forward_raw(p, path, Some("mqtt"), None, body.clone())
+            .await;
+        if !matches!(r, Forwarded::NoOwner) {
+            self.counters.mqtt_forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        match r {
+            Forwarded::Answer { body, .. } => Some(body),
+            Forwarded::Failed => Some(Bytes::copy_from_slice(&encode_alert(Refusal::Busy))),
+            Forwarded::NoOwner => {
+                self.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
+                match target {
+                    // Any owner can answer a hello (it draws the session id in its partitions).
+                    Target::Hello(_) if !self.owned_partitions().is_empty() => None,
+                    Target::Hello(_) => Some(Bytes::copy_from_slice(&encode_alert(Refusal::Busy))),
+                    // The session died with its node: the device handshakes again.
+                    _ => Some(Bytes::copy_from_slice(&encode_alert(
+                        Refusal::UnknownSession,
+                    ))),
+                }
+            }
+        }
     }
 
     /// Serves a request forwarded by another node: runs it through this node's router (as if
@@ -643,6 +895,21 @@ impl Cluster {
             Some("/v1/records") => "/v1/records",
             _ => return,
         };
+        if hv(BINDING_HEADER).as_deref() == Some("mqtt") {
+            // An MQTT request another node received: processed here as if the broker had
+            // delivered it here (the MQTT handshake server, no per-address rate limit); the
+            // receiving node publishes the answer.
+            let Some(sh) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
+                return;
+            };
+            let body = crate::mqtt::process(&sh, path == "/v1/handshake", msg.payload).await;
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(STATUS_HEADER, "200");
+            if let Err(e) = self.client.publish_with_headers(reply, h, body).await {
+                debug!(error = %e, "answering a forwarded MQTT request failed");
+            }
+            return;
+        }
         let Some(router) = self.inner.get() else {
             return;
         };
@@ -747,7 +1014,11 @@ impl Cluster {
              # HELP iotseal_cluster_partition_changes_total Partitions claimed and lost by this node.\n\
              # TYPE iotseal_cluster_partition_changes_total counter\n\
              iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"claimed\"}} {}\n\
-             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"lost\"}} {}\n",
+             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"lost\"}} {}\n\
+             # HELP iotseal_cluster_mqtt_requests_total MQTT requests the broker delivered to this node: processed here or forwarded to their owner.\n\
+             # TYPE iotseal_cluster_mqtt_requests_total counter\n\
+             iotseal_cluster_mqtt_requests_total{{node=\"{n}\",routed=\"here\"}} {}\n\
+             iotseal_cluster_mqtt_requests_total{{node=\"{n}\",routed=\"forwarded\"}} {}\n",
             self.owned_partitions().len(),
             self.live_nodes(),
             c.forwarded_out.load(Ordering::Relaxed),
@@ -757,6 +1028,8 @@ impl Cluster {
             c.errors.load(Ordering::Relaxed),
             c.claimed.load(Ordering::Relaxed),
             c.lost.load(Ordering::Relaxed),
+            c.mqtt_here.load(Ordering::Relaxed),
+            c.mqtt_forwarded.load(Ordering::Relaxed),
         )
     }
 
@@ -765,12 +1038,67 @@ impl Cluster {
         let (out, inn) = self.forwarded();
         serde_json::json!({
             "node": self.node_id,
+            "address": self.address,
             "nodes": self.live_nodes(),
             "partitions": self.partitions,
             "owned": self.owned_partitions(),
             "forwarded_out": out,
             "forwarded_in": inn,
+            "members": self.nodes(),
         })
+    }
+}
+
+/// A membership answer: a JSON self-description, or the bare node name older nodes send.
+/// Bounded whatever a peer sends: a name of 1 to 128 bytes (else `None`), an address of at
+/// most 256 bytes (else dropped), only partitions below `partitions`.
+fn parse_member(payload: &[u8], partitions: u32) -> Option<MemberInfo> {
+    let mut info = serde_json::from_slice::<MemberInfo>(payload).unwrap_or_else(|_| MemberInfo {
+        node: String::from_utf8_lossy(payload).into_owned(),
+        ..MemberInfo::default()
+    });
+    info.owned.retain(|p| *p < partitions);
+    info.owned.sort_unstable();
+    info.owned.dedup();
+    if info.address.len() > 256 {
+        info.address.clear();
+    }
+    (!info.node.is_empty() && info.node.len() <= 128).then_some(info)
+}
+
+/// A heartbeat round into the member table: who answered is alive (and seen now); the others
+/// are not alive, and forgotten `forget_ms` after they were last seen; at most
+/// [`MAX_MEMBERS`] are kept (the longest-unseen dead ones go first).
+fn note_members(
+    m: &mut HashMap<String, Member>,
+    seen: HashMap<String, MemberInfo>,
+    now_ms: u64,
+    forget_ms: u64,
+) {
+    for v in m.values_mut() {
+        v.alive = false;
+    }
+    for (node, info) in seen {
+        m.insert(
+            node,
+            Member {
+                info,
+                last_seen_ms: now_ms,
+                alive: true,
+            },
+        );
+    }
+    m.retain(|_, v| v.alive || now_ms.saturating_sub(v.last_seen_ms) <= forget_ms);
+    while m.len() > MAX_MEMBERS {
+        let Some(oldest) = m
+            .iter()
+            .filter(|(_, v)| !v.alive)
+            .min_by_key(|(_, v)| v.last_seen_ms)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        m.remove(&oldest);
     }
 }
 
@@ -817,7 +1145,8 @@ fn unknown_session() -> Response {
 }
 
 /// The cluster layer: device requests go to their owner; admin changes are announced; the
-/// metrics get the cluster's lines; `GET /v1/cluster` tells this node's state.
+/// metrics get the cluster's lines; `GET /v1/cluster` (admin token) tells this node's state
+/// and the nodes it knows.
 async fn route(
     State((c, sh)): State<(Arc<Cluster>, Arc<Shared>)>,
     req: Request,
@@ -827,6 +1156,10 @@ async fn route(
     let method = req.method().clone();
     if method == Method::GET {
         if path == "/v1/cluster" {
+            // Node names, addresses and partitions: for the operator only.
+            if !crate::admin::token_ok(&sh, req.headers()) {
+                return crate::admin::unauthorized(&sh);
+            }
             return axum::Json(c.status_json()).into_response();
         }
         if path == "/metrics" {
@@ -911,31 +1244,91 @@ async fn route(
             _ => return unknown_session(),
         }
     }
-    // Here. A hello may find no free session id in our partitions among the core's 16 random
-    // tries (likely only when this node owns a small share): it is refused before any state
-    // is kept, so it is simply tried again.
-    let tries = if matches!(target, Target::Hello(_)) {
-        3
-    } else {
-        1
-    };
-    let mk = || {
-        let mut r = Request::new(Body::from(body.clone()));
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = parts.uri.clone();
-        *r.version_mut() = parts.version;
-        *r.headers_mut() = parts.headers.clone();
-        *r.extensions_mut() = parts.extensions.clone();
-        r
-    };
-    let mut resp = None;
-    for _ in 0..tries {
-        let r = next.clone().run(mk()).await;
-        let again = r.status() == StatusCode::SERVICE_UNAVAILABLE;
-        resp = Some(r);
-        if !again {
-            break;
-        }
+    // Here. A hello draws its session id inside our partitions (the core's session-id
+    // policy), so the M3 that follows is routed back here whichever node receives it.
+    let mut r = Request::new(Body::from(body));
+    *r.method_mut() = parts.method;
+    *r.uri_mut() = parts.uri;
+    *r.version_mut() = parts.version;
+    *r.headers_mut() = parts.headers;
+    *r.extensions_mut() = parts.extensions;
+    next.run(r).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(names: &[&str]) -> HashMap<String, MemberInfo> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    MemberInfo {
+                        node: n.to_string(),
+                        ..MemberInfo::default()
+                    },
+                )
+            })
+            .collect()
     }
-    resp.unwrap_or_else(busy)
+
+    #[test]
+    fn members_go_quiet_then_are_forgotten() {
+        let mut m = HashMap::new();
+        note_members(&mut m, seen(&["a", "b", "c"]), 1000, 5000);
+        assert!(m.values().all(|v| v.alive && v.last_seen_ms == 1000));
+        // b stops answering: listed, not alive, last seen at 1000.
+        note_members(&mut m, seen(&["a", "c"]), 2000, 5000);
+        assert_eq!(m.len(), 3);
+        assert!(!m["b"].alive);
+        assert_eq!(m["b"].last_seen_ms, 1000);
+        assert!(m["a"].alive && m["a"].last_seen_ms == 2000);
+        // Still listed at exactly the limit, gone after it.
+        note_members(&mut m, seen(&["a", "c"]), 6000, 5000);
+        assert!(m.contains_key("b"));
+        note_members(&mut m, seen(&["a", "c"]), 6001, 5000);
+        assert!(!m.contains_key("b"));
+        // It comes back: alive again.
+        note_members(&mut m, seen(&["a", "b"]), 7000, 5000);
+        assert!(m["b"].alive && !m["c"].alive);
+    }
+
+    #[test]
+    fn the_member_table_is_bounded() {
+        let mut m = HashMap::new();
+        let many: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        note_members(&mut m, seen(&refs), 1000, u64::MAX);
+        // Others answer later; the first ones stop: the table keeps MAX_MEMBERS, dropping the
+        // longest-unseen dead ones, never a live one.
+        note_members(&mut m, seen(&["x", "y"]), 2000, u64::MAX);
+        assert_eq!(m.len(), MAX_MEMBERS);
+        assert!(m["x"].alive && m["y"].alive);
+    }
+
+    #[test]
+    fn membership_answers_are_parsed_and_bounded() {
+        // Older nodes answer with their bare name.
+        let old = parse_member(b"gw-old", 8).unwrap();
+        assert_eq!((old.node.as_str(), old.owned.len()), ("gw-old", 0));
+        let v = parse_member(
+            br#"{"node":"n1","address":"https://a","owned":[3,1,1,9,200],"forwarded_in":4}"#,
+            8,
+        )
+        .unwrap();
+        assert_eq!(v.node, "n1");
+        assert_eq!(v.address, "https://a");
+        assert_eq!(
+            v.owned,
+            [1, 3],
+            "out-of-range and repeated partitions dropped"
+        );
+        assert_eq!(v.forwarded_in, 4);
+        assert!(parse_member(b"", 8).is_none());
+        assert!(parse_member(&[b'x'; 129], 8).is_none());
+        let long = format!(r#"{{"node":"n","address":"{}"}}"#, "é".repeat(200));
+        assert_eq!(parse_member(long.as_bytes(), 8).unwrap().address, "");
+    }
 }

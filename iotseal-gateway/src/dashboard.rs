@@ -426,6 +426,8 @@ struct Snapshot {
     handshakes: Vec<SuiteCount>,
     tls: BTreeMap<String, u64>,
     device_list: Vec<DeviceView>,
+    /// Cluster mode: every node this gateway knows (empty on a single gateway).
+    nodes: Vec<crate::cluster::NodeView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -707,6 +709,7 @@ fn snapshot(sh: &Shared, h: &mut History, recent: &Recent) -> Snapshot {
         handshakes,
         tls,
         device_list,
+        nodes: sh.cluster.as_ref().map_or_else(Vec::new, |c| c.nodes()),
     }
 }
 

@@ -336,9 +336,21 @@ fn hello(sh: &Shared, binding: Binding, peer: Option<std::net::SocketAddr>, body
         sh.metrics.refusal("rate_limited");
         return Answer::RateLimited;
     }
-    // In a cluster, new session ids are drawn only in partitions this node owns.
-    let in_use =
-        |id| sh.sessions.contains(id) || sh.cluster.as_ref().is_some_and(|c| !c.owns_session(id));
+    // In a cluster, the core draws new session ids only in partitions this node owns now.
+    if let Some(c) = &sh.cluster {
+        match c.session_id_policy() {
+            Ok(policy) => hs.set_session_id_policy(policy),
+            Err(e) => {
+                // Nothing owned (this node is joining, or lost its leases): another node
+                // will answer the device's retry.
+                drop(hs);
+                sh.metrics.handshake("none", "no_partition");
+                debug!(error = %e, "hello refused: no owned partition");
+                return refused(sh, "busy", Refusal::Busy);
+            }
+        }
+    }
+    let in_use = |id| sh.sessions.contains(id);
     let result = hs.handle_hello(now, body, &in_use);
     sh.set_half_open(binding, hs.half_open_len());
     drop(hs);

@@ -14,6 +14,12 @@
 //! must not learn identities). The gateway answers only to a response topic under
 //! `PREFIX/inbox/` (one level, no wildcards), so nobody can make it publish elsewhere.
 //!
+//! In cluster mode every node subscribes through the MQTT v5 shared subscription
+//! `$share/<cluster prefix>/PREFIX/hs/+` (and `.../rec/+`), so the broker hands each request
+//! to one node; a node that does not own the request's partition forwards it over NATS to the
+//! owner exactly as an HTTP request ([`crate::cluster`]) and publishes the owner's answer.
+//! Each node's client id is `<client_id>-<node id>`.
+//!
 //! Requests are acknowledged to the broker (PUBACK) only once processed and answered: a
 //! gateway that stops in between gets them again (its broker session persists for
 //! `mqtt.session_expiry_secs`); a redelivered request is answered from the answer cache or the
@@ -170,7 +176,13 @@ pub(crate) async fn start(
 ) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
     let m = &sh.settings.mqtt;
     let url = BrokerUrl::parse(&m.broker).map_err(GatewayError::Config)?;
-    let mut opts = MqttOptions::new(m.client_id.clone(), url.host.clone(), url.port);
+    // Cluster nodes share one configuration; each needs its own MQTT client id (a broker
+    // disconnects the older of two clients with one id).
+    let client_id = match &sh.cluster {
+        Some(c) => format!("{}-{}", m.client_id, c.node_id()),
+        None => m.client_id.clone(),
+    };
+    let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_start(m.session_expiry_secs == 0);
     opts.set_session_expiry_interval(Some(m.session_expiry_secs));
@@ -258,6 +270,7 @@ async fn poll(
     ready: oneshot::Sender<()>,
 ) {
     let prefix = sh.settings.mqtt.topic_prefix.clone();
+    let share = share_prefix(&sh);
     let topics = Arc::new(Topics::new(&prefix));
     let mut ready = Some(ready);
     let qos0 = Arc::new(tokio::sync::Semaphore::new(MAX_QOS0_IN_FLIGHT));
@@ -271,8 +284,8 @@ async fn poll(
                 // request queue drains only while this loop polls.
                 let c = client.clone();
                 let filters = [
-                    Filter::new(format!("{prefix}/hs/+"), QoS::AtLeastOnce),
-                    Filter::new(format!("{prefix}/rec/+"), QoS::AtLeastOnce),
+                    Filter::new(format!("{share}{prefix}/hs/+"), QoS::AtLeastOnce),
+                    Filter::new(format!("{share}{prefix}/rec/+"), QoS::AtLeastOnce),
                 ];
                 tokio::spawn(async move {
                     if let Err(e) = c.subscribe_many(filters).await {
@@ -359,15 +372,25 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
     };
     let answer = if p.payload.len() > sh.settings.limits.max_body {
         sh.metrics.refusal("oversize");
-        Some(Answer::Refused(Refusal::Malformed))
+        Some(Bytes::copy_from_slice(&encode_alert(Refusal::Malformed)))
     } else {
         let limit = Duration::from_secs(sh.settings.limits.request_timeout_secs);
         let body = p.payload.clone();
+        let handshake = matches!(kind, Kind::Handshake);
         let work = async {
-            match kind {
-                Kind::Handshake => handle_handshake(sh, Binding::Mqtt, None, body).await,
-                Kind::Records => handle_records(sh, &body).await,
+            // In a cluster the partition's owner processes it (forwarded over NATS, as HTTP
+            // requests are); the answer is published here either way.
+            if let Some(c) = &sh.cluster {
+                let path = if handshake {
+                    "/v1/handshake"
+                } else {
+                    "/v1/records"
+                };
+                if let Some(answer) = c.route_mqtt(path, &body).await {
+                    return answer;
+                }
             }
+            process(sh, handshake, body).await
         };
         match tokio::time::timeout(limit, work).await {
             Ok(a) => Some(a),
@@ -377,12 +400,7 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
             }
         }
     };
-    if let Some(a) = answer {
-        let payload = match a {
-            Answer::Bytes(b) => Bytes::from(b),
-            Answer::Refused(r) => Bytes::copy_from_slice(&encode_alert(r)),
-            Answer::RateLimited => Bytes::copy_from_slice(&encode_alert(Refusal::Busy)),
-        };
+    if let Some(payload) = answer {
         let props = PublishProperties {
             correlation_data: correlation,
             ..Default::default()
@@ -395,6 +413,30 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
         }
     }
     let _ = client.ack(&p).await;
+}
+
+/// The shared-subscription prefix in cluster mode (`$share/<cluster prefix>/`): the broker
+/// delivers each request to one node of the group; empty on a single gateway.
+fn share_prefix(sh: &Shared) -> String {
+    match &sh.cluster {
+        Some(_) => format!("$share/{}/", sh.settings.cluster.prefix),
+        None => String::new(),
+    }
+}
+
+/// Processes one MQTT request on this node (a handshake message when `handshake`, else a
+/// batch of records) and returns the payload of its answer.
+pub(crate) async fn process(sh: &Arc<Shared>, handshake: bool, body: Bytes) -> Bytes {
+    let a = if handshake {
+        handle_handshake(sh, Binding::Mqtt, None, body).await
+    } else {
+        handle_records(sh, &body).await
+    };
+    match a {
+        Answer::Bytes(b) => Bytes::from(b),
+        Answer::Refused(r) => Bytes::copy_from_slice(&encode_alert(r)),
+        Answer::RateLimited => Bytes::copy_from_slice(&encode_alert(Refusal::Busy)),
+    }
 }
 
 /// A broker for tests: the one `IOTSEAL_TEST_MQTT` names (`host:port`), or a `mosquitto`

@@ -267,7 +267,7 @@ impl Gateway {
         let url = settings.url_for(addr);
 
         let cluster = if settings.cluster.enabled() {
-            Some(crate::cluster::Cluster::connect(&settings).await?)
+            Some(crate::cluster::Cluster::connect(&settings, &url).await?)
         } else {
             None
         };

@@ -20,8 +20,10 @@ use hyper::Method;
 use iotseal_device::IdentityFile;
 use iotseal_device::sim::{Scenario, Simulation};
 use iotseal_device::{AdminClient, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport};
+use iotseal_gateway::Gateway;
 use iotseal_gateway::client::Client;
 use iotseal_gateway::local::start_local;
+use iotseal_gateway::testing::{MemoryStorage, lay_out_gateway_dir};
 use iotseal_proto::SigAlg;
 use iotseal_proto::reading::SensorKind;
 use serde_json::{Value, json};
@@ -182,56 +184,12 @@ async fn dashboard_in_headless_chromium() {
     let fleet = tokio::spawn(async move { sim.run().await });
     let hostile = tokio::spawn(hostile_device(pins, gw.token.clone()));
 
-    // chromedriver on a free port.
-    let port = free_port();
-    let mut driver = tokio::process::Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting chromedriver");
-    let http = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
-    let t0 = Instant::now();
-    loop {
-        if let Ok(r) = http.request(Method::GET, "/status", &[], Vec::new()).await
-            && r.status == 200
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "chromedriver did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let profile = dir.path().join("chromium-profile");
-    let caps = json!({
-        "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-extensions",
-                    "--ignore-certificate-errors", "--hide-scrollbars",
-                    "--force-device-scale-factor=1", "--window-size=1440,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
-        }},
-    });
-    let session = WebDriver::call(&http, Method::POST, "/session", Some(caps)).await;
-    let wd = WebDriver {
-        http: http.clone(),
-        session: session["sessionId"].as_str().unwrap().to_string(),
-    };
-    let _browser = EndSession {
-        port,
-        session: wd.session.clone(),
-    };
+    let (mut driver, wd, _browser) = open_browser(
+        &chromium,
+        &chromedriver,
+        &dir.path().join("chromium-profile"),
+    )
+    .await;
     let gw_client = Client::new(
         &url,
         Some(common::root_trusting_config(&gw.public.tls_cert_pem)),
@@ -433,6 +391,157 @@ async fn dashboard_in_headless_chromium() {
     hostile.abort();
     fleet.abort();
     gw.handle.stop().await.unwrap();
+}
+
+/// Starts chromedriver on a free port and a headless Chromium session through it.
+async fn open_browser(
+    chromium: &Path,
+    chromedriver: &Path,
+    profile: &Path,
+) -> (tokio::process::Child, WebDriver, EndSession) {
+    let port = free_port();
+    let driver = tokio::process::Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting chromedriver");
+    let http = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = http.request(Method::GET, "/status", &[], Vec::new()).await
+            && r.status == 200
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caps = json!({
+        "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-extensions",
+                    "--ignore-certificate-errors", "--hide-scrollbars",
+                    "--force-device-scale-factor=1", "--window-size=1440,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }},
+    });
+    let session = WebDriver::call(&http, Method::POST, "/session", Some(caps)).await;
+    let wd = WebDriver {
+        http: http.clone(),
+        session: session["sessionId"].as_str().unwrap().to_string(),
+    };
+    let end = EndSession {
+        port,
+        session: wd.session.clone(),
+    };
+    (driver, wd, end)
+}
+
+/// Cluster mode: two nodes (in this process, memory storage each, one NATS prefix); the page
+/// of the first shows both in its nodes table, as text, alive, itself marked. Needs NATS
+/// (`IOTSEAL_TEST_NATS`) besides the browser; prints "skipped" without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromium-driver: scripts/dashboard-browser-test.sh"]
+async fn dashboard_in_headless_chromium_shows_cluster_nodes() {
+    let Ok(nats) = std::env::var("IOTSEAL_TEST_NATS") else {
+        println!("skipped: set IOTSEAL_TEST_NATS for the cluster nodes view");
+        return;
+    };
+    let chromium = binary("CHROMIUM", "/usr/bin/chromium");
+    let chromedriver = binary("CHROMEDRIVER", "/usr/bin/chromedriver");
+    let dir = tempfile::tempdir().unwrap();
+    let p = iotseal_crypto_awslc::default_provider();
+    let laid = lay_out_gateway_dir(dir.path(), &p, &[SigAlg::Ed25519]).unwrap();
+    let prefix = format!("dash{}", hex::encode(p.random_vec(5).unwrap()));
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let mut s = laid.settings.clone();
+        s.cluster.url = nats.clone();
+        s.cluster.node_id = name.to_string();
+        s.cluster.prefix = prefix.clone();
+        s.cluster.partitions = 8;
+        s.cluster.lease_ms = 1500;
+        let storage = std::sync::Arc::new(MemoryStorage::default());
+        nodes.push(Gateway::start_with_storage(s, storage).await.unwrap());
+    }
+    let url = nodes[0].url().to_string();
+    let (mut driver, wd, browser) = open_browser(
+        &chromium,
+        &chromedriver,
+        &dir.path().join("chromium-profile"),
+    )
+    .await;
+    wd.cmd(
+        Method::POST,
+        "/url",
+        Some(json!({ "url": format!("{url}/dashboard?token={}", laid.admin_token) })),
+    )
+    .await;
+    wd.wait_for(
+        "both nodes alive in the nodes table",
+        "const rows = Array.from(document.querySelectorAll('#nodes tr')); \
+         return !document.getElementById('nodes-panel').hidden && rows.length === 2 \
+         && rows.every(r => r.classList.contains('alive')) \
+         && rows.every(r => r.children[2].textContent.trim().length > 0 && !r.children[2].textContent.startsWith('0'));",
+        Duration::from_secs(30),
+    )
+    .await;
+    let rows = wd
+        .js(
+            "return Array.from(document.querySelectorAll('#nodes tr')).map(r => ({ \
+               node: r.dataset.node, self: r.classList.contains('self'), \
+               address: r.children[1].textContent, state: r.children[5].textContent }));",
+        )
+        .await;
+    assert_eq!(rows[0]["node"], "node-a", "{rows}");
+    assert_eq!(rows[1]["node"], "node-b", "{rows}");
+    assert_eq!(rows[0]["self"], true, "{rows}");
+    assert_eq!(rows[1]["self"], false, "{rows}");
+    assert_eq!(rows[0]["address"], url.as_str(), "{rows}");
+    assert_eq!(rows[1]["address"], nodes[1].url(), "{rows}");
+    assert_eq!(rows[0]["state"], "alive", "{rows}");
+    assert_eq!(
+        wd.js("return document.body.dataset.cspViolations;").await,
+        "0",
+        "the CSP blocked something"
+    );
+    // A screenshot of the table, next to the main test's.
+    let shot = std::env::var("DASHBOARD_NODES_SCREENSHOT").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-nodes.png"),
+        PathBuf::from,
+    );
+    wd.js("document.getElementById('nodes-panel').scrollIntoView(); return true;")
+        .await;
+    let png = base64_decode(
+        wd.cmd(Method::GET, "/screenshot", None)
+            .await
+            .as_str()
+            .unwrap(),
+    );
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    if let Some(d) = shot.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(&shot, &png).unwrap();
+    println!("nodes screenshot: {}", shot.display());
+    drop(browser);
+    let _ = driver.kill().await;
+    for n in nodes {
+        n.stop().await.unwrap();
+    }
 }
 
 /// Ends the browser even when an assertion fails: deleting the WebDriver session closes

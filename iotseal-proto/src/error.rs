@@ -122,6 +122,9 @@ pub enum Limit {
     IntegrityLimit,
     /// The session is past its absolute lifetime.
     SessionExpired,
+    /// A session-id partitioning with more partitions than
+    /// [`crate::handshake::MAX_PARTITIONS`].
+    TooManyPartitions,
 }
 
 /// Wrong use of the API by the caller (never caused by a peer).
@@ -136,6 +139,11 @@ pub enum ApiMisuse {
     BadDeviceId,
     /// An identity key whose algorithm differs from the one configured.
     KeyAlgorithmMismatch,
+    /// A session-id partitioning that owns no partition.
+    NoOwnedPartition,
+    /// A session-id partitioning into zero partitions, or owning a partition not below the
+    /// partition count.
+    BadPartition,
 }
 
 /// What a peer is told: one byte, the same for every authentication failure.
@@ -193,7 +201,9 @@ impl Error {
             Self::Stale | Self::Future => Refusal::Stale,
             Self::UnknownSession => Refusal::UnknownSession,
             Self::UnsupportedSuite | Self::PolicyRefused => Refusal::NoCommonSuite,
-            Self::Limit(Limit::HalfOpenFull | Limit::NonceCacheFull) => Refusal::Busy,
+            Self::Limit(Limit::HalfOpenFull | Limit::NonceCacheFull | Limit::TooManyPartitions) => {
+                Refusal::Busy
+            }
             Self::Limit(_) => Refusal::SessionEnded,
             Self::ApiMisuse(_) => Refusal::Busy,
         }

@@ -287,6 +287,48 @@
     }
   }
 
+  // "0-5, 9, 12-13": partition numbers as ranges.
+  function fmtRanges(ps) {
+    const out = [];
+    let i = 0;
+    while (i < ps.length) {
+      let j = i;
+      while (j + 1 < ps.length && ps[j + 1] === ps[j] + 1) j++;
+      out.push(j > i ? ps[i] + '-' + ps[j] : String(ps[i]));
+      i = j + 1;
+    }
+    return out.join(', ');
+  }
+
+  // Cluster mode: one row per node this gateway knows (empty list: a single gateway).
+  function drawNodes(snap) {
+    const nodes = snap.nodes || [];
+    const panel = $('nodes-panel');
+    panel.hidden = nodes.length === 0;
+    const root = $('nodes');
+    clear(root);
+    const alive = nodes.filter(function (n) { return n.alive; }).length;
+    set('nodes-note', alive + ' of ' + nodes.length + ' alive', alive);
+    for (const n of nodes) {
+      const tr = el('tr', 'node' + (n.alive ? ' alive' : ' dead') + (n.this_node ? ' self' : ''));
+      tr.dataset.node = n.node;
+      const name = el('td', 'node-name');
+      name.appendChild(el('span', 'dot' + (n.alive ? ' on' : '')));
+      name.appendChild(el('span', null, n.node));
+      if (n.this_node) name.appendChild(el('span', 'muted', ' (this node)'));
+      tr.appendChild(name);
+      tr.appendChild(el('td', 'mono', n.address || '–'));
+      const owned = el('td', 'num', String(n.owned.length));
+      owned.title = fmtRanges(n.owned);
+      owned.appendChild(el('span', 'muted', n.owned.length ? ' · ' + fmtRanges(n.owned) : ''));
+      tr.appendChild(owned);
+      tr.appendChild(el('td', 'num', fmtAgo(Math.max(0, snap.t_ms - n.last_heartbeat_ms))));
+      tr.appendChild(el('td', 'num', fmtInt(n.forwarded_out) + ' · ' + fmtInt(n.forwarded_in)));
+      tr.appendChild(el('td', n.alive ? 'ok' : 'bad', n.alive ? 'alive' : 'not answering'));
+      root.appendChild(tr);
+    }
+  }
+
   // ---------------------------------------------------------------------------------
 
   let lastUpdate = 0;
@@ -312,6 +354,7 @@
     bars($('suites'), snap.handshakes.map(function (h) {
       return { label: h.suite, count: h.established };
     }), { cls: 'suite', empty: 'No handshakes yet.' });
+    drawNodes(snap);
     drawDevices(snap);
     set('updated', 'updated ' + new Date(snap.t_ms).toLocaleTimeString('en-GB'));
     lastUpdate = now;

@@ -7,6 +7,7 @@ use crate::crypto::{CryptoProvider, HASH_LEN, Secret, SigningKey};
 use crate::error::{ApiMisuse, Error};
 use crate::handshake::MAX_DEVICE_ID;
 use crate::handshake::messages::{KEY_ID_LEN, MAX_OFFERS};
+use crate::handshake::session_id::SessionIdPolicy;
 use crate::record::SessionConfig;
 use crate::suite::{SigAlg, Suite};
 
@@ -195,11 +196,14 @@ pub struct GatewayConfig {
     pub session: SessionConfig,
     /// Key of the retry cookies' MAC; random per process (or shared by a cluster).
     pub cookie_secret: Secret,
+    /// Which session ids new sessions get (default [`SessionIdPolicy::Any`]; a cluster node
+    /// draws only inside the partitions it owns). Not visible on the wire.
+    pub session_ids: SessionIdPolicy,
 }
 
 impl GatewayConfig {
     /// A configuration with defaults: skew 30 s, 4096 half-open, 65536 nonces,
-    /// 8192 cached answers, a random cookie key.
+    /// 8192 cached answers, a random cookie key, any session id.
     pub fn new(provider: CryptoProvider, identities: Vec<GatewayIdentity>) -> Result<Self, Error> {
         let cookie_secret = Secret::new(provider.random_vec(32)?);
         Ok(Self {
@@ -212,6 +216,7 @@ impl GatewayConfig {
             response_cache_capacity: 8192,
             session: SessionConfig::default(),
             cookie_secret,
+            session_ids: SessionIdPolicy::Any,
         })
     }
 }

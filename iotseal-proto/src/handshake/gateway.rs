@@ -19,6 +19,7 @@ use crate::handshake::messages::{
     Cookie, FINISHED_LEN, Finish, GatewayHello, Hello, KEY_ID_LEN, MAC1_LEN, NONCE_LEN,
     RetryReason, encode_gateway_hello_clear,
 };
+use crate::handshake::session_id::SessionIdPolicy;
 use crate::handshake::transcript::{Transcript, finished, signed_content};
 use crate::handshake::{DEVICE_SIG_CONTEXT, GATEWAY_SIG_CONTEXT, MAX_DEVICE_ID};
 use crate::key_schedule::{HandshakeSecrets, TrafficKeys, finished_key};
@@ -111,6 +112,12 @@ impl HandshakeServer {
         self.config = config;
     }
 
+    /// Sets which session ids new sessions get (a cluster node calls this as the partitions
+    /// it owns change). Half-open handshakes and sessions keep their ids.
+    pub fn set_session_id_policy(&mut self, policy: SessionIdPolicy) {
+        self.config.session_ids = policy;
+    }
+
     /// Number of half-open handshakes.
     pub fn half_open_len(&self) -> usize {
         self.half_open.len()
@@ -139,7 +146,8 @@ impl HandshakeServer {
         self.answers.put(now, h, exp, answer);
     }
 
-    /// Handles M1. `in_use` tells whether a session id is taken by a live session.
+    /// Handles M1. `in_use` tells whether a session id is taken by a live session. The new
+    /// session id is drawn under the configuration's [`SessionIdPolicy`].
     pub fn handle_hello(
         &mut self,
         now: Time,
@@ -339,11 +347,11 @@ impl HandshakeServer {
         c.to_retry_message()
     }
 
+    /// Draws a session id the configured [`SessionIdPolicy`] allows and nobody uses. With the
+    /// default policy this consumes exactly 4 random bytes per try, as the vectors expect.
     fn new_session_id(&self, in_use: &dyn Fn(u32) -> bool) -> Result<u32, Error> {
         for _ in 0..16 {
-            let mut b = [0u8; 4];
-            self.config.provider.random.fill(&mut b)?;
-            let id = u32::from_be_bytes(b);
+            let id = self.config.session_ids.draw(self.config.provider.random)?;
             if !in_use(id) && !self.half_open.contains(Time(0), &id) {
                 return Ok(id);
             }

@@ -15,6 +15,7 @@ mod config;
 mod device;
 mod gateway;
 pub mod messages;
+mod session_id;
 mod transcript;
 
 pub use cache::{ExpiringMap, ResponseCache};
@@ -24,6 +25,7 @@ pub use config::{
 };
 pub use device::{DeviceEstablished, DeviceHandshake, DeviceNext};
 pub use gateway::{DeviceRegistry, GatewayEstablished, HandshakeServer, HelloReply};
+pub use session_id::{MAX_PARTITIONS, PartitionSet, SessionIdPolicy};
 
 /// The longest device identifier (its field in M3 is padded to this length).
 pub const MAX_DEVICE_ID: usize = 32;
