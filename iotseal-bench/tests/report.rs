@@ -182,3 +182,29 @@ fn load_in_every_documented_shape() {
         }
     }
 }
+
+#[test]
+fn load_table_has_a_transport_column() {
+    let d = out_dir("report-load-transport-in");
+    std::fs::write(
+        d.join("load.json"),
+        r#"[{"mode":"sealed","transport":"http","readings_per_s":900.0,"connections":8,"batch":1},
+            {"mode":"sealed","transport":"mqtt","readings_per_s":300.0,"connections":8,"batch":1},
+            {"mode":"sealed","readings_per_s":800.0,"connections":8,"batch":1}]"#,
+    )
+    .unwrap();
+    let input = ReportInput::load_dir(&d).unwrap();
+    let runs = input.load.as_ref().unwrap();
+    assert_eq!(runs[1].transport(), Some("mqtt".into()));
+    // Runs recorded before the transport existed were HTTPS.
+    assert_eq!(runs[2].transport(), Some("http".into()));
+    let dir = out_dir("report-load-transport");
+    let out = write_report(&input, &dir.join("r.html")).unwrap();
+    let html = std::fs::read_to_string(&out.html).unwrap();
+    assert!(html.contains(">transport</th>"), "transport column");
+    assert!(html.contains("<td class=\"l\">mqtt</td>"), "an mqtt row");
+    assert!(
+        html.contains("sealed mqtt 8 conn × batch 1"),
+        "run named by transport"
+    );
+}
