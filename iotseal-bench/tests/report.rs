@@ -217,7 +217,11 @@ fn mqtt_attacks_appear_in_the_threat_lab_table() {
     let http = r#"[{"name":"replay-immediate","target":"iotseal","attempts":24,"blocked_attempts":24,"blocked":true,"applicable":true,"reason":"refusals at the gateway: replay×16","stored_forgeries":0}]"#;
     let mqtt = r#"[{"name":"mqtt-replay","target":"iotseal","attempts":24,"blocked_attempts":24,"blocked":true,"applicable":true,"reason":"answers to the replays: refused Replay×8","stored_forgeries":0}]"#;
     let legacy = r#"[{"name":"replay-immediate","target":"legacy","attempts":24,"blocked_attempts":0,"blocked":false,"applicable":true,"reason":"stored","stored_forgeries":12}]"#;
-    std::fs::write(d.join("attacks.json"), format!("{http}\n{mqtt}\n{legacy}\n")).unwrap();
+    std::fs::write(
+        d.join("attacks.json"),
+        format!("{http}\n{mqtt}\n{legacy}\n"),
+    )
+    .unwrap();
     let input = ReportInput::load_dir(&d).unwrap();
     let a = input.attacks.as_ref().unwrap();
     assert_eq!(a.iotseal.len(), 2);
