@@ -230,7 +230,8 @@ pub struct MqttSettings {
     /// Most requests being processed at once (the MQTT receive maximum).
     pub max_in_flight: u16,
     /// TCP_NODELAY on the connection to the broker (default on: without it, Nagle's
-    /// algorithm and delayed ACKs hold answers back by tens of milliseconds).
+    /// algorithm and delayed ACKs hold answers back by tens of milliseconds). The broker must
+    /// set it towards its clients too (Mosquitto: `set_tcp_nodelay true`).
     pub tcp_nodelay: bool,
 }
 
@@ -676,7 +677,8 @@ max_record_age_secs = {m_age}
 session_expiry_secs = {m_expiry}
 # Most requests processed at once (MQTT receive maximum).
 max_in_flight = {m_inflight}
-# TCP_NODELAY towards the broker (off: Nagle and delayed ACKs add ~40 ms per answer).
+# TCP_NODELAY towards the broker (off: Nagle and delayed ACKs add ~40 ms per answer). The
+# broker needs it towards its clients too (Mosquitto: set_tcp_nodelay true).
 tcp_nodelay = {m_nodelay}
 
 [cluster]
