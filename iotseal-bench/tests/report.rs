@@ -182,3 +182,53 @@ fn load_in_every_documented_shape() {
         }
     }
 }
+
+#[test]
+fn load_table_has_a_transport_column() {
+    let d = out_dir("report-load-transport-in");
+    std::fs::write(
+        d.join("load.json"),
+        r#"[{"mode":"sealed","transport":"http","readings_per_s":900.0,"connections":8,"batch":1},
+            {"mode":"sealed","transport":"mqtt","readings_per_s":300.0,"connections":8,"batch":1},
+            {"mode":"sealed","readings_per_s":800.0,"connections":8,"batch":1}]"#,
+    )
+    .unwrap();
+    let input = ReportInput::load_dir(&d).unwrap();
+    let runs = input.load.as_ref().unwrap();
+    assert_eq!(runs[1].transport(), Some("mqtt".into()));
+    // Runs recorded before the transport existed were HTTPS.
+    assert_eq!(runs[2].transport(), Some("http".into()));
+    let dir = out_dir("report-load-transport");
+    let out = write_report(&input, &dir.join("r.html")).unwrap();
+    let html = std::fs::read_to_string(&out.html).unwrap();
+    assert!(html.contains(">transport</th>"), "transport column");
+    assert!(html.contains("<td class=\"l\">mqtt</td>"), "an mqtt row");
+    assert!(
+        html.contains("sealed mqtt 8 conn × batch 1"),
+        "run named by transport"
+    );
+}
+
+#[test]
+fn mqtt_attacks_appear_in_the_threat_lab_table() {
+    // `iotseal attack --json` and `iotseal attack --mqtt --json` concatenated, plus the legacy
+    // target (which has no MQTT binding).
+    let d = out_dir("report-mqtt-attacks-in");
+    let http = r#"[{"name":"replay-immediate","target":"iotseal","attempts":24,"blocked_attempts":24,"blocked":true,"applicable":true,"reason":"refusals at the gateway: replay×16","stored_forgeries":0}]"#;
+    let mqtt = r#"[{"name":"mqtt-replay","target":"iotseal","attempts":24,"blocked_attempts":24,"blocked":true,"applicable":true,"reason":"answers to the replays: refused Replay×8","stored_forgeries":0}]"#;
+    let legacy = r#"[{"name":"replay-immediate","target":"legacy","attempts":24,"blocked_attempts":0,"blocked":false,"applicable":true,"reason":"stored","stored_forgeries":12}]"#;
+    std::fs::write(
+        d.join("attacks.json"),
+        format!("{http}\n{mqtt}\n{legacy}\n"),
+    )
+    .unwrap();
+    let input = ReportInput::load_dir(&d).unwrap();
+    let a = input.attacks.as_ref().unwrap();
+    assert_eq!(a.iotseal.len(), 2);
+    assert_eq!(a.iotseal[1].name, "mqtt-replay");
+    let dir = out_dir("report-mqtt-attacks");
+    let out = write_report(&input, &dir.join("r.html")).unwrap();
+    let html = std::fs::read_to_string(&out.html).unwrap();
+    assert!(html.contains("mqtt-replay"));
+    assert!(html.contains("24/24 — stopped"));
+}

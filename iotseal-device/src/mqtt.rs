@@ -45,6 +45,9 @@ pub struct MqttConfig {
     pub login: Option<(String, String)>,
     /// How long to wait for an answer (and for the connection), default 10 s.
     pub timeout: Duration,
+    /// TCP_NODELAY on the connection to the broker (default on: every request is a small
+    /// message waiting for a small answer, which Nagle's algorithm would hold back).
+    pub tcp_nodelay: bool,
 }
 
 impl MqttConfig {
@@ -56,6 +59,7 @@ impl MqttConfig {
             ca_file: None,
             login: None,
             timeout: Duration::from_secs(10),
+            tcp_nodelay: true,
         }
     }
 }
@@ -177,6 +181,11 @@ impl MqttTransport {
         opts.set_clean_start(true);
         opts.set_max_packet_size(Some(MAX_ANSWER));
         opts.set_connection_timeout(cfg.timeout.as_secs().max(1));
+        // Small requests waiting for small answers: no Nagle delay (set after the connection
+        // timeout, which lives in the same network options).
+        let mut net = opts.network_options();
+        net.set_tcp_nodelay(cfg.tcp_nodelay);
+        opts.set_network_options(net);
         if let Some((u, pw)) = &cfg.login {
             opts.set_credentials(u.clone(), pw.clone());
         }

@@ -188,6 +188,12 @@ pub(crate) async fn start(
     opts.set_session_expiry_interval(Some(m.session_expiry_secs));
     opts.set_manual_acks(true);
     opts.set_receive_maximum(Some(m.max_in_flight));
+    // Every request is a small message waiting for a small answer: without TCP_NODELAY,
+    // Nagle's algorithm holds an answer back until the previous segment's (delayed) ACK
+    // arrives, ~40 ms per hop on Linux (docs/performance.md, "HTTP vs MQTT").
+    let mut net = opts.network_options();
+    net.set_tcp_nodelay(m.tcp_nodelay);
+    opts.set_network_options(net);
     let max_packet = u32::try_from(sh.settings.limits.max_body)
         .unwrap_or(u32::MAX)
         .saturating_add(4096);
@@ -482,7 +488,11 @@ impl TestBroker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            // TCP_NODELAY towards clients too (Mosquitto's default is off): request/response
+            // latency would otherwise be bound by Nagle and delayed ACKs.
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+            ),
         )
         .ok()?;
         let child = std::process::Command::new(bin)

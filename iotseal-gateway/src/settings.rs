@@ -258,6 +258,10 @@ pub struct MqttSettings {
     pub session_expiry_secs: u32,
     /// Most requests being processed at once (the MQTT receive maximum).
     pub max_in_flight: u16,
+    /// TCP_NODELAY on the connection to the broker (default on: without it, Nagle's
+    /// algorithm and delayed ACKs hold answers back by tens of milliseconds). The broker must
+    /// set it towards its clients too (Mosquitto: `set_tcp_nodelay true`).
+    pub tcp_nodelay: bool,
 }
 
 impl Default for MqttSettings {
@@ -272,6 +276,7 @@ impl Default for MqttSettings {
             max_record_age_secs: 0,
             session_expiry_secs: 3600,
             max_in_flight: 256,
+            tcp_nodelay: true,
         }
     }
 }
@@ -726,6 +731,9 @@ max_record_age_secs = {m_age}
 session_expiry_secs = {m_expiry}
 # Most requests processed at once (MQTT receive maximum).
 max_in_flight = {m_inflight}
+# TCP_NODELAY towards the broker (off: Nagle and delayed ACKs add ~40 ms per answer). The
+# broker needs it towards its clients too (Mosquitto: set_tcp_nodelay true).
+tcp_nodelay = {m_nodelay}
 
 [cluster]
 # Cluster mode (docs/cluster.md): gateway nodes behind a load balancer share the sessions
@@ -795,6 +803,7 @@ forward_timeout_ms = {c_fwd}
             m_age = d.mqtt.max_record_age_secs,
             m_expiry = d.mqtt.session_expiry_secs,
             m_inflight = d.mqtt.max_in_flight,
+            m_nodelay = d.mqtt.tcp_nodelay,
             c_url = d.cluster.url,
             c_node = d.cluster.node_id,
             c_parts = d.cluster.partitions,

@@ -294,7 +294,7 @@ fn on_first_m2(f: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Arc<dyn Hook
     })
 }
 
-fn wire_now() -> u32 {
+pub(crate) fn wire_now() -> u32 {
     Time(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -305,7 +305,7 @@ fn wire_now() -> u32 {
 }
 
 /// The honest requests of a proxy log (what the attacker recorded).
-fn recorded(log: &[Exchange]) -> Vec<(String, Vec<u8>, Answer)> {
+pub(crate) fn recorded(log: &[Exchange]) -> Vec<(String, Vec<u8>, Answer)> {
     log.iter()
         .filter(|e| !e.injected)
         .filter_map(|e| Some((e.path.clone(), e.forwarded.clone()?, e.upstream.clone()?)))
@@ -341,7 +341,7 @@ async fn replay_all(
     }
 }
 
-fn nothing_processed(f: &mut Findings, d: &Delta) {
+pub(crate) fn nothing_processed(f: &mut Findings, d: &Delta) {
     f.check(
         format!(
             "no replayed record accepted (records accepted +{})",
@@ -658,7 +658,7 @@ fn replay_delayed(ctx: &Ctx) -> BoxFut<'_> {
     })
 }
 
-fn session_of_flight(body: &[u8]) -> Option<u32> {
+pub(crate) fn session_of_flight(body: &[u8]) -> Option<u32> {
     if body.first() == Some(&0x04) {
         Finish::peek_session_id(body).ok()
     } else {
@@ -669,7 +669,7 @@ fn session_of_flight(body: &[u8]) -> Option<u32> {
     }
 }
 
-fn rewrite_session(body: &[u8], sid: u32) -> Vec<u8> {
+pub(crate) fn rewrite_session(body: &[u8], sid: u32) -> Vec<u8> {
     let mut out = Vec::new();
     for r in batch::split(body).unwrap_or_default() {
         let mut r = r.to_vec();
@@ -2010,7 +2010,19 @@ async fn forgeries(ctx: &Ctx, d: &Delta) -> R<(u64, String)> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let ledger = ctx.ledger.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    forgeries_of(&ctx.gw, ids, &ctx.ledger, d).await
+}
+
+/// Storage against `ledger` for the devices `ids` (readings not sent, or altered, and
+/// duplicates beyond one per message id); on an exclusive gateway, also readings stored under
+/// any other id during the attack (`d`).
+pub(crate) async fn forgeries_of(
+    gw: &Gw,
+    ids: Vec<String>,
+    ledger: &Ledger,
+    d: &Delta,
+) -> R<(u64, String)> {
+    let ledger = ledger.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut forged = 0u64;
     let mut honest = 0u64;
     let mut rows_total = 0u64;
@@ -2019,7 +2031,7 @@ async fn forgeries(ctx: &Ctx, d: &Delta) -> R<(u64, String)> {
         if !seen_ids.insert(id.clone()) {
             continue;
         }
-        let rows = ctx.gw.readings(&id).await?;
+        let rows = gw.readings(&id).await?;
         rows_total += rows.len() as u64;
         let sent = ledger.get(&id);
         let mut seen = HashSet::new();
@@ -2036,7 +2048,7 @@ async fn forgeries(ctx: &Ctx, d: &Delta) -> R<(u64, String)> {
         }
     }
     let mut elsewhere = 0;
-    if ctx.gw.exclusive && d.readings_stored > rows_total {
+    if gw.exclusive && d.readings_stored > rows_total {
         elsewhere = d.readings_stored - rows_total;
         forged += elsewhere;
     }

@@ -297,7 +297,7 @@ pub(crate) fn sdk_device(
 }
 
 /// Queues `n` readings on an SDK device (written to the ledger).
-pub(crate) fn sdk_push(d: &mut DeviceClient<HttpsTransport>, ledger: &Ledger, n: usize) {
+pub(crate) fn sdk_push<T: Transport>(d: &mut DeviceClient<T>, ledger: &Ledger, n: usize) {
     let id = d.id();
     for i in 0..n {
         let t = d.clock().now().as_millis();

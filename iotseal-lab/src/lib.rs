@@ -24,8 +24,10 @@
 #![warn(missing_docs)]
 
 mod attacks;
+mod broker;
 mod device;
 pub mod legacy;
+mod mqtt_attacks;
 mod net;
 mod outcome;
 mod proxy;
@@ -121,13 +123,31 @@ pub const ATTACKS: &[&str] = &[
     "handshake-flood",
 ];
 
+/// The broker-side attacks ([`run_mqtt`]), in the order they run.
+pub const MQTT_ATTACKS: &[&str] = &[
+    "mqtt-eavesdrop",
+    "mqtt-replay",
+    "mqtt-inject",
+    "mqtt-replay-answers",
+    "mqtt-cross-device",
+];
+
 /// Checks attack names (for `--only`).
 pub fn check_names(names: &[String]) -> Result<(), LabError> {
+    check_in(names, ATTACKS)
+}
+
+/// Checks broker-side attack names (for `--only` with `--mqtt`).
+pub fn check_mqtt_names(names: &[String]) -> Result<(), LabError> {
+    check_in(names, MQTT_ATTACKS)
+}
+
+fn check_in(names: &[String], known: &[&str]) -> Result<(), LabError> {
     for n in names {
-        if !ATTACKS.contains(&n.as_str()) {
+        if !known.contains(&n.as_str()) {
             return Err(LabError(format!(
                 "unknown attack {n:?}; known: {}",
-                ATTACKS.join(", ")
+                known.join(", ")
             )));
         }
     }
@@ -184,6 +204,40 @@ pub async fn run_all(target: Target, options: &LabOptions) -> Vec<AttackOutcome>
         Target::Iotseal => attacks::run(&names, options).await,
         Target::Legacy => legacy::attacks::run(&names, options).await,
     });
+    out
+}
+
+/// Runs the selected broker-side attacks (`options.only` names among [`MQTT_ATTACKS`]; empty:
+/// all) against iotseal over MQTT: the lab starts its gateway in this process with the MQTT
+/// binding on the broker at `broker` (`HOST:PORT`, plain MQTT) under a topic prefix of its own;
+/// honest SDK devices talk to it through the broker, and an attacker client of the same broker
+/// records, replays, injects and answers on the iotseal topics.
+///
+/// ```no_run
+/// # async fn f() {
+/// use iotseal_lab::{LabOptions, run_mqtt};
+/// let outcomes = run_mqtt(&LabOptions::default(), "127.0.0.1:1883").await;
+/// assert!(outcomes.iter().all(|o| o.blocked == Some(true)));
+/// # }
+/// ```
+pub async fn run_mqtt(options: &LabOptions, broker: &str) -> Vec<AttackOutcome> {
+    let mut out = Vec::new();
+    for n in &options.only {
+        if !MQTT_ATTACKS.contains(&n.as_str()) {
+            out.push(AttackOutcome::failed(
+                n,
+                "iotseal",
+                "",
+                format!("unknown attack {n:?}"),
+            ));
+        }
+    }
+    let names: Vec<&str> = MQTT_ATTACKS
+        .iter()
+        .copied()
+        .filter(|a| options.only.is_empty() || options.only.iter().any(|o| o == a))
+        .collect();
+    out.extend(mqtt_attacks::run(&names, options, broker).await);
     out
 }
 

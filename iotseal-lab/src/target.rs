@@ -212,6 +212,15 @@ pub(crate) struct Gw {
 
 impl Gw {
     pub(crate) async fn open(spec: &GatewaySpec) -> Result<Self, LabError> {
+        Self::open_with(spec, |_| {}).await
+    }
+
+    /// Like [`Self::open`]; `tweak` adjusts the settings of an in-process gateway after the
+    /// lab's limits (the MQTT attacks turn its MQTT binding on with it).
+    pub(crate) async fn open_with(
+        spec: &GatewaySpec,
+        tweak: impl FnOnce(&mut iotseal_gateway::Settings),
+    ) -> Result<Self, LabError> {
         match spec {
             GatewaySpec::Remote {
                 pins,
@@ -239,6 +248,7 @@ impl Gw {
                 let gw = iotseal_gateway::local::start_local(&dir, move |s| {
                     l2.apply(s);
                     s.limits.sweep_interval_secs = 1;
+                    tweak(s);
                 })
                 .await
                 .map_err(|e| LabError(format!("starting the lab's gateway: {e}")))?;

@@ -1049,6 +1049,7 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
             vec![
                 r.name(),
                 r.mode.clone().unwrap_or_else(|| "—".into()),
+                r.transport().unwrap_or_else(|| "—".into()),
                 opt(r.connections),
                 opt(r.batch),
                 optf(r.readings_per_s, 0),
@@ -1064,6 +1065,7 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
         &[
             "run",
             "mode",
+            "transport",
             "connections",
             "batch",
             "readings/s",
@@ -1074,7 +1076,7 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
             "gateway CPU %",
         ],
         &rows,
-        2,
+        3,
     );
     pg.end();
     Ok(())

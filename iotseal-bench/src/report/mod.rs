@@ -48,6 +48,10 @@ pub struct LoadRun {
     /// Suite of the load's devices.
     #[serde(default)]
     pub suite: Option<String>,
+    /// How the devices reached the gateway: `http` or `mqtt` (missing in runs of versions
+    /// that had only HTTPS: see [`LoadRun::transport`]).
+    #[serde(default)]
+    pub transport: Option<String>,
     /// Readings stored and acknowledged per second.
     #[serde(default)]
     pub readings_per_s: Option<f64>,
@@ -75,13 +79,26 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
+    /// The transport: as recorded, or `http` for a run recorded before there was another
+    /// (it has a mode but no transport); `None` when nothing says.
+    pub fn transport(&self) -> Option<String> {
+        match (&self.transport, &self.mode) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(_)) => Some("http".into()),
+            (None, None) => None,
+        }
+    }
+
     fn name(&self) -> String {
         self.label.clone().unwrap_or_else(|| {
             format!(
-                "{}{} conn × batch {}",
+                "{}{}{} conn × batch {}",
                 self.mode
                     .as_ref()
                     .map_or(String::new(), |m| format!("{m} ")),
+                self.transport
+                    .as_ref()
+                    .map_or(String::new(), |t| format!("{t} ")),
                 self.connections.map_or("?".into(), |c| c.to_string()),
                 self.batch.map_or("?".into(), |b| b.to_string())
             )

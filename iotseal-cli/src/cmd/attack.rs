@@ -1,7 +1,10 @@
 //! `iotseal attack`: the threat lab. An intercepting proxy on loopback between simulated
 //! devices and a gateway tries man-in-the-middle, replay, reordering, tampering, downgrade,
 //! impersonation and denial-of-service attacks through the live system, against iotseal or
-//! against the original design (`--target legacy`), and reports what stopped each one.
+//! against the original design (`--target legacy`), and reports what stopped each one. With
+//! `--mqtt`, the broker-side attacks instead: the lab's gateway takes requests through an MQTT
+//! broker, and an attacker client of that broker eavesdrops, replays and injects on the
+//! iotseal topics.
 
 use std::path::PathBuf;
 
@@ -40,6 +43,13 @@ pub(crate) struct Args {
     /// List the attacks and exit.
     #[arg(long)]
     list: bool,
+    /// Run the broker-side attacks (mqtt-*) instead: the lab's gateway (in process) serves
+    /// over the MQTT broker --mqtt-broker, where the attacker is one more client.
+    #[arg(long, conflicts_with = "gateway")]
+    mqtt: bool,
+    /// The MQTT broker for --mqtt (HOST:PORT, plain MQTT).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
+    mqtt_broker: String,
     /// The running gateway's skew_secs (default: the gateway's default).
     #[arg(long, requires = "gateway")]
     skew_secs: Option<u64>,
@@ -65,10 +75,20 @@ pub(crate) fn run(a: Args) -> Result<()> {
         for n in iotseal_lab::ATTACKS {
             println!("{n}");
         }
+        for n in iotseal_lab::MQTT_ATTACKS {
+            println!("{n} (with --mqtt)");
+        }
         return Ok(());
     }
     let target: Target = a.target.parse().map_err(|e| anyhow!("{e}"))?;
-    iotseal_lab::check_names(&a.only).map_err(|e| anyhow!("{e}"))?;
+    if a.mqtt {
+        if target == Target::Legacy {
+            bail!("the legacy design has no MQTT binding; drop --mqtt or --target legacy");
+        }
+        iotseal_lab::check_mqtt_names(&a.only).map_err(|e| anyhow!("{e}"))?;
+    } else {
+        iotseal_lab::check_names(&a.only).map_err(|e| anyhow!("{e}"))?;
+    }
     let gateway = match &a.gateway {
         None => GatewaySpec::InProcess { data_dir: None },
         Some(url) => {
@@ -114,9 +134,16 @@ pub(crate) fn run(a: Args) -> Result<()> {
         progress: !a.json,
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let outcomes = rt.block_on(iotseal_lab::run_all(target, &options));
+    let outcomes = if a.mqtt {
+        rt.block_on(iotseal_lab::run_mqtt(&options, &a.mqtt_broker))
+    } else {
+        rt.block_on(iotseal_lab::run_all(target, &options))
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else if a.mqtt {
+        println!("target: {target} over MQTT (broker {})\n", a.mqtt_broker);
+        print!("{}", iotseal_lab::table(&outcomes));
     } else {
         println!("target: {target}\n");
         print!("{}", iotseal_lab::table(&outcomes));

@@ -22,8 +22,9 @@ enum BenchCommand {
     /// time and throughput at 64 B–16 KiB, overhead and memory per session, and an analysis of
     /// the ciphertext (entropy, chi-square, bit flips).
     Crypto(CryptoArgs),
-    /// Load a running gateway with sealed readings over HTTPS keep-alive.
-    Load(super::load::LoadArgs),
+    /// Load a running gateway with sealed readings over HTTPS keep-alive, or through an MQTT
+    /// broker (--transport mqtt).
+    Load(Box<super::load::LoadArgs>),
 }
 
 /// Arguments of `bench crypto`.
@@ -49,7 +50,7 @@ pub(crate) struct CryptoArgs {
 pub(crate) fn run(a: Args) -> Result<()> {
     match a.command {
         BenchCommand::Crypto(c) => crypto(c),
-        BenchCommand::Load(l) => super::load::run(l),
+        BenchCommand::Load(l) => super::load::run(*l),
     }
 }
 

@@ -140,6 +140,7 @@ overrides! {
     mqtt_max_record_age_secs = "mqtt.max_record_age_secs", "IOTSEAL_MQTT_MAX_RECORD_AGE_SECS";
     mqtt_session_expiry_secs = "mqtt.session_expiry_secs", "IOTSEAL_MQTT_SESSION_EXPIRY_SECS";
     mqtt_max_in_flight = "mqtt.max_in_flight", "IOTSEAL_MQTT_MAX_IN_FLIGHT";
+    mqtt_tcp_nodelay = "mqtt.tcp_nodelay", "IOTSEAL_MQTT_TCP_NODELAY";
     cluster = "cluster.url", "IOTSEAL_CLUSTER";
     cluster_node_id = "cluster.node_id", "IOTSEAL_CLUSTER_NODE_ID";
     cluster_partitions = "cluster.partitions", "IOTSEAL_CLUSTER_PARTITIONS";

@@ -1,4 +1,5 @@
-//! `iotseal bench load`: sealed readings per second over HTTPS keep-alive against a running
+//! `iotseal bench load`: sealed readings per second over HTTPS keep-alive (or, with
+//! `--transport mqtt`, through an MQTT broker to the gateway's MQTT binding) against a running
 //! gateway (its own process), with latency percentiles and the gateway's CPU and memory; or
 //! the same client against a baseline server (`--baseline URL`, e.g. nginx returning 204).
 //! The library is [`iotseal_device::load`].
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use iotseal_device::GatewayPins;
-use iotseal_device::load::{LoadConfig, LoadProgress, LoadReport, Target};
+use iotseal_device::MqttConfig;
+use iotseal_device::load::{LoadConfig, LoadProgress, LoadReport, LoadTransport, Target};
 use iotseal_proto::Suite;
 
 /// Arguments.
@@ -62,6 +64,23 @@ pub(crate) struct LoadArgs {
     /// Request body size in baseline mode, bytes.
     #[arg(long, default_value_t = 200)]
     body_size: usize,
+    /// How the devices reach the gateway: http (HTTPS keep-alive) or mqtt (through
+    /// --mqtt-broker to the gateway's MQTT binding; the admin API stays HTTPS).
+    #[arg(long, default_value = "http", value_parser = ["http", "mqtt"])]
+    transport: String,
+    /// The broker with --transport mqtt: mqtt://HOST:PORT, mqtts://HOST:PORT or HOST:PORT.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_broker: String,
+    /// The gateway's mqtt.topic_prefix, with --transport mqtt.
+    #[arg(long, default_value = "iotseal/v1")]
+    mqtt_topic_prefix: String,
+    /// CA certificates (PEM) of an mqtts:// broker (default: the system's roots).
+    #[arg(long)]
+    mqtt_ca_file: Option<PathBuf>,
+    /// Leave Nagle's algorithm on for the devices' broker connections (to measure what
+    /// TCP_NODELAY saves).
+    #[arg(long)]
+    mqtt_nagle: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -121,8 +140,23 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
             }
         }
     };
+    let transport = match a.transport.as_str() {
+        "mqtt" => {
+            if a.baseline.is_some() {
+                bail!("--baseline is measured over HTTP only; drop --transport mqtt");
+            }
+            LoadTransport::Mqtt(MqttConfig {
+                topic_prefix: a.mqtt_topic_prefix.clone(),
+                ca_file: a.mqtt_ca_file.clone(),
+                tcp_nodelay: !a.mqtt_nagle,
+                ..MqttConfig::new(&a.mqtt_broker)
+            })
+        }
+        _ => LoadTransport::Http,
+    };
     let cfg = LoadConfig {
         target,
+        transport,
         connections: a.connections,
         duration: a.duration,
         warmup: a.warmup,
@@ -197,8 +231,12 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 
 fn print_report(r: &LoadReport) {
     println!(
-        "{} load of {} ({}), {} connections, {} reading(s) per request, {:.1} s measured{}",
+        "{} load over {} of {} ({}), {} connections, {} reading(s) per request, {:.1} s measured{}",
         r.mode,
+        match &r.broker {
+            Some(b) => format!("MQTT (broker {b})"),
+            None => "HTTPS".into(),
+        },
         r.url,
         r.suite.as_deref().unwrap_or("plain HTTPS POST"),
         r.connections,

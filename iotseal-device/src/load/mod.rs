@@ -8,6 +8,12 @@
 //! that it covers the record. A request counts only if it was sent after the warm-up and
 //! acknowledged before the end of the measured window.
 //!
+//! With [`LoadTransport::Mqtt`] each device instead holds one MQTT connection to a broker
+//! (the SDK's [`MqttTransport`]: QoS 1 requests with a response topic and correlation data)
+//! and the gateway takes the requests through its MQTT binding; everything else (sealing,
+//! acknowledgement check, latency from publish to answer) is the same, so the two transports
+//! can be compared run for run.
+//!
 //! The same client also drives a baseline server ([`Target::Raw`]): POSTs of a fixed body,
 //! counting 2xx answers, so a plain TLS server (nginx returning 204) can be measured with the
 //! very same connection code and connection count.
@@ -37,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hyper::StatusCode;
-use iotseal_proto::handshake::messages::decode_alert;
+use iotseal_proto::handshake::messages::{decode_alert, encode_alert};
 use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
 use iotseal_proto::reading::{MAX_READINGS, Reading, SensorKind, encode_batch};
 use iotseal_proto::record::{ContentType, Session, batch};
@@ -48,6 +54,8 @@ use self::conn::{Conn, Endpoint};
 use crate::admin::AdminClient;
 use crate::clock::Clock;
 use crate::files::{GatewayPins, IdentityFile};
+use crate::mqtt::{MqttConfig, MqttTransport};
+use crate::transport::{Transport, TransportError};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,11 +85,34 @@ pub enum Target {
     },
 }
 
+/// How the synthetic devices reach the gateway.
+#[derive(Clone, Debug, Default)]
+pub enum LoadTransport {
+    /// HTTPS keep-alive, one connection per device (the default).
+    #[default]
+    Http,
+    /// MQTT through a broker, one MQTT connection per device; the gateway must run its MQTT
+    /// binding on the same broker and topic prefix.
+    Mqtt(MqttConfig),
+}
+
+impl LoadTransport {
+    /// `http` or `mqtt`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Mqtt(_) => "mqtt",
+        }
+    }
+}
+
 /// A load run.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
     /// What to load.
     pub target: Target,
+    /// How the devices reach it (sealed mode; the baseline is HTTP only).
+    pub transport: LoadTransport,
     /// Connections (one device each), all kept alive for the whole run.
     pub connections: usize,
     /// Measured time.
@@ -103,6 +134,7 @@ impl LoadConfig {
     pub fn new(target: Target, connections: usize) -> Self {
         Self {
             target,
+            transport: LoadTransport::Http,
             connections,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
@@ -133,6 +165,10 @@ pub struct LoadProgress {
 pub struct LoadReport {
     /// `sealed` (iotseal gateway) or `raw` (baseline server).
     pub mode: String,
+    /// `http` (HTTPS keep-alive) or `mqtt` (through a broker).
+    pub transport: String,
+    /// The MQTT broker (with `mqtt`).
+    pub broker: Option<String>,
     /// URL loaded.
     pub url: String,
     /// Suite of the devices (sealed mode).
@@ -153,7 +189,8 @@ pub struct LoadReport {
     pub readings_per_s: f64,
     /// Requests per second.
     pub requests_per_s: f64,
-    /// Mean acknowledgement latency, ms (send to acknowledgement, per request).
+    /// Mean acknowledgement latency, ms (send to acknowledgement, per request; over MQTT from
+    /// the publish to the answer on the device's inbox).
     pub mean_ms: f64,
     /// Median latency, ms.
     pub p50_ms: f64,
@@ -206,6 +243,8 @@ struct Device {
 /// What the workers share.
 struct Shared {
     endpoint: Endpoint,
+    /// Devices connect through this broker instead of to `endpoint`.
+    mqtt: Option<MqttConfig>,
     /// `/v1/records` or the raw URL's path.
     path: String,
     raw_body: Option<Vec<u8>>,
@@ -260,7 +299,16 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
     {
         return Err("rate must be positive".into());
     }
+    let mqtt = match (&cfg.transport, &cfg.target) {
+        (LoadTransport::Http, _) => None,
+        (LoadTransport::Mqtt(m), Target::Gateway { .. }) => Some(m.clone()),
+        (LoadTransport::Mqtt(_), Target::Raw { .. }) => {
+            return Err("the baseline is measured over HTTP only".into());
+        }
+    };
     let mut report = LoadReport {
+        transport: cfg.transport.name().into(),
+        broker: mqtt.as_ref().map(|m| m.broker.clone()),
         connections: cfg.connections,
         batch: cfg.batch,
         target_rate: cfg.rate,
@@ -320,6 +368,7 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
 
     let shared = Arc::new(Shared {
         endpoint,
+        mqtt,
         path,
         raw_body,
         batch: if matches!(cfg.target, Target::Raw { .. }) {
@@ -476,6 +525,66 @@ async fn register(
     Ok(out)
 }
 
+/// One device's connection: HTTPS keep-alive, or MQTT through the broker.
+enum Link {
+    Http(Conn),
+    Mqtt(MqttTransport),
+}
+
+impl Shared {
+    async fn connect(&self) -> Result<Link, String> {
+        match &self.mqtt {
+            None => self.endpoint.connect().await.map(Link::Http),
+            Some(m) => MqttTransport::connect(m)
+                .await
+                .map(Link::Mqtt)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Link {
+    /// A request to `path` (`/v1/handshake` or `/v1/records`, or the baseline's path); the
+    /// status (an MQTT answer: 200, or the HTTP binding's status of a refusal) and the answer.
+    /// An error means the connection is no longer usable (over MQTT: no answer in time).
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), String> {
+        match self {
+            Self::Http(c) => c
+                .post(path, OCTET, body)
+                .await
+                .map(|(s, b)| (s, b.to_vec())),
+            Self::Mqtt(t) => {
+                let r = if path == "/v1/handshake" {
+                    t.handshake(body).await
+                } else {
+                    t.records(body).await
+                };
+                match r {
+                    Ok(b) => Ok((StatusCode::OK, b)),
+                    Err(TransportError::Refused(r)) => {
+                        Ok((refusal_status(r), encode_alert(r).to_vec()))
+                    }
+                    Err(TransportError::Unavailable(e)) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The status the HTTP binding gives a refusal (for MQTT answers, which carry only the alert).
+fn refusal_status(r: Refusal) -> StatusCode {
+    match r {
+        Refusal::Malformed | Refusal::Stale => StatusCode::BAD_REQUEST,
+        Refusal::AuthFailed => StatusCode::FORBIDDEN,
+        Refusal::Replay => StatusCode::CONFLICT,
+        Refusal::UnknownSession => StatusCode::NOT_FOUND,
+        Refusal::NoCommonSuite => StatusCode::NOT_ACCEPTABLE,
+        Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::SessionEnded => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// Why one exchange failed.
 enum Fail {
     /// The connection is unusable.
@@ -487,13 +596,13 @@ enum Fail {
 }
 
 /// Runs the handshake on `conn`; the device gets its session.
-async fn handshake(conn: &mut Conn, d: &mut Device) -> Result<(), Fail> {
+async fn handshake(conn: &mut Link, d: &mut Device) -> Result<(), Fail> {
     let now = d.clock.now();
     let (mut hs, mut hello) = DeviceHandshake::start(d.config.clone(), now)
         .map_err(|e| Fail::Protocol(format!("start: {e}")))?;
     let est = loop {
         let (status, body) = conn
-            .post("/v1/handshake", OCTET, hello)
+            .post("/v1/handshake", hello)
             .await
             .map_err(Fail::Transport)?;
         if status != StatusCode::OK {
@@ -520,7 +629,7 @@ async fn handshake(conn: &mut Conn, d: &mut Device) -> Result<(), Fail> {
     }
     let mut session = est.session;
     let (status, body) = conn
-        .post("/v1/handshake", OCTET, est.finish)
+        .post("/v1/handshake", est.finish)
         .await
         .map_err(Fail::Transport)?;
     if status != StatusCode::OK {
@@ -593,13 +702,10 @@ fn seal_readings(d: &mut Device, n: usize, body: &mut Vec<u8>) -> Result<Vec<u64
 }
 
 /// One request: sealed readings (or the raw body); returns the readings acknowledged.
-async fn exchange(sh: &Shared, conn: &mut Conn, d: Option<&mut Device>) -> Result<u64, Fail> {
+async fn exchange(sh: &Shared, conn: &mut Link, d: Option<&mut Device>) -> Result<u64, Fail> {
     let Some(d) = d else {
         let body = sh.raw_body.clone().unwrap_or_default();
-        let (status, _) = conn
-            .post(&sh.path, OCTET, body)
-            .await
-            .map_err(Fail::Transport)?;
+        let (status, _) = conn.post(&sh.path, body).await.map_err(Fail::Transport)?;
         return if status.is_success() {
             Ok(1)
         } else {
@@ -608,10 +714,7 @@ async fn exchange(sh: &Shared, conn: &mut Conn, d: Option<&mut Device>) -> Resul
     };
     let mut body = Vec::with_capacity(64 + sh.batch * 24);
     let seqs = seal_readings(d, sh.batch, &mut body)?;
-    let (status, answer) = conn
-        .post(&sh.path, OCTET, body)
-        .await
-        .map_err(Fail::Transport)?;
+    let (status, answer) = conn.post(&sh.path, body).await.map_err(Fail::Transport)?;
     if status != StatusCode::OK {
         return Err(Fail::Refused(
             refusal_name(status, &answer),
@@ -638,12 +741,12 @@ async fn worker(
 ) -> WorkerResult {
     let mut res = WorkerResult::default();
     let mut hist = new_hist();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Link> = None;
     let mut opened = 0u64;
     // Set up before the start: connect and handshake (a few tries).
     for attempt in 0..20u32 {
         if conn.is_none() {
-            match sh.endpoint.connect().await {
+            match sh.connect().await {
                 Ok(c) => {
                     conn = Some(c);
                     opened += 1;
@@ -690,7 +793,7 @@ async fn worker(
             break;
         }
         if conn.is_none() {
-            match sh.endpoint.connect().await {
+            match sh.connect().await {
                 Ok(c) => {
                     conn = Some(c);
                     opened += 1;
