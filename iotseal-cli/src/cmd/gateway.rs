@@ -437,7 +437,10 @@ mod tests {
                 "storage" => "memory:",
                 "storage_sync" => "normal",
                 "identity_keys" | "policy.allowed_suites" => "[]",
-                "plain_http" | "policy.require_pq_kem" | "policy.require_pq_sig" => "true",
+                "plain_http"
+                | "policy.require_pq_kem"
+                | "policy.require_pq_sig"
+                | "mqtt.tcp_nodelay" => "true",
                 "handshake_rate_per_ip" | "limits.handshake_rate_per_ip" => "3.5",
                 "data_dir" | "admin_token_file" | "tls.cert" | "tls.key" | "tls.client_ca" => "x",
                 _ => "7",
