@@ -19,7 +19,8 @@ start=$(date +%s)
 cargo fuzz build
 built=$(date +%s)
 echo "fuzz: built every target in $((built - start)) s"
-bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
+# cargo fuzz builds into $CARGO_TARGET_DIR when it is set, else into fuzz/target.
+bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 targets=$(cd fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||')
 summary=()
