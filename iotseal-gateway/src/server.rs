@@ -624,8 +624,6 @@ pub(crate) async fn sweep_once(shared: &Shared) {
     flush_last_seen(shared).await;
 }
 
-/// Writes devices' last-seen times that changed (batched here instead of one storage write
-/// per request).
 /// Writes every device's new last-seen time in one storage call (one group commit), so a
 /// large fleet does not queue one transaction per device ahead of readings.
 async fn flush_last_seen(shared: &Shared) {

@@ -545,7 +545,7 @@ impl Shared {
 
 impl Link {
     /// A request to `path` (`/v1/handshake` or `/v1/records`, or the baseline's path); the
-    /// status (an MQTT answer: 200, or the HTTP binding's status of a refusal) and the answer.
+    /// status (an MQTT answer: 200, or 400 with the refusal's alert as the answer) and the answer.
     /// An error means the connection is no longer usable (over MQTT: no answer in time).
     async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), String> {
         match self {
@@ -561,27 +561,15 @@ impl Link {
                 };
                 match r {
                     Ok(b) => Ok((StatusCode::OK, b)),
+                    // MQTT answers carry no status; callers read the refusal from the alert
+                    // (only "not 200" is taken from the status).
                     Err(TransportError::Refused(r)) => {
-                        Ok((refusal_status(r), encode_alert(r).to_vec()))
+                        Ok((StatusCode::BAD_REQUEST, encode_alert(r).to_vec()))
                     }
                     Err(TransportError::Unavailable(e)) => Err(e),
                 }
             }
         }
-    }
-}
-
-/// The status the HTTP binding gives a refusal (for MQTT answers, which carry only the alert).
-fn refusal_status(r: Refusal) -> StatusCode {
-    match r {
-        Refusal::Malformed | Refusal::Stale => StatusCode::BAD_REQUEST,
-        Refusal::AuthFailed => StatusCode::FORBIDDEN,
-        Refusal::Replay => StatusCode::CONFLICT,
-        Refusal::UnknownSession => StatusCode::NOT_FOUND,
-        Refusal::NoCommonSuite => StatusCode::NOT_ACCEPTABLE,
-        Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        Refusal::SessionEnded => StatusCode::GONE,
-        _ => StatusCode::BAD_REQUEST,
     }
 }
 

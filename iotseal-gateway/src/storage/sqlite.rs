@@ -304,8 +304,8 @@ impl Storage for SqliteStorage {
     /// Moves `last_seen_ms` forward to `at_ms` (never back). Unknown devices are ignored.
     fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
-            let at_ms = to_i64(at_ms, "at_ms")?;
-            self.submit(|reply| Op::Touch { id, at_ms, reply }).await
+            let seen = vec![(id, to_i64(at_ms, "at_ms")?)];
+            self.submit(|reply| Op::Touch { seen, reply }).await
         })
     }
 
@@ -319,7 +319,7 @@ impl Storage for SqliteStorage {
                 .into_iter()
                 .map(|(id, at)| Ok((id, to_i64(at, "at_ms")?)))
                 .collect::<Result<Vec<_>, StorageError>>()?;
-            self.submit(|reply| Op::TouchMany { seen, reply }).await
+            self.submit(|reply| Op::Touch { seen, reply }).await
         })
     }
 

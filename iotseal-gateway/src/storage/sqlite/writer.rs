@@ -13,7 +13,7 @@
 //! Replies are sent only after `COMMIT` returned, so a caller that got `Ok` holds a durable
 //! write (with `synchronous=FULL`), and a caller that got `Err` wrote nothing.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db;
@@ -65,13 +65,8 @@ pub(super) enum Op {
         id: String,
         reply: Reply<bool>,
     },
+    /// Last-seen times (one device, or the sweeper's flush of many), in one savepoint.
     Touch {
-        id: String,
-        at_ms: i64,
-        reply: Reply<()>,
-    },
-    /// Several last-seen times (the sweeper's flush), in one savepoint.
-    TouchMany {
         seen: Vec<(String, i64)>,
         reply: Reply<()>,
     },
@@ -90,7 +85,7 @@ impl Op {
     fn weight(&self) -> usize {
         match self {
             Self::Store { readings, .. } => readings.len().max(1),
-            Self::TouchMany { seen, .. } => seen.len().max(1),
+            Self::Touch { seen, .. } => seen.len().max(1),
             _ => 1,
         }
     }
@@ -101,8 +96,7 @@ impl Op {
             Self::Store { readings, reply } => Done::Store(reply, store(conn, &readings)),
             Self::AddDevice { device, reply } => Done::Unit(reply, add_device(conn, &device)),
             Self::Revoke { id, reply } => Done::Bool(reply, revoke(conn, &id)),
-            Self::Touch { id, at_ms, reply } => Done::Unit(reply, touch(conn, &id, at_ms)),
-            Self::TouchMany { seen, reply } => Done::Unit(
+            Self::Touch { seen, reply } => Done::Unit(
                 reply,
                 seen.iter().try_for_each(|(id, at)| touch(conn, id, *at)),
             ),
@@ -118,7 +112,6 @@ impl Op {
             Self::Store { reply, .. } => Done::Store(reply, Err(e())),
             Self::AddDevice { reply, .. }
             | Self::Touch { reply, .. }
-            | Self::TouchMany { reply, .. }
             | Self::Event { reply, .. }
             | Self::Flush { reply } => Done::Unit(reply, Err(e())),
             Self::Revoke { reply, .. } => Done::Bool(reply, Err(e())),
@@ -289,11 +282,8 @@ fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, Sto
             None => {
                 let key: Option<i64> = key_of
                     .query_row([&r.device_id], |row| row.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(db(e)),
-                    })?;
+                    .optional()
+                    .map_err(db)?;
                 let Some(key) = key else {
                     return Err(StorageError(format!("unknown device {:?}", r.device_id)));
                 };
