@@ -239,6 +239,19 @@ async fn mqtt_refusals_are_alerts_and_foreign_topics_get_nothing() {
     raw.publish(&rec_topic, &[0xff, 0xff, 0xff], Some(&inbox), b"1")
         .await;
     assert_eq!(raw.answer(b"1").await, [0x7f, Refusal::Malformed as u8]);
+    // Correlation data at its bound (64 bytes) is echoed; one byte over is not (the request
+    // is still answered, without it).
+    raw.publish(&rec_topic, &[0xff], Some(&inbox), &[7; 64])
+        .await;
+    assert_eq!(raw.answer(&[7; 64]).await, [0x7f, Refusal::Malformed as u8]);
+    raw.publish(&rec_topic, &[0xff], Some(&inbox), &[8; 65])
+        .await;
+    let p = raw
+        .next(Duration::from_secs(10))
+        .await
+        .expect("answered without correlation data");
+    assert_eq!(&p.payload[..], [0x7f, Refusal::Malformed as u8]);
+    assert_eq!(p.properties.and_then(|pp| pp.correlation_data), None);
     // A well-formed record of a session that does not exist: UnknownSession.
     let mut rec = vec![0x80, 1, 2, 3, 4, 0, 0];
     rec.extend([0u8; 24]);
