@@ -194,3 +194,57 @@ impl Transport for HttpsTransport {
         Box::pin(self.post("/v1/records", body))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A plain HTTP/1.1 server on loopback answering every request with 200 and `len` bytes.
+    async fn server_answering(len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // The request: headers, then a body of content-length bytes (tiny here).
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&vec![0x5a; len]).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn transport(url: String) -> HttpsTransport {
+        let pins = GatewayPins {
+            url,
+            tls_cert_pem: String::new(),
+            tls_cert_sha256: String::new(),
+            identity: Vec::new(),
+        };
+        HttpsTransport::new(&pins).unwrap()
+    }
+
+    /// The answer bound at its edge: 1 MiB is read whole, one byte more is an error (the
+    /// client retries it like any transport failure), never a larger allocation.
+    #[tokio::test]
+    async fn answers_are_bounded_at_one_mib() {
+        let at = transport(server_answering(MAX_ANSWER).await);
+        assert_eq!(at.handshake(vec![1]).await.unwrap().len(), MAX_ANSWER);
+        let over = transport(server_answering(MAX_ANSWER + 1).await);
+        match over.records(vec![1]).await {
+            Err(TransportError::Unavailable(m)) => assert!(m.contains("length limit"), "{m}"),
+            other => panic!("an answer over 1 MiB was not refused: {other:?}"),
+        }
+    }
+}

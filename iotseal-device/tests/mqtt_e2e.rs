@@ -420,3 +420,95 @@ async fn mqtt_bench_load_is_acknowledged() {
     gw.handle.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The device's answer bound (1 MiB, its MQTT maximum packet size) at its edge. A stand-in
+/// gateway on the broker answers each request with a payload of the size it is told: an answer
+/// just under the bound is delivered; one over it never reaches the device (the broker must
+/// not send a client a packet above its maximum, MQTT v5 §3.1.2.11.4), so the request times
+/// out, and the transport goes on serving the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_answers_over_one_mib_never_reach_the_device() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    const MAX_ANSWER: usize = 1 << 20;
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let (host, port) = broker.addr.rsplit_once(':').unwrap();
+    let mut o = MqttOptions::new(
+        format!("fake-gw-{}", random_hex(6)),
+        host,
+        port.parse().unwrap(),
+    );
+    o.set_max_packet_size(Some(4 << 20));
+    let (fake, mut el) = AsyncClient::new(o, 16);
+    // Sizes of the next answers, in order.
+    let sizes = Arc::new(Mutex::new(std::collections::VecDeque::<usize>::new()));
+    let (subbed_tx, subbed_rx) = tokio::sync::oneshot::channel();
+    let (f2, s2) = (fake.clone(), sizes.clone());
+    let fake_task = tokio::spawn(async move {
+        let mut subbed = Some(subbed_tx);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = subbed.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let len = s2.lock().unwrap().pop_front().unwrap_or(1);
+                    let pp = p.properties.unwrap_or_default();
+                    let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                        correlation_data: pp.correlation_data,
+                        ..Default::default()
+                    };
+                    let to = pp.response_topic.unwrap_or_default();
+                    let f = f2.clone();
+                    tokio::spawn(async move {
+                        f.publish_bytes_with_properties(
+                            to,
+                            QoS::AtLeastOnce,
+                            false,
+                            vec![0x42; len].into(),
+                            props,
+                        )
+                        .await
+                        .unwrap();
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    fake.subscribe(format!("{prefix}/rec/+"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), subbed_rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let cfg = MqttConfig {
+        topic_prefix: prefix.clone(),
+        ..MqttConfig::new(&broker.url())
+    };
+    let transport = MqttTransport::connect(&cfg)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(3));
+    use iotseal_device::{Transport, TransportError};
+    // Just under the bound (the packet also carries the topic and properties).
+    let under = MAX_ANSWER - 1024;
+    sizes.lock().unwrap().extend([under, MAX_ANSWER + 1, 10]);
+    assert_eq!(transport.records(vec![1]).await.unwrap().len(), under);
+    match transport.records(vec![2]).await {
+        Err(TransportError::Unavailable(m)) => assert!(m.contains("no answer"), "{m}"),
+        other => panic!(
+            "an answer over 1 MiB reached the device: {:?}",
+            other.map(|a| a.len())
+        ),
+    }
+    assert_eq!(transport.records(vec![3]).await.unwrap().len(), 10);
+    fake_task.abort();
+}

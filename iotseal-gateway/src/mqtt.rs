@@ -50,8 +50,6 @@ use crate::server::{Binding, Shared};
 const MAX_CORRELATION: usize = 64;
 /// Longest response topic accepted, bytes.
 const MAX_RESPONSE_TOPIC: usize = 256;
-/// Most QoS 0 requests processed at once (QoS 1 ones are bounded by the receive maximum).
-const MAX_QOS0_IN_FLIGHT: usize = 64;
 
 /// A broker address: `mqtt://HOST[:PORT]` (plain, port 1883) or `mqtts://HOST[:PORT]` (TLS,
 /// port 8883). A bare `HOST:PORT` is plain.
@@ -279,7 +277,9 @@ async fn poll(
     let share = share_prefix(&sh);
     let topics = Arc::new(Topics::new(&prefix));
     let mut ready = Some(ready);
-    let qos0 = Arc::new(tokio::sync::Semaphore::new(MAX_QOS0_IN_FLIGHT));
+    let qos0 = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        sh.settings.mqtt.qos0_in_flight,
+    )));
     let mut failures = 0u32;
     loop {
         match eventloop.poll().await {
@@ -322,7 +322,9 @@ async fn poll(
                     match qos0.clone().try_acquire_owned() {
                         Ok(permit) => Some(permit),
                         Err(_) => {
+                            // At most once by contract: dropped, counted, logged.
                             sh.metrics.refusal("busy");
+                            debug!("MQTT QoS 0 request dropped: mqtt.qos0_in_flight reached");
                             continue;
                         }
                     }

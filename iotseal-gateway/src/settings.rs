@@ -258,6 +258,10 @@ pub struct MqttSettings {
     pub session_expiry_secs: u32,
     /// Most requests being processed at once (the MQTT receive maximum).
     pub max_in_flight: u16,
+    /// Most QoS 0 requests being processed at once. QoS 0 is at most once by contract and the
+    /// receive maximum does not cover it: a QoS 0 request beyond this bound is dropped and
+    /// counted (`refusals_total{reason="busy"}`). Devices use QoS 1.
+    pub qos0_in_flight: u16,
     /// TCP_NODELAY on the connection to the broker (default on: without it, Nagle's
     /// algorithm and delayed ACKs hold answers back by tens of milliseconds). The broker must
     /// set it towards its clients too (Mosquitto: `set_tcp_nodelay true`).
@@ -276,6 +280,7 @@ impl Default for MqttSettings {
             max_record_age_secs: 0,
             session_expiry_secs: 3600,
             max_in_flight: 256,
+            qos0_in_flight: 64,
             tcp_nodelay: true,
         }
     }
@@ -319,6 +324,9 @@ impl MqttSettings {
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight must be > 0".into());
+        }
+        if self.qos0_in_flight == 0 {
+            return bad("qos0_in_flight must be > 0".into());
         }
         Ok(())
     }
@@ -731,6 +739,9 @@ max_record_age_secs = {m_age}
 session_expiry_secs = {m_expiry}
 # Most requests processed at once (MQTT receive maximum).
 max_in_flight = {m_inflight}
+# Most QoS 0 requests processed at once; beyond it a QoS 0 request is dropped and counted
+# (refusals_total{{reason="busy"}}). Devices publish with QoS 1, which the line above bounds.
+qos0_in_flight = {m_qos0}
 # TCP_NODELAY towards the broker (off: Nagle and delayed ACKs add ~40 ms per answer). The
 # broker needs it towards its clients too (Mosquitto: set_tcp_nodelay true).
 tcp_nodelay = {m_nodelay}
@@ -803,6 +814,7 @@ forward_timeout_ms = {c_fwd}
             m_age = d.mqtt.max_record_age_secs,
             m_expiry = d.mqtt.session_expiry_secs,
             m_inflight = d.mqtt.max_in_flight,
+            m_qos0 = d.mqtt.qos0_in_flight,
             m_nodelay = d.mqtt.tcp_nodelay,
             c_url = d.cluster.url,
             c_node = d.cluster.node_id,
@@ -890,6 +902,7 @@ mod tests {
             ("limits.storage_read_connections", "0", "1"),
             ("limits.audit_queue", "0", "1"),
             ("mqtt.max_in_flight", "0", "1"),
+            ("mqtt.qos0_in_flight", "0", "1"),
             ("cluster.partitions", "0", "1"),
             ("cluster.partitions", "4097", "4096"),
         ] {

@@ -604,3 +604,128 @@ async fn cluster_mqtt_requests_reach_their_owner_and_are_stored_once() {
     assert_eq!(total_after, sent, "a replay stored something");
     c.stop_all().await;
 }
+
+/// `cluster.forward_timeout_ms` at its edge: the owner of a partition (here a stand-in that
+/// holds the partition's lease and subscribes to its subject, as a hung node would) takes the
+/// forwarded request and never answers. The receiving node answers 503 Busy (the device
+/// retries) once the timeout has passed, and counts it as
+/// `iotseal_cluster_forward_failures_total{reason="timeout"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_forward_to_a_silent_owner_times_out_as_busy() {
+    let Some((nats, pg_base)) = services() else {
+        println!("skipped: set IOTSEAL_TEST_NATS and IOTSEAL_TEST_PG");
+        return;
+    };
+    let run = run_id();
+    let prefix = format!("cn{run}");
+    const LEASE: Duration = Duration::from_secs(4);
+    const FORWARD_TIMEOUT_MS: u64 = 300;
+
+    // The silent owner: partition 0's lease (the bucket as the nodes make it) and its subject.
+    let nc = async_nats::connect(nats.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(nc.clone());
+    let bucket = format!("{prefix}_owners");
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: LEASE,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let kv = js.get_key_value(bucket).await.unwrap();
+    // Held as a live node holds it: renewed well within the lease.
+    let mut rev = kv.create("p0", "silent-node".into()).await.unwrap();
+    let renew = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(LEASE / 4).await;
+            rev = kv.update("p0", "silent-node".into(), rev).await.unwrap();
+        }
+    });
+    let mut silent = nc.subscribe(format!("{prefix}.part.0")).await.unwrap();
+    nc.flush().await.unwrap();
+
+    // One node; it owns partition 1 and cannot claim 0.
+    let dir = tempfile::tempdir().unwrap();
+    let laid = lay_out_gateway_dir(dir.path(), &provider(), &[SigAlg::Ed25519]).unwrap();
+    let mut s = laid.settings.clone();
+    s.storage = fresh_schema(&pg_base, &run).await;
+    s.cluster.url = nats.clone();
+    s.cluster.node_id = "node-1".into();
+    s.cluster.prefix = prefix.clone();
+    s.cluster.partitions = 2;
+    s.cluster.lease_ms = LEASE.as_millis() as u64;
+    s.cluster.forward_timeout_ms = FORWARD_TIMEOUT_MS;
+    let gw = Gateway::start(s).await.unwrap();
+    let client = Client::new(
+        gw.url(),
+        Some(root_trusting_config(&laid.public.tls_cert_pem)),
+    )
+    .unwrap();
+    let t = Instant::now();
+    loop {
+        let r = client
+            .request(
+                hyper::Method::GET,
+                "/v1/cluster",
+                &[("authorization", &format!("Bearer {}", laid.admin_token))],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        if v["owned"] == serde_json::json!([1]) {
+            break;
+        }
+        assert!(t.elapsed() < SETTLE, "node-1 never owned partition 1: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A records request for a session in partition 0 (id 0x01020304 is even).
+    let mut rec = vec![0x80, 1, 2, 3, 4, 0, 0];
+    rec.extend([0u8; 24]);
+    let mut body = Vec::new();
+    iotseal_proto::record::batch::push(&mut body, &rec);
+    let t = Instant::now();
+    let r = client
+        .request(hyper::Method::POST, "/v1/records", &[], body.clone())
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert_eq!(r.status, 503, "a silent owner is answered as Busy");
+    assert_eq!(r.body, [0x7f, Refusal::Busy as u8]);
+    assert!(
+        waited >= Duration::from_millis(FORWARD_TIMEOUT_MS),
+        "answered before the timeout: {waited:?}"
+    );
+    // The silent owner did get the request, unchanged.
+    use futures_util::StreamExt;
+    let got = tokio::time::timeout(Duration::from_secs(5), silent.next())
+        .await
+        .expect("the request reached the partition's owner")
+        .unwrap();
+    assert_eq!(&got.payload[..], &body[..]);
+    let m = String::from_utf8(
+        client
+            .request(hyper::Method::GET, "/metrics", &[], vec![])
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(
+        metric(
+            &m,
+            "iotseal_cluster_forward_failures_total{node=\"node-1\",reason=\"timeout\"}"
+        ),
+        1,
+        "{m}"
+    );
+    gw.stop().await.unwrap();
+    renew.abort();
+}

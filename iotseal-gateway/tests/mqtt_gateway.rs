@@ -101,6 +101,26 @@ impl Raw {
             .unwrap();
     }
 
+    /// Publishes with QoS 0 (at most once), as a device that does not want acknowledgements
+    /// from the broker would.
+    async fn publish_qos0(&self, topic: &str, payload: &[u8], reply_to: &str, corr: &[u8]) {
+        let props = PublishProperties {
+            response_topic: Some(reply_to.to_string()),
+            correlation_data: Some(Bytes::copy_from_slice(corr)),
+            ..Default::default()
+        };
+        self.client
+            .publish_bytes_with_properties(
+                topic,
+                QoS::AtMostOnce,
+                false,
+                Bytes::copy_from_slice(payload),
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
     async fn next(&mut self, within: Duration) -> Option<Publish> {
         tokio::time::timeout(within, self.rx.recv())
             .await
@@ -355,4 +375,88 @@ async fn mqtt_requests_wait_at_the_broker_while_the_gateway_is_away() {
         "the queued hello was answered with a valid M2"
     );
     gw.stop().await.unwrap();
+}
+
+/// `mqtt.qos0_in_flight` at its edge (1): QoS 0 requests are not covered by the receive
+/// maximum, so a burst of them beyond the bound is dropped (QoS 0 is at most once) and each
+/// drop counted as `refusals_total{reason="busy"}`. Every request is either answered once or
+/// counted, and the gateway answers again once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_qos0_requests_beyond_their_bound_are_dropped_and_counted() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    // A post-quantum signature makes each hello cost the gateway real work.
+    let suite: Suite = "x25519mlkem768/ed25519+mldsa65/aes128gcm".parse().unwrap();
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let env = Env::start(&[suite.sig], |s| {
+        use_broker(s, &broker, &prefix);
+        s.mqtt.qos0_in_flight = 1;
+        s.limits.handshake_rate_per_ip = 1e6;
+        s.limits.handshake_burst_per_ip = 1e6;
+    })
+    .await;
+    let inbox = format!("{prefix}/inbox/me");
+    let mut raw = Raw::connect(&broker, std::slice::from_ref(&inbox)).await;
+    let dev = env.device("mqtt-qos0", suite).await;
+    let hs_topic = format!("{prefix}/hs/me");
+    let busy = "iotseal_refusals_total{reason=\"busy\"}";
+
+    const BURST: u8 = 40;
+    let mut dropped_total = 0;
+    for round in 0..5u8 {
+        let hellos: Vec<Vec<u8>> = (0..BURST)
+            .map(|_| DeviceHandshake::start(dev.cfg.clone(), now()).unwrap().1)
+            .collect();
+        let before = common::metric(&env.metrics().await, busy);
+        for (i, m1) in hellos.iter().enumerate() {
+            raw.publish_qos0(&hs_topic, m1, &inbox, &[round, i as u8])
+                .await;
+        }
+        // Every request is answered or dropped and counted; nothing is answered twice.
+        let mut answered = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let dropped = loop {
+            let dropped = common::metric(&env.metrics().await, busy) - before;
+            if answered.len() as u64 + dropped == u64::from(BURST) {
+                break dropped;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {} answered + {dropped} dropped of {BURST}",
+                answered.len()
+            );
+            if let Some(p) = raw.next(Duration::from_millis(200)).await {
+                let c = p.properties.and_then(|pp| pp.correlation_data).unwrap();
+                assert_eq!(c[0], round, "an answer from this round");
+                assert!(answered.insert(c[1]), "answered once");
+            }
+        };
+        assert!(
+            raw.next(Duration::from_millis(300)).await.is_none(),
+            "nothing more"
+        );
+        println!(
+            "round {round}: {} answered, {dropped} dropped",
+            answered.len()
+        );
+        assert!(
+            !answered.is_empty(),
+            "round {round}: the slot serves requests"
+        );
+        dropped_total += dropped;
+        if dropped > 0 {
+            break;
+        }
+    }
+    assert!(
+        dropped_total > 0,
+        "bursts of {BURST} QoS 0 hellos against one slot never hit the bound"
+    );
+
+    // The slot is free again: a lone QoS 0 request is answered.
+    let (_, m1) = DeviceHandshake::start(dev.cfg.clone(), now()).unwrap();
+    raw.publish_qos0(&hs_topic, &m1, &inbox, b"after").await;
+    assert!(!raw.answer(b"after").await.is_empty());
 }
