@@ -173,6 +173,8 @@ pub struct Metrics {
     replay_acks_suppressed: AtomicU64,
     audit_dropped: AtomicU64,
     active_sessions: AtomicU64,
+    parked_sessions: AtomicU64,
+    sessions_parked: AtomicU64,
     half_open: AtomicU64,
     open_connections: AtomicU64,
     storage_commit: Histogram,
@@ -192,6 +194,8 @@ impl Default for Metrics {
             replay_acks_suppressed: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             active_sessions: AtomicU64::new(0),
+            parked_sessions: AtomicU64::new(0),
+            sessions_parked: AtomicU64::new(0),
             half_open: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
             storage_commit: Histogram::new(),
@@ -277,6 +281,14 @@ impl Metrics {
     /// Sets the live session gauge.
     pub fn set_active_sessions(&self, n: usize) {
         self.active_sessions.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Sessions parked (key objects dropped) as the last sweep left them, and how many it
+    /// newly parked.
+    pub fn set_parked_sessions(&self, parked: usize, newly: usize) {
+        self.parked_sessions.store(parked as u64, Ordering::Relaxed);
+        self.sessions_parked
+            .fetch_add(newly as u64, Ordering::Relaxed);
     }
 
     /// Sets the half-open handshake gauge.
@@ -369,6 +381,18 @@ impl Metrics {
             "iotseal_active_sessions",
             "Established sessions in memory.",
             &self.active_sessions,
+        );
+        gauge(
+            &mut out,
+            "iotseal_parked_sessions",
+            "Established sessions parked at the last sweep (idle, key objects dropped).",
+            &self.parked_sessions,
+        );
+        counter(
+            &mut out,
+            "iotseal_sessions_parked_total",
+            "Times an idle session was parked (its key objects dropped).",
+            &self.sessions_parked,
         );
         gauge(
             &mut out,

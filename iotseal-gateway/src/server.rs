@@ -620,6 +620,10 @@ pub(crate) async fn sweep_once(shared: &Shared) {
         shared.ended(std::slice::from_ref(e), *reason, now);
     }
     shared.metrics.set_active_sessions(shared.sessions.len());
+    let (parked, newly) = shared
+        .sessions
+        .park_idle(now, l.park_after_secs.saturating_mul(1000));
+    shared.metrics.set_parked_sessions(parked, newly);
     shared.limiter.sweep(now.as_millis());
     flush_last_seen(shared).await;
 }

@@ -213,6 +213,33 @@ impl SessionTable {
         ids.into_iter().filter_map(|id| t.remove(id)).collect()
     }
 
+    /// Parks the sessions unused for `park_ms` (their key objects dropped; see
+    /// [`Session::park`]) that no request holds now; returns how many are parked in all. The
+    /// table lock is held only to list the candidates, never while a session is locked.
+    /// Returns (sessions parked now, of which newly parked).
+    pub fn park_idle(&self, now: iotseal_proto::Time, park_ms: u64) -> (usize, usize) {
+        let now_ms = now.as_millis();
+        let idle: Vec<Arc<SessionEntry>> = self
+            .lock()
+            .by_id
+            .values()
+            .filter(|e| now_ms.saturating_sub(e.last_used_ms()) >= park_ms)
+            .cloned()
+            .collect();
+        let (mut parked, mut newly) = (0, 0);
+        for e in idle {
+            // A session in use is skipped: it is not idle, and the sweep never waits.
+            if let Ok(mut st) = e.state.try_lock() {
+                if !st.session.is_parked() {
+                    st.session.park(now);
+                    newly += 1;
+                }
+                parked += 1;
+            }
+        }
+        (parked, newly)
+    }
+
     /// Removes sessions idle for `idle_ms` or older than `lifetime_ms`, and those of revoked
     /// devices.
     pub fn sweep(

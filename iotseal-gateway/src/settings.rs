@@ -139,6 +139,10 @@ pub struct Limits {
     pub shutdown_grace_secs: u64,
     /// How often expired sessions and rate-limiter entries are swept, seconds.
     pub sweep_interval_secs: u64,
+    /// Sessions unused this long are parked at the next sweep, seconds: their expanded key
+    /// objects are dropped (only the 32-byte traffic secrets stay) and derived again at their
+    /// next record, a few microseconds. 0 parks every session not in use at each sweep.
+    pub park_after_secs: u64,
     /// `Retry-After` sent with 503 Busy and 429, seconds.
     pub retry_after_secs: u64,
     /// Storage requests queued for the single writer; when full, requests wait for room
@@ -390,6 +394,7 @@ impl Default for Limits {
             tls_handshake_timeout_secs: 10,
             shutdown_grace_secs: 30,
             sweep_interval_secs: 5,
+            park_after_secs: 10,
             retry_after_secs: 1,
             storage_queue: 1024,
             storage_batch: 4096,
@@ -703,6 +708,10 @@ tls_handshake_timeout_secs = {tht}
 shutdown_grace_secs = {sg}
 # How often expired sessions are swept, seconds.
 sweep_interval_secs = {sweep}
+# Sessions unused this long are parked at the next sweep, seconds: their key objects are
+# dropped (the traffic secrets stay) and derived again at their next record (a few
+# microseconds). Saves ~1.3 KB per idle session. 0: every session not in use at a sweep.
+park_after_secs = {park}
 # Retry-After of 503 (busy) and 429 (rate limited) answers, seconds.
 retry_after_secs = {retry_after}
 # Storage requests queued for the single writer (when full, requests wait: nothing dropped).
@@ -799,6 +808,7 @@ forward_timeout_ms = {c_fwd}
             tht = l.tls_handshake_timeout_secs,
             sg = l.shutdown_grace_secs,
             sweep = l.sweep_interval_secs,
+            park = l.park_after_secs,
             retry_after = l.retry_after_secs,
             st_queue = l.storage_queue,
             st_batch = l.storage_batch,

@@ -1217,3 +1217,65 @@ async fn sqlite_storage_end_to_end() {
     assert_eq!(got, want);
     gw.stop().await.unwrap();
 }
+
+/// Idle sessions are parked at the sweep (`limits.park_after_secs`; 0 here: every session not
+/// in use) and go on as before: the next records of a parked session are accepted and
+/// acknowledged, across the device's key updates, and a replay is still refused.
+#[tokio::test]
+async fn parked_sessions_go_on_as_before() {
+    let s = suite("x25519/ed25519/aes128gcm");
+    let env = Env::start(&[s.sig], |st| {
+        st.limits.park_after_secs = 0;
+        st.limits.sweep_interval_secs = 1;
+    })
+    .await;
+    let mut dev = env.device("parked-1", s).await;
+    let mut conn = env.conn().await;
+    let mut hs = dev.handshake(&mut conn, 1).await;
+    // Waits for the next time the sweep parks the (one) session.
+    let mut parks = 0;
+    let mut parked = async || {
+        let t = Instant::now();
+        loop {
+            let m = env.metrics().await;
+            let n = metric(&m, "iotseal_sessions_parked_total ");
+            if n > parks {
+                parks = n;
+                assert_eq!(metric(&m, "iotseal_parked_sessions "), 1);
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "never parked");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut last = Vec::new();
+    for round in 0..3u64 {
+        parked().await;
+        let recs = seal_records(&mut hs.session, &[dev.readings(2), dev.readings(1)]);
+        // The device updates its key between rounds: the parked gateway follows.
+        hs.session.update_send_key(now()).unwrap();
+        let r = conn
+            .post_binary("/v1/records", framed(&recs))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "round {round}");
+        let acks = open_acks(&mut hs.session, &r.body);
+        assert_eq!(acks[0], vec![(0, 2 * round + 2)], "round {round}");
+        last = recs;
+    }
+    assert_eq!(env.storage.all_readings().len(), 1 + 3 * 3);
+    // A replay of the last batch, to a parked session: acknowledged, not stored again.
+    parked().await;
+    let r = conn
+        .post_binary("/v1/records", framed(&last))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(env.storage.all_readings().len(), 10);
+    assert!(
+        metric(
+            &env.metrics().await,
+            "iotseal_refusals_total{reason=\"replay\"}"
+        ) >= 2
+    );
+}

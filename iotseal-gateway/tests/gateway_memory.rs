@@ -120,15 +120,42 @@ fn memory_per_idle_session() {
         size_of::<Session>()
     );
     println!("inline per session (without key objects on the heap): {inline} B");
-    match (before, after) {
-        (Some(b), Some(a)) => {
+
+    // The same again, each session parked (as the sweep parks idle sessions): its key objects
+    // are freed and the next session's handshake reuses that memory.
+    let parked = SessionTable::new(N + 1, N + 1);
+    let before_parked = rss_bytes();
+    for i in 0..N {
+        if i % 500 == 0 {
+            now = now.plus_millis(120_000);
+            server.expire(now);
+        }
+        let mut s = handshake(&mut server, now);
+        s.park(now);
+        parked.insert(SessionEntry::new(s, device.clone(), now.as_millis()));
+    }
+    now = now.plus_millis(120_000);
+    server.expire(now);
+    let after_parked = rss_bytes();
+    assert_eq!(parked.len(), N);
+
+    match (before, after, before_parked, after_parked) {
+        (Some(b), Some(a), Some(pb), Some(pa)) => {
             let per = a.saturating_sub(b) as f64 / N as f64;
+            let per_parked = pa.saturating_sub(pb) as f64 / N as f64;
             println!(
-                "RSS delta over {N} idle sessions ({suite}): {} KiB, {per:.0} B per session",
-                a.saturating_sub(b) / 1024
+                "RSS delta over {N} idle sessions ({suite}): {} KiB, {per:.0} B per session; \
+                 parked: {} KiB, {per_parked:.0} B per session",
+                a.saturating_sub(b) / 1024,
+                pa.saturating_sub(pb) / 1024,
             );
             // A generous bound: sessions must stay in the low kilobytes.
             assert!(per < 16_384.0, "{per} B per session");
+            // Parking frees the key objects (two aws-lc AES-GCM keys, ~1.3 KB here).
+            assert!(
+                per_parked < per,
+                "parked {per_parked} B vs {per} B per session"
+            );
         }
         _ => println!("RSS not available (no /proc): skipped the RSS measurement"),
     }

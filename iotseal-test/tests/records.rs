@@ -319,3 +319,82 @@ fn grace_covers_the_epoch_left_after_a_jump() {
         "skipped epoch 1"
     );
 }
+
+/// Parking (dropping the key objects of an idle session) is invisible to the peer: with the
+/// gateway parked before every operation and the device before every other one, across key
+/// updates in both directions, every record and acknowledgement opens at the other end (so
+/// both derived the same keys and nonces) and the sequence numbers keep counting.
+#[test]
+fn parking_is_invisible_to_the_peer() {
+    for aead in AeadId::ALL {
+        let (pair, mut e) = established(*aead, 21, |p| {
+            p.edit_device(|d| d.session.rekey_after_records = 3);
+            p.reconfigure(|g| g.session.rekey_after_records = 2);
+        });
+        let now = pair.now;
+        for i in 0..20u8 {
+            if i % 2 == 0 {
+                e.device.park(now);
+                assert!(e.device.is_parked());
+            }
+            e.gateway.park(now);
+            assert!(e.gateway.is_parked());
+            assert_eq!(e.device.next_seq(), u64::from(i));
+            let rec = seal(&mut e, now, &[i; 9]);
+            assert!(!e.device.is_parked());
+            assert_eq!(deliver(&mut e, now, &rec).unwrap(), [i; 9], "{aead} {i}");
+            e.gateway.park(now);
+            let mut ack = Vec::new();
+            e.gateway.seal_ack(now, &mut ack).unwrap();
+            if i % 2 == 0 {
+                e.device.park(now);
+            }
+            let o = e.device.open(now, &mut ack).expect("ack opens");
+            let pt = o.plaintext.to_vec();
+            let ranges = e.device.parse_ack(&pt).unwrap();
+            assert_eq!(ranges.first(), Some(&(0, u64::from(i))), "{aead} ack {i}");
+        }
+        let (send, recv) = e.gateway.epochs();
+        assert!(send >= 9 && recv >= 6, "{aead}: key updates happened");
+    }
+}
+
+/// A session parked in the middle of a key update keeps what the grace period needs: the
+/// receiver moves to a later epoch while parked and still accepts late records of the epoch
+/// it left; once the grace period is over, parking drops that key and they are refused.
+#[test]
+fn a_parked_session_keeps_its_grace_key_until_the_grace_ends() {
+    let (pair, mut e) = established(AeadId::Aes128Gcm, 22, |p| {
+        p.edit_device(|d| d.session.rekey_after_records = 2);
+        p.reconfigure(|g| {
+            g.session.grace_secs = 30;
+            g.session.max_record_age_secs = None;
+        });
+    });
+    let now = pair.now;
+    let recs: Vec<Vec<u8>> = (0..6u8).map(|i| seal(&mut e, now, &[i])).collect();
+    deliver(&mut e, now, &recs[0]).unwrap();
+    e.gateway.park(now);
+    deliver(&mut e, now, &recs[4]).expect("epoch 2 while parked");
+    e.gateway.park(now);
+    deliver(&mut e, now, &recs[1]).expect("epoch 0 inside the grace period, parked");
+    let later = now.plus_millis(31_000);
+    e.gateway.park(later);
+    assert_eq!(
+        deliver(&mut e, later, &recs[5]).unwrap(),
+        [5],
+        "current epoch after parking"
+    );
+    // recs[0] and [1] are taken; an epoch-0 record the grace period no longer covers:
+    let (_, mut twin) = established(AeadId::Aes128Gcm, 22, |p| {
+        p.edit_device(|d| d.session.rekey_after_records = 2);
+        p.reconfigure(|g| g.session.max_record_age_secs = None);
+    });
+    let r: Vec<Vec<u8>> = (0..6u8).map(|i| seal(&mut twin, now, &[i])).collect();
+    deliver(&mut twin, now, &r[4]).unwrap();
+    twin.gateway.park(later);
+    assert_eq!(
+        deliver(&mut twin, later, &r[1]).unwrap_err(),
+        PeerMisbehaved::BadEpoch.into()
+    );
+}

@@ -125,6 +125,7 @@ overrides! {
     tls_handshake_timeout_secs = "limits.tls_handshake_timeout_secs", "IOTSEAL_TLS_HANDSHAKE_TIMEOUT_SECS";
     shutdown_grace_secs = "limits.shutdown_grace_secs", "IOTSEAL_SHUTDOWN_GRACE_SECS";
     sweep_interval_secs = "limits.sweep_interval_secs", "IOTSEAL_SWEEP_INTERVAL_SECS";
+    park_after_secs = "limits.park_after_secs", "IOTSEAL_PARK_AFTER_SECS";
     retry_after_secs = "limits.retry_after_secs", "IOTSEAL_RETRY_AFTER_SECS";
     storage_queue = "limits.storage_queue", "IOTSEAL_STORAGE_QUEUE";
     storage_batch = "limits.storage_batch", "IOTSEAL_STORAGE_BATCH";
@@ -140,6 +141,7 @@ overrides! {
     mqtt_max_record_age_secs = "mqtt.max_record_age_secs", "IOTSEAL_MQTT_MAX_RECORD_AGE_SECS";
     mqtt_session_expiry_secs = "mqtt.session_expiry_secs", "IOTSEAL_MQTT_SESSION_EXPIRY_SECS";
     mqtt_max_in_flight = "mqtt.max_in_flight", "IOTSEAL_MQTT_MAX_IN_FLIGHT";
+    mqtt_qos0_in_flight = "mqtt.qos0_in_flight", "IOTSEAL_MQTT_QOS0_IN_FLIGHT";
     mqtt_tcp_nodelay = "mqtt.tcp_nodelay", "IOTSEAL_MQTT_TCP_NODELAY";
     cluster = "cluster.url", "IOTSEAL_CLUSTER";
     cluster_node_id = "cluster.node_id", "IOTSEAL_CLUSTER_NODE_ID";

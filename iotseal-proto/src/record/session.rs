@@ -64,7 +64,8 @@ pub const MAX_EPOCH_SKIP: u64 = 8;
 #[derive(Debug)]
 struct SendState {
     secret: Secret,
-    keys: TrafficKeys,
+    /// `None` while parked: derived again from `secret` at the next seal.
+    keys: Option<TrafficKeys>,
     epoch: u64,
     next_seq: u64,
     epoch_records: u64,
@@ -82,11 +83,25 @@ struct PreviousKey {
 #[derive(Debug)]
 struct RecvState {
     secret: Secret,
-    keys: TrafficKeys,
+    /// `None` while parked: derived again from `secret` at the next open.
+    keys: Option<TrafficKeys>,
     epoch: u64,
     previous: Option<PreviousKey>,
     window: ReplayWindow,
     failures: u64,
+}
+
+/// The keys in `slot`, derived from `secret` first if the session was parked.
+fn derived<'a>(
+    slot: &'a mut Option<TrafficKeys>,
+    provider: &CryptoProvider,
+    suite: Suite,
+    secret: &Secret,
+) -> Result<&'a TrafficKeys, Error> {
+    Ok(match slot {
+        Some(k) => k,
+        None => slot.insert(TrafficKeys::new(provider, suite.aead, secret)?),
+    })
 }
 
 /// A record that authenticated. Its plaintext was decrypted in place.
@@ -143,7 +158,7 @@ impl Session {
             config,
             send: SendState {
                 secret: send_secret,
-                keys: send_keys,
+                keys: Some(send_keys),
                 epoch: 0,
                 next_seq: 0,
                 epoch_records: 0,
@@ -152,7 +167,7 @@ impl Session {
             },
             recv: RecvState {
                 secret: recv_secret,
-                keys: recv_keys,
+                keys: Some(recv_keys),
                 epoch: 0,
                 previous: None,
                 window: ReplayWindow::new(),
@@ -218,7 +233,7 @@ impl Session {
     /// Moves the sending side to the next epoch now: one-way ratchet, the old secret erased.
     pub fn update_send_key(&mut self, now: Time) -> Result<(), Error> {
         let next = next_secret(&self.provider, &self.send.secret)?;
-        self.send.keys = TrafficKeys::new(&self.provider, self.suite.aead, &next)?;
+        self.send.keys = Some(TrafficKeys::new(&self.provider, self.suite.aead, &next)?);
         self.send.secret = next; // the old secret drops here and is wiped
         self.send.epoch += 1;
         self.send.epoch_records = 0;
@@ -261,11 +276,13 @@ impl Session {
         let body = out.len();
         out.extend_from_slice(plaintext);
         let (aad, payload) = out[start..].split_at_mut(body - start);
-        let tag = self
-            .send
-            .keys
-            .key
-            .seal(&self.send.keys.nonce(seq), aad, payload)?;
+        let keys = derived(
+            &mut self.send.keys,
+            &self.provider,
+            self.suite,
+            &self.send.secret,
+        )?;
+        let tag = keys.key.seal(&keys.nonce(seq), aad, payload)?;
         out.extend_from_slice(&tag);
         // Never reuse a nonce: the counter moves even if the caller drops the record.
         self.send.next_seq = seq + 1;
@@ -327,7 +344,12 @@ impl Session {
         // its records arrives). 4 bits disambiguate these 1 + 1 + MAX_EPOCH_SKIP values.
         let ahead = (h.epoch_bits.wrapping_sub(self.recv.epoch as u8)) & 0x0f;
         let result = if ahead == 0 {
-            let k = &self.recv.keys;
+            let k = derived(
+                &mut self.recv.keys,
+                &self.provider,
+                self.suite,
+                &self.recv.secret,
+            )?;
             k.key
                 .open(&k.nonce(h.seq), aad, payload, tag)
                 .map(|()| None)
@@ -368,7 +390,13 @@ impl Session {
                 if let Some((secret, keys, ahead)) = ratchet {
                     // Authentic under a later epoch: only now move (skipped secrets are
                     // already dropped), keep the current keys for the grace period.
-                    let old = core::mem::replace(&mut self.recv.keys, keys);
+                    // (A parked session derives the old keys here, from the old secret.)
+                    let old = match core::mem::replace(&mut self.recv.keys, Some(keys)) {
+                        Some(k) => k,
+                        None => {
+                            TrafficKeys::new(&self.provider, self.suite.aead, &self.recv.secret)?
+                        }
+                    };
                     self.recv.previous = Some(PreviousKey {
                         keys: old,
                         epoch: self.recv.epoch,
@@ -396,6 +424,25 @@ impl Session {
     /// Whether `seq` was already accepted (a retransmission to answer with an ack).
     pub fn was_accepted(&self, seq: u64) -> bool {
         self.recv.window.contains(seq)
+    }
+
+    /// Drops the expanded key objects, keeping only the traffic secrets (32 bytes a
+    /// direction), to hold an idle session in less memory. The next seal or open derives the
+    /// keys again (two HKDF expansions and a key setup a direction). A previous receive key
+    /// whose grace period is over at `now` is dropped too; one still in its grace period is
+    /// kept (its secret is already erased). Nothing observable changes: records, nonces and
+    /// acknowledgements are the same bytes as without parking.
+    pub fn park(&mut self, now: Time) {
+        self.send.keys = None;
+        self.recv.keys = None;
+        if self.recv.previous.as_ref().is_some_and(|p| now >= p.until) {
+            self.recv.previous = None;
+        }
+    }
+
+    /// Whether [`Session::park`] dropped the key objects and nothing has used them since.
+    pub fn is_parked(&self) -> bool {
+        self.send.keys.is_none() && self.recv.keys.is_none()
     }
 
     /// Parses an acknowledgement payload and checks it only names records we sent.
