@@ -1008,3 +1008,34 @@ fn acknowledged_readings_survive_sigkill() {
         );
     }
 }
+
+/// The checkpointer thread copies the WAL into the database file while the storage is open
+/// (the write connection never checkpoints itself, and this test never does): after 20,000
+/// readings the main file grows to hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = open(&path);
+    s.add_device(device("dev", 1)).await.unwrap();
+    let empty = std::fs::metadata(&path).unwrap().len();
+    for chunk in 0..20u64 {
+        let rs = (0..1000)
+            .map(|i| reading("dev", chunk * 1000 + i, 1000 + i))
+            .collect();
+        s.store_readings(rs).await.unwrap();
+    }
+    let t = Instant::now();
+    loop {
+        let main = std::fs::metadata(&path).unwrap().len();
+        if main > empty + 1_000_000 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not checkpointed: main file {main} B (at the start {empty} B)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.count_readings().await.unwrap(), 20_000);
+}
