@@ -95,21 +95,33 @@ fn memory_per_idle_session() {
     }
     drop(warm);
     server.expire(now.plus_millis(10 * 60 * 1000));
-    let table = SessionTable::new(N + 1, N + 1);
-    let before = rss_bytes();
-    for i in 0..N {
-        // Fresh handshake state now and then, so the nonce cache does not grow with N.
-        if i % 500 == 0 {
-            now = now.plus_millis(120_000);
-            server.expire(now);
+    // N sessions into a fresh table (parked as the sweep parks idle sessions, or not); the
+    // table and the RSS before and after.
+    let mut fill = |park: bool| {
+        let table = SessionTable::new(N + 1, N + 1);
+        let before = rss_bytes();
+        for i in 0..N {
+            // Fresh handshake state now and then, so the nonce cache does not grow with N.
+            if i % 500 == 0 {
+                now = now.plus_millis(120_000);
+                server.expire(now);
+            }
+            let mut s = handshake(&mut server, now);
+            if park {
+                s.park(now);
+            }
+            table.insert(SessionEntry::new(s, device.clone(), now.as_millis()));
         }
-        let s = handshake(&mut server, now);
-        table.insert(SessionEntry::new(s, device.clone(), now.as_millis()));
-    }
-    now = now.plus_millis(120_000);
-    server.expire(now);
-    let after = rss_bytes();
-    assert_eq!(table.len(), N);
+        now = now.plus_millis(120_000);
+        server.expire(now);
+        let after = rss_bytes();
+        assert_eq!(table.len(), N);
+        (table, before, after)
+    };
+    let (_table, before, after) = fill(false);
+    // The same again, each session parked: its key objects are freed and the next session's
+    // handshake reuses that memory.
+    let (_parked, before_parked, after_parked) = fill(true);
 
     // The entry lives in an Arc (two counters); the table adds a map slot and an id.
     let inline = size_of::<SessionEntry>() + 16;
@@ -120,24 +132,6 @@ fn memory_per_idle_session() {
         size_of::<Session>()
     );
     println!("inline per session (without key objects on the heap): {inline} B");
-
-    // The same again, each session parked (as the sweep parks idle sessions): its key objects
-    // are freed and the next session's handshake reuses that memory.
-    let parked = SessionTable::new(N + 1, N + 1);
-    let before_parked = rss_bytes();
-    for i in 0..N {
-        if i % 500 == 0 {
-            now = now.plus_millis(120_000);
-            server.expire(now);
-        }
-        let mut s = handshake(&mut server, now);
-        s.park(now);
-        parked.insert(SessionEntry::new(s, device.clone(), now.as_millis()));
-    }
-    now = now.plus_millis(120_000);
-    server.expire(now);
-    let after_parked = rss_bytes();
-    assert_eq!(parked.len(), N);
 
     match (before, after, before_parked, after_parked) {
         (Some(b), Some(a), Some(pb), Some(pa)) => {

@@ -83,7 +83,27 @@ impl Raw {
         Self { client, rx, task }
     }
 
+    /// Publishes a request with QoS 1, as devices do.
     async fn publish(&self, topic: &str, payload: &[u8], reply_to: Option<&str>, corr: &[u8]) {
+        self.publish_with(QoS::AtLeastOnce, topic, payload, reply_to, corr)
+            .await;
+    }
+
+    /// Publishes with QoS 0 (at most once), as a device that does not want acknowledgements
+    /// from the broker would.
+    async fn publish_qos0(&self, topic: &str, payload: &[u8], reply_to: &str, corr: &[u8]) {
+        self.publish_with(QoS::AtMostOnce, topic, payload, Some(reply_to), corr)
+            .await;
+    }
+
+    async fn publish_with(
+        &self,
+        qos: QoS,
+        topic: &str,
+        payload: &[u8],
+        reply_to: Option<&str>,
+        corr: &[u8],
+    ) {
         let props = PublishProperties {
             response_topic: reply_to.map(str::to_string),
             correlation_data: Some(Bytes::copy_from_slice(corr)),
@@ -92,27 +112,7 @@ impl Raw {
         self.client
             .publish_bytes_with_properties(
                 topic,
-                QoS::AtLeastOnce,
-                false,
-                Bytes::copy_from_slice(payload),
-                props,
-            )
-            .await
-            .unwrap();
-    }
-
-    /// Publishes with QoS 0 (at most once), as a device that does not want acknowledgements
-    /// from the broker would.
-    async fn publish_qos0(&self, topic: &str, payload: &[u8], reply_to: &str, corr: &[u8]) {
-        let props = PublishProperties {
-            response_topic: Some(reply_to.to_string()),
-            correlation_data: Some(Bytes::copy_from_slice(corr)),
-            ..Default::default()
-        };
-        self.client
-            .publish_bytes_with_properties(
-                topic,
-                QoS::AtMostOnce,
+                qos,
                 false,
                 Bytes::copy_from_slice(payload),
                 props,

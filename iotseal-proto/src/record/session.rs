@@ -391,7 +391,7 @@ impl Session {
                     // Authentic under a later epoch: only now move (skipped secrets are
                     // already dropped), keep the current keys for the grace period.
                     // (A parked session derives the old keys here, from the old secret.)
-                    let old = match core::mem::replace(&mut self.recv.keys, Some(keys)) {
+                    let old = match self.recv.keys.replace(keys) {
                         Some(k) => k,
                         None => {
                             TrafficKeys::new(&self.provider, self.suite.aead, &self.recv.secret)?
