@@ -1009,33 +1009,33 @@ fn acknowledged_readings_survive_sigkill() {
     }
 }
 
-/// The checkpointer thread copies the WAL into the database file while the storage is open
-/// (the write connection never checkpoints itself, and this test never does): after 20,000
-/// readings the main file grows to hold them.
+/// The WAL stays bounded under continuous writes: SQLite restarts it from its beginning only
+/// after a checkpoint copied every frame, which a checkpoint racing the writer from another
+/// connection never does (tried and rejected: 8.5 GB of WAL after 100 s of load). 100,000
+/// readings (~30 MB of pages) go through a WAL that stays a few megabytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_wal_is_checkpointed_off_the_writer() {
+async fn the_wal_stays_bounded_under_continuous_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let s = open(&path);
+    let s = Arc::new(open(&path));
     s.add_device(device("dev", 1)).await.unwrap();
-    let empty = std::fs::metadata(&path).unwrap().len();
-    for chunk in 0..20u64 {
-        let rs = (0..1000)
-            .map(|i| reading("dev", chunk * 1000 + i, 1000 + i))
+    let wal = path.with_extension("db-wal");
+    let mut largest = 0;
+    for chunk in 0..50u64 {
+        let rs = (0..2000)
+            .map(|i| reading("dev", chunk * 2000 + i, 1000 + i))
             .collect();
         s.store_readings(rs).await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
-    let t = Instant::now();
-    loop {
-        let main = std::fs::metadata(&path).unwrap().len();
-        if main > empty + 1_000_000 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "not checkpointed: main file {main} B (at the start {empty} B)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(s.count_readings().await.unwrap(), 20_000);
+    assert_eq!(s.count_readings().await.unwrap(), 100_000);
+    let main = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        main > 10_000_000,
+        "the readings reached the main file: {main} B"
+    );
+    assert!(
+        largest < 16 << 20,
+        "the WAL grew to {largest} B (main file {main} B)"
+    );
 }

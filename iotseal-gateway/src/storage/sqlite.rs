@@ -11,8 +11,6 @@
 //!   an unknown device) is rolled back alone and only its caller gets the error. An error that
 //!   ends the transaction (a failed `COMMIT`, I/O error, disk full) fails every request of the
 //!   batch. Either way a call's writes are all committed or none are.
-//! - **Checkpoints** run on their own thread and connection (PASSIVE, every second), never
-//!   inside the writer's commits (`wal_autocheckpoint = 0` on the write connection).
 //! - **Reads** use a small pool of read-only connections from `spawn_blocking`; WAL lets them
 //!   run while the writer writes, and they see every commit acknowledged before they start.
 //! - Readings are deduplicated by (device id, message id) with `ON CONFLICT DO NOTHING`
@@ -43,7 +41,6 @@
 //! (device_id, msg_id, idx, sensor, value; one row per value). Per reading the writer touches
 //! two B-trees (the table and its time index) instead of version 1's five.
 
-mod checkpoint;
 mod reader;
 mod schema;
 mod writer;
@@ -102,7 +99,6 @@ pub struct SqliteStorage {
     path: PathBuf,
     writer: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
-    checkpointer: Option<checkpoint::Checkpointer>,
     readers: Arc<Readers>,
 }
 
@@ -118,9 +114,6 @@ impl fmt::Debug for SqliteStorage {
 fn db(e: rusqlite::Error) -> StorageError {
     StorageError(format!("sqlite: {e}"))
 }
-
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1000);
 
 fn to_i64(v: u64, what: &str) -> Result<i64, StorageError> {
     i64::try_from(v).map_err(|_| StorageError(format!("{what} {v} is out of range (max 2^63-1)")))
@@ -149,8 +142,6 @@ impl SqliteStorage {
             options.read_connections,
             first_reader,
         );
-        let checkpointer =
-            checkpoint::Checkpointer::start(path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let max_batch = options.max_batch;
         let thread = std::thread::Builder::new()
@@ -161,7 +152,6 @@ impl SqliteStorage {
             path: path.to_path_buf(),
             writer: Some(tx),
             thread: Some(thread),
-            checkpointer: Some(checkpointer),
             readers: Arc::new(readers),
         })
     }
@@ -200,7 +190,6 @@ impl SqliteStorage {
 
 impl Drop for SqliteStorage {
     fn drop(&mut self) {
-        drop(self.checkpointer.take());
         // Closing the channel ends the writer's loop once the queue is drained.
         drop(self.writer.take());
         if let Some(thread) = self.thread.take()

@@ -122,9 +122,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The schema version this build creates and understands.
 pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
 
-/// Largest WAL file kept after a checkpoint, bytes.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
-
 /// Opens the write connection: creates the file, WAL, synchronous, foreign keys, migrations.
 pub(super) fn open_writer(
     path: &Path,
@@ -162,12 +159,6 @@ pub(super) fn open_writer(
     }
 
     migrate(&mut conn, path)?;
-    // Checkpoints run on their own thread (checkpoint.rs), never inside a commit; the WAL file
-    // is cut back to this size when it restarts.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
-        .map_err(db)?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-        .map_err(db)?;
     Ok(conn)
 }
 
