@@ -1,6 +1,5 @@
 //! HTTP/1.1 over TLS 1.3 to the gateway, trusting exactly the pinned certificate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,82 +10,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use iotseal_proto::Refusal;
 use iotseal_proto::handshake::messages::decode_alert;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::files::GatewayPins;
 use crate::transport::{BoxFuture, Transport, TransportError};
 
 /// Largest answer accepted from a gateway.
 const MAX_ANSWER: usize = 1 << 20;
-
-/// Accepts exactly one certificate (by its SHA-256) and checks the TLS 1.3 signature with it.
-#[derive(Debug)]
-struct PinnedCert {
-    sha256: Vec<u8>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = aws_lc_sha256(end_entity.as_ref());
-        if got.len() == self.sha256.len() && aws_lc_rs_ct_eq(&got, &self.sha256) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn aws_lc_sha256(data: &[u8]) -> Vec<u8> {
-    let p = iotseal_crypto_awslc::default_provider();
-    p.hash.hash(data).to_vec()
-}
-
-fn aws_lc_rs_ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// A keep-alive HTTP/1.1 client that trusts exactly the pinned certificate (TLS 1.3 only).
 pub(crate) fn connector(
@@ -95,16 +24,7 @@ pub(crate) fn connector(
     Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     Box<dyn std::error::Error + Send + Sync>,
 > {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = PinnedCert {
-        sha256: hex::decode(pins.tls_cert_sha256.trim())?,
-        provider: provider.clone(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let tls = crate::pin::pinned_tls_config(&hex::decode(pins.tls_cert_sha256.trim())?)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -229,7 +149,7 @@ mod tests {
         let pins = GatewayPins {
             url,
             tls_cert_pem: String::new(),
-            tls_cert_sha256: String::new(),
+            tls_cert_sha256: "00".repeat(32),
             identity: Vec::new(),
         };
         HttpsTransport::new(&pins).unwrap()

@@ -11,9 +11,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -31,77 +29,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Accepts exactly one certificate, by the SHA-256 of its DER.
-#[derive(Debug)]
-struct PinnedCert {
-    sha256: Vec<u8>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let p = iotseal_crypto_awslc::default_provider();
-        if p.hash.hash(end_entity.as_ref())[..] == self.sha256[..] {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
+/// A pin no certificate matches, for clients that only speak plain HTTP (the legacy design).
+pub(crate) const NO_TLS_PIN: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A TLS 1.3 client configuration trusting exactly the certificate with this SHA-256 (hex).
 pub(crate) fn pinned_tls(cert_sha256_hex: &str) -> Result<Arc<rustls::ClientConfig>, LabError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = PinnedCert {
-        sha256: hex::decode(cert_sha256_hex.trim()).map_err(|e| LabError(format!("pin: {e}")))?,
-        provider: provider.clone(),
-    };
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| LabError(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let pin = hex::decode(cert_sha256_hex.trim()).map_err(|e| LabError(format!("pin: {e}")))?;
+    let cfg = iotseal_device::pinned_tls_config(&pin).map_err(|e| LabError(e.to_string()))?;
     Ok(Arc::new(cfg))
 }
 

@@ -9,78 +9,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 /// Largest response body read.
 const MAX_ANSWER: usize = 1 << 20;
-
-/// Trusts exactly one certificate (by SHA-256), or, for a baseline server, any certificate
-/// (the baseline mode sends nothing secret). TLS 1.3 signatures are always checked.
-#[derive(Debug)]
-struct Verifier {
-    sha256: Option<Vec<u8>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(want) = &self.sha256 else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        let p = iotseal_crypto_awslc::default_provider();
-        let got = p.hash.hash(end_entity.as_ref());
-        let same = got.len() == want.len()
-            && got.iter().zip(want).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        if same {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// Where to connect and how.
 #[derive(Clone, Debug)]
@@ -115,17 +48,11 @@ impl Endpoint {
             .authority()
             .map_or_else(|| host.clone(), |a| a.as_str().to_string());
         let tls = if https {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let verifier = Verifier {
-                sha256: pin_sha256,
-                provider: provider.clone(),
-            };
-            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|e| format!("TLS: {e}"))?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
+            let mut cfg = match &pin_sha256 {
+                Some(pin) => crate::pin::pinned_tls_config(pin),
+                None => crate::pin::any_certificate_tls_config(),
+            }
+            .map_err(|e| format!("TLS: {e}"))?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some(Arc::new(cfg))
         } else {

@@ -670,7 +670,7 @@ async fn malformed(ctx: &LCtx, f: &mut Findings) -> R<()> {
 
 async fn oversize(ctx: &LCtx, f: &mut Findings) -> R<()> {
     let max = 2 * 1024 * 1024;
-    let tls = crate::net::pinned_tls("00")?;
+    let tls = crate::net::pinned_tls(crate::net::NO_TLS_PIN)?;
     crate::attacks::oversize_raw(&ctx.server.url(), tls, "/v0/data", "/v0/data", max, f).await;
     let a = ctx.proxy.inject_post("/v0/data", vec![b'{'; max + 1]).await;
     f.attempt(a.status == 413);
@@ -690,7 +690,7 @@ async fn flood(ctx: &LCtx, f: &mut Findings) -> R<()> {
     let dev = ctx.device("fl")?;
     let (kid, _) = dev.client.fetch_key().await?;
     let total = 768usize;
-    let http = HttpClient::new("00")?;
+    let http = HttpClient::new(crate::net::NO_TLS_PIN)?;
     let url = ctx.server.url();
     let counts = Arc::new(Mutex::new(BTreeMap::<u16, u64>::new()));
     let left = Arc::new(AtomicU64::new(total as u64));
@@ -793,7 +793,7 @@ async fn dispatch(ctx: &LCtx, name: &str, f: &mut Findings) -> R<()> {
         "oversize-body" => oversize(ctx, f).await,
         "malformed" => malformed(ctx, f).await,
         "slow-client" => {
-            let tls = crate::net::pinned_tls("00")?;
+            let tls = crate::net::pinned_tls(crate::net::NO_TLS_PIN)?;
             crate::attacks::slow_clients(
                 &ctx.server.url(),
                 tls,
@@ -849,7 +849,7 @@ pub(crate) async fn run(names: &[&str], options: &LabOptions) -> Vec<AttackOutco
     }
     let setup = async {
         let server = LegacyServer::start().await?;
-        let proxy = Proxy::start(HttpClient::new("00")?, &server.url()).await?;
+        let proxy = Proxy::start(HttpClient::new(crate::net::NO_TLS_PIN)?, &server.url()).await?;
         let p = iotseal_crypto_awslc::default_provider();
         Ok::<_, LabError>(LCtx {
             server,
