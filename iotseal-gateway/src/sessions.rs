@@ -214,9 +214,9 @@ impl SessionTable {
     }
 
     /// Parks the sessions unused for `park_ms` (their key objects dropped; see
-    /// [`Session::park`]) that no request holds now; returns how many are parked in all. The
-    /// table lock is held only to list the candidates, never while a session is locked.
-    /// Returns (sessions parked now, of which newly parked).
+    /// [`Session::park`]) that no request holds now. Returns (sessions parked now, of which
+    /// newly parked). The table lock is held only to list the candidates, never while a
+    /// session is locked.
     pub fn park_idle(&self, now: iotseal_proto::Time, park_ms: u64) -> (usize, usize) {
         let now_ms = now.as_millis();
         let idle: Vec<Arc<SessionEntry>> = self
