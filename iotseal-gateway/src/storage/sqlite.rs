@@ -201,13 +201,25 @@ impl Drop for SqliteStorage {
 }
 
 fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
+    let msg_id = to_i64(r.msg_id, "msg_id")?;
+    let device_time_ms = to_i64(r.device_time_ms, "device_time_ms")?;
+    let received_ms = to_i64(r.received_ms, "received_ms")?;
+    let vals = values_json(&r.values);
+    let mut json = String::with_capacity(48 + 2 * r.payload.len() + vals.len());
+    {
+        use std::fmt::Write;
+        let _ = write!(json, "[{msg_id},{device_time_ms},{received_ms},\"");
+    }
+    json.push_str(&hex::encode(&r.payload));
+    json.push_str("\",");
+    json.push_str(&vals);
+    json.push(']');
     Ok(ReadingRow {
-        msg_id: to_i64(r.msg_id, "msg_id")?,
-        device_time_ms: to_i64(r.device_time_ms, "device_time_ms")?,
-        received_ms: to_i64(r.received_ms, "received_ms")?,
         device_id: r.device_id,
-        payload: r.payload,
-        vals: values_json(&r.values),
+        msg_id,
+        device_time_ms,
+        received_ms,
+        json,
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Row, params};
 use tokio::sync::Semaphore;
 
+use super::schema::CHUNK_SPAN_MS;
 use super::{db, schema};
 use crate::storage::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
 
@@ -174,49 +175,86 @@ pub(super) fn readings(
         return Ok(Vec::new());
     }
 
-    // One read transaction: a consistent snapshot for the readings and their values.
+    // One read transaction: a consistent snapshot. Chunks come in order of their earliest
+    // device time; a chunk holding a reading at t >= from starts at or after
+    // from - CHUNK_SPAN_MS, which bounds the index range. Once `limit` readings are collected,
+    // a chunk starting after the limit-th earliest time so far cannot contribute.
     let tx = conn.unchecked_transaction().map_err(db)?;
-    let mut out = Vec::new();
+    let limit = limit as usize;
+    let mut out: Vec<StoredReading> = Vec::new();
+    let mut threshold: Option<u64> = None;
+    let order = |a: &StoredReading, b: &StoredReading| {
+        (a.device_time_ms, a.msg_id).cmp(&(b.device_time_ms, b.msg_id))
+    };
     {
-        let mut stmt = tx
+        let mut chunks = tx
             .prepare_cached(
-                "SELECT msg_id, device_time_ms, received_ms, payload, vals FROM reading_rows \
+                "SELECT t_min, body FROM reading_chunks \
                  WHERE device = (SELECT key FROM devices WHERE id = ?1) \
-                 AND device_time_ms BETWEEN ?2 AND ?3 \
-                 ORDER BY device_time_ms, msg_id LIMIT ?4",
+                 AND t_min BETWEEN ?2 AND ?3 AND t_max >= ?4 ORDER BY t_min",
+            )
+            .map_err(db)?;
+        let mut items = tx
+            .prepare_cached(
+                "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value -> 4 \
+                 FROM json_each(?1) WHERE value ->> 1 BETWEEN ?2 AND ?3 ORDER BY key",
             )
             .map_err(db)?;
         let mut values = tx
             .prepare_cached("SELECT value ->> 0, value ->> 1 FROM json_each(?1) ORDER BY key")
             .map_err(db)?;
-        let mut rows = stmt
-            .query(params![q.device_id, from, to_inclusive, limit])
+        let mut rows = chunks
+            .query(params![
+                q.device_id,
+                from.saturating_sub(CHUNK_SPAN_MS),
+                to_inclusive,
+                from
+            ])
             .map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
-            let msg_id: i64 = row.get(0).map_err(db)?;
-            let device_time_ms: i64 = row.get(1).map_err(db)?;
-            let received_ms: i64 = row.get(2).map_err(db)?;
-            let payload: Vec<u8> = row.get(3).map_err(db)?;
-            let json: String = row.get(4).map_err(db)?;
-            let vals = values
-                .query_map([json], |r| {
-                    let value: Option<f64> = r.get(1)?;
-                    Ok((r.get::<_, String>(0)?, value.unwrap_or(f64::NAN)))
-                })
-                .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            let t_min: i64 = row.get(0).map_err(db)?;
+            if threshold.is_some_and(|t| to_u64(t_min, "t_min").is_ok_and(|m| m > t)) {
+                break;
+            }
+            let body: String = row.get(1).map_err(db)?;
+            let mut readings = items
+                .query(params![body, from, to_inclusive])
                 .map_err(db)?;
-            out.push(StoredReading {
-                device_id: q.device_id.clone(),
-                msg_id: to_u64(msg_id, "msg_id")?,
-                device_time_ms: to_u64(device_time_ms, "device_time_ms")?,
-                received_ms: to_u64(received_ms, "received_ms")?,
-                payload_hex: hex::encode(payload),
-                values: vals,
-            });
+            while let Some(r) = readings.next().map_err(db)? {
+                let msg_id: i64 = r.get(0).map_err(db)?;
+                let device_time_ms: i64 = r.get(1).map_err(db)?;
+                let received_ms: i64 = r.get(2).map_err(db)?;
+                let payload_hex: String = r.get(3).map_err(db)?;
+                let json: String = r.get(4).map_err(db)?;
+                let vals = values
+                    .query_map([json], |v| {
+                        let value: Option<f64> = v.get(1)?;
+                        Ok((v.get::<_, String>(0)?, value.unwrap_or(f64::NAN)))
+                    })
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                out.push(StoredReading {
+                    device_id: q.device_id.clone(),
+                    msg_id: to_u64(msg_id, "msg_id")?,
+                    device_time_ms: to_u64(device_time_ms, "device_time_ms")?,
+                    received_ms: to_u64(received_ms, "received_ms")?,
+                    payload_hex,
+                    values: vals,
+                });
+            }
+            // Keep at most 2 × limit (amortized): sort, cut, remember the cut-off time.
+            if out.len() >= limit.saturating_mul(2) || (threshold.is_none() && out.len() >= limit)
+            {
+                out.sort_unstable_by(order);
+                out.truncate(limit);
+                threshold = out.last().map(|r| r.device_time_ms);
+            }
         }
     }
     tx.commit().map_err(db)?;
+    out.sort_unstable_by(order);
+    out.truncate(limit);
     Ok(out)
 }
 

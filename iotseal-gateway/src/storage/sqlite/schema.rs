@@ -117,7 +117,56 @@ pub(super) const MIGRATIONS: &[&str] = &[
                j.value ->> 1 AS value
         FROM reading_rows r JOIN devices d ON d.key = r.device, json_each(r.vals) AS j;
     ",
+    // 3: readings in chunks (docs/decisions.md D11). One row per run of consecutive message
+    // ids of one device (at most CHUNK_MAX_READINGS readings, device times within
+    // CHUNK_SPAN_MS): B-tree work per chunk, not per reading. `body` is a JSON array with one
+    // `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]` per reading,
+    // in message id order. Chunks of a device never share a message id, so the chunk with the
+    // largest first_msg <= m is the only one that can hold m. Version 2's rows become one chunk
+    // each; the views keep their names and columns.
+    r"
+    CREATE TABLE reading_chunks (
+        id        INTEGER PRIMARY KEY,
+        device    INTEGER NOT NULL REFERENCES devices (key),
+        first_msg INTEGER NOT NULL,
+        last_msg  INTEGER NOT NULL,
+        t_min     INTEGER NOT NULL,
+        t_max     INTEGER NOT NULL,
+        body      TEXT    NOT NULL,
+        CHECK (last_msg >= first_msg AND t_max >= t_min)
+    ) STRICT;
+    INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body)
+        SELECT device, msg_id, msg_id, device_time_ms, device_time_ms,
+            json_array(json_array(msg_id, device_time_ms, received_ms, lower(hex(payload)),
+                                  json(vals)))
+        FROM reading_rows ORDER BY device, msg_id;
+    -- Deduplication and the message-id lookups.
+    CREATE UNIQUE INDEX reading_chunks_msg ON reading_chunks (device, first_msg);
+    -- Time-range queries: chunks by their earliest device time.
+    CREATE INDEX reading_chunks_time ON reading_chunks (device, t_min);
+
+    DROP VIEW reading_values;
+    DROP VIEW readings;
+    DROP TABLE reading_rows;
+
+    CREATE VIEW readings AS
+        SELECT d.id AS device_id, r.value ->> 0 AS msg_id, r.value ->> 1 AS device_time_ms,
+               r.value ->> 2 AS received_ms, unhex(r.value ->> 3) AS payload
+        FROM reading_chunks c JOIN devices d ON d.key = c.device, json_each(c.body) AS r;
+    CREATE VIEW reading_values AS
+        SELECT d.id AS device_id, r.value ->> 0 AS msg_id, v.key AS idx,
+               v.value ->> 0 AS sensor, v.value ->> 1 AS value
+        FROM reading_chunks c JOIN devices d ON d.key = c.device, json_each(c.body) AS r,
+             json_each(r.value, '$[4]') AS v;
+    ",
 ];
+
+/// Most readings in one chunk of schema version 3.
+pub(super) const CHUNK_MAX_READINGS: usize = 1024;
+/// Widest spread of device times in one chunk of schema version 3, ms (10 minutes). A chunk
+/// holding a reading at time t has `t_min >= t - CHUNK_SPAN_MS`, which bounds the index range
+/// a time query scans. Part of the file format: changing it needs a migration.
+pub(super) const CHUNK_SPAN_MS: i64 = 600_000;
 
 /// The schema version this build creates and understands.
 pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -324,9 +373,11 @@ mod tests {
         );
         // Reading 3 had no values: an empty array, not a missing row.
         let vals: String = c
-            .query_row("SELECT vals FROM reading_rows WHERE msg_id = 3", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT body ->> '$[0][4]' FROM reading_chunks WHERE first_msg = 3",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(vals, "[]");
         // Foreign keys still hold, and name the renamed table.
@@ -338,7 +389,8 @@ mod tests {
         assert_eq!(broken, 0);
         assert!(
             c.execute(
-                "INSERT INTO reading_rows VALUES (999, 1, 1, 1, x'00', '[]')",
+                "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
+                 VALUES (999, 1, 1, 1, 1, '[]')",
                 []
             )
             .is_err()

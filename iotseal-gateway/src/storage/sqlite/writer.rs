@@ -17,19 +17,20 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db;
+use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS};
 use crate::storage::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
-/// A reading checked and converted for SQLite (all integers fit in i64), its values already
-/// encoded as JSON (by the caller's thread, not the writer's).
+/// A reading checked and converted for SQLite (all integers fit in i64), already encoded as
+/// its element of a chunk body (by the caller's thread, not the writer's).
 pub(super) struct ReadingRow {
     pub(super) device_id: String,
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
     pub(super) received_ms: i64,
-    pub(super) payload: Vec<u8>,
-    pub(super) vals: String,
+    /// `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]`.
+    pub(super) json: String,
 }
 
 /// A device checked and converted for SQLite.
@@ -262,22 +263,22 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
     }
 }
 
+/// One device's share of a store call.
+struct DeviceShare<'a> {
+    id: &'a str,
+    key: i64,
+    rows: Vec<&'a ReadingRow>,
+    last_received: i64,
+}
+
 fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, StorageError> {
-    // Per device (by id, in first-seen order; a call rarely names more than one): its key,
-    // readings inserted, latest receive time.
-    let mut per_device: Vec<(&str, i64, i64, i64)> = Vec::new();
+    // Per device, in first-seen order (a call rarely names more than one).
+    let mut shares: Vec<DeviceShare<'_>> = Vec::new();
     let mut key_of = conn
         .prepare_cached("SELECT key FROM devices WHERE id = ?1")
         .map_err(db)?;
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO reading_rows (device, msg_id, device_time_ms, received_ms, payload, vals) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device, msg_id) DO NOTHING",
-        )
-        .map_err(db)?;
-    let mut outcome = StoreOutcome::default();
     for r in readings {
-        let i = match per_device.iter().position(|d| d.0 == r.device_id) {
+        let i = match shares.iter().position(|d| d.id == r.device_id) {
             Some(i) => i,
             None => {
                 let key: Option<i64> = key_of
@@ -287,42 +288,149 @@ fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, Sto
                 let Some(key) = key else {
                     return Err(StorageError(format!("unknown device {:?}", r.device_id)));
                 };
-                per_device.push((&r.device_id, key, 0, r.received_ms));
-                per_device.len() - 1
+                shares.push(DeviceShare {
+                    id: &r.device_id,
+                    key,
+                    rows: Vec::new(),
+                    last_received: r.received_ms,
+                });
+                shares.len() - 1
             }
         };
-        let d = &mut per_device[i];
-        d.3 = d.3.max(r.received_ms);
-        let changed = insert
-            .execute(params![
-                d.1,
-                r.msg_id,
-                r.device_time_ms,
-                r.received_ms,
-                r.payload,
-                r.vals
-            ])
-            .map_err(db)?;
-        if changed == 0 {
-            outcome.duplicates += 1;
-        } else {
-            outcome.inserted += 1;
-            d.2 += 1;
-        }
+        let d = &mut shares[i];
+        d.last_received = d.last_received.max(r.received_ms);
+        d.rows.push(r);
     }
 
+    let mut outcome = StoreOutcome::default();
     let mut update = conn
         .prepare_cached(
             "UPDATE devices SET readings = readings + ?1, \
              last_seen_ms = max(coalesce(last_seen_ms, ?2), ?2) WHERE key = ?3",
         )
         .map_err(db)?;
-    for (_, key, inserted, last_received) in per_device {
+    for mut d in shares {
+        // Message id order; of equal ids in one call the first one stands (stable sort).
+        d.rows.sort_by_key(|r| r.msg_id);
+        let before = d.rows.len();
+        d.rows.dedup_by_key(|r| r.msg_id);
+        let mut dups = before - d.rows.len();
+        let mut inserted = 0;
+        for run in d.rows.chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id)) {
+            let stored = stored_ranges(conn, d.key, run[0].msg_id, run[run.len() - 1].msg_id)?;
+            // Split the run around the ids already stored; insert the rest.
+            let mut ranges = stored.iter().peekable();
+            let mut start = 0;
+            for (i, r) in run.iter().enumerate() {
+                while ranges.next_if(|&&(_, last)| last < r.msg_id).is_some() {}
+                if ranges.peek().is_some_and(|&&(first, _)| first <= r.msg_id) {
+                    inserted += insert_chunks(conn, d.key, &run[start..i])?;
+                    start = i + 1;
+                    dups += 1;
+                }
+            }
+            inserted += insert_chunks(conn, d.key, &run[start..])?;
+        }
+        outcome.inserted += inserted;
+        outcome.duplicates += dups;
         update
-            .execute(params![inserted, last_received, key])
+            .execute(params![inserted as i64, d.last_received, d.key])
             .map_err(db)?;
     }
     Ok(outcome)
+}
+
+/// The (first, last) message ids of the device's chunks that overlap `first..=last`, in order.
+/// Chunks of a device are disjoint, so the common case (no overlap) costs one index probe.
+fn stored_ranges(
+    conn: &Connection,
+    device: i64,
+    first: i64,
+    last: i64,
+) -> Result<Vec<(i64, i64)>, StorageError> {
+    let mut at_or_below = conn
+        .prepare_cached(
+            "SELECT first_msg, last_msg FROM reading_chunks WHERE device = ?1 AND first_msg <= ?2 \
+             ORDER BY first_msg DESC LIMIT 1",
+        )
+        .map_err(db)?;
+    let mut probe = |m: i64| -> Result<Option<(i64, i64)>, StorageError> {
+        at_or_below
+            .query_row(params![device, m], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db)
+    };
+    match probe(last)? {
+        None => return Ok(Vec::new()),
+        Some((_, l)) if l < first => return Ok(Vec::new()),
+        Some(_) => {}
+    }
+    let from = match probe(first)? {
+        Some((f, l)) if l >= first => f,
+        _ => first,
+    };
+    drop(probe);
+    let mut within = conn
+        .prepare_cached(
+            "SELECT first_msg, last_msg FROM reading_chunks \
+             WHERE device = ?1 AND first_msg BETWEEN ?2 AND ?3 ORDER BY first_msg",
+        )
+        .map_err(db)?;
+    within
+        .query_map(params![device, from, last], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)
+}
+
+/// Inserts `rows` (consecutive message ids, none stored yet) as chunks of at most
+/// [`CHUNK_MAX_READINGS`] readings spanning at most [`CHUNK_SPAN_MS`]; returns how many.
+fn insert_chunks(
+    conn: &Connection,
+    device: i64,
+    rows: &[&ReadingRow],
+) -> Result<usize, StorageError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db)?;
+    let mut rest = rows;
+    while let Some(first) = rest.first() {
+        let (mut t_min, mut t_max) = (first.device_time_ms, first.device_time_ms);
+        let mut n = 1;
+        while let Some(r) = rest.get(n) {
+            let (lo, hi) = (t_min.min(r.device_time_ms), t_max.max(r.device_time_ms));
+            if n == CHUNK_MAX_READINGS || hi.saturating_sub(lo) > CHUNK_SPAN_MS {
+                break;
+            }
+            (t_min, t_max) = (lo, hi);
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        let mut body = String::with_capacity(2 + chunk.iter().map(|r| r.json.len() + 1).sum::<usize>());
+        body.push('[');
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&r.json);
+        }
+        body.push(']');
+        insert
+            .execute(params![
+                device,
+                chunk[0].msg_id,
+                chunk[n - 1].msg_id,
+                t_min,
+                t_max,
+                body
+            ])
+            .map_err(db)?;
+        rest = tail;
+    }
+    Ok(rows.len())
 }
 
 fn add_device(conn: &Connection, d: &DeviceRow) -> Result<(), StorageError> {
