@@ -17,8 +17,7 @@ use iotseal_gateway::mqtt::TestBroker;
 use iotseal_proto::SigAlg;
 use iotseal_proto::reading::SensorKind;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::mqttbytes::v5::Publish;
 
 fn random_hex(n: usize) -> String {
     hex::encode(
@@ -128,6 +127,31 @@ struct Seen {
     bytes: Vec<u8>,
 }
 
+impl Seen {
+    fn add(&mut self, p: &Publish) {
+        self.messages += 1;
+        self.topics
+            .push(String::from_utf8_lossy(&p.topic).into_owned());
+        self.bytes.extend_from_slice(&p.topic);
+        self.bytes.extend_from_slice(&p.payload);
+        if let Some(pp) = &p.properties {
+            if let Some(t) = &pp.response_topic {
+                self.bytes.extend_from_slice(t.as_bytes());
+            }
+            if let Some(c) = &pp.correlation_data {
+                self.bytes.extend_from_slice(c);
+            }
+            for (k, v) in &pp.user_properties {
+                self.bytes.extend_from_slice(k.as_bytes());
+                self.bytes.extend_from_slice(v.as_bytes());
+            }
+            if let Some(ct) = &pp.content_type {
+                self.bytes.extend_from_slice(ct.as_bytes());
+            }
+        }
+    }
+}
+
 /// A plain subscriber on `#` sees only ciphertext: neither a distinctive reading payload nor
 /// the device id appears in anything the broker carried (topics, payloads, properties).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,59 +164,13 @@ async fn mqtt_broker_sees_only_ciphertext() {
     let (gw, prefix) = gateway(&dir, &broker).await;
 
     // The eavesdropper: subscribed to everything before the device starts.
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (host, port) = broker.addr.rsplit_once(':').unwrap();
-    let mut o = MqttOptions::new(
-        format!("spy-{}", random_hex(6)),
-        host,
-        port.parse().unwrap(),
-    );
-    o.set_max_packet_size(Some(1 << 20));
-    let (spy, mut el) = AsyncClient::new(o, 16);
-    let (subbed_tx, subbed_rx) = tokio::sync::oneshot::channel();
-    let s2 = seen.clone();
-    let spy_task = tokio::spawn(async move {
-        let mut subbed = Some(subbed_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = subbed.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let mut s = s2.lock().unwrap();
-                    s.messages += 1;
-                    s.topics
-                        .push(String::from_utf8_lossy(&p.topic).into_owned());
-                    s.bytes.extend_from_slice(&p.topic);
-                    s.bytes.extend_from_slice(&p.payload);
-                    if let Some(pp) = &p.properties {
-                        if let Some(t) = &pp.response_topic {
-                            s.bytes.extend_from_slice(t.as_bytes());
-                        }
-                        if let Some(c) = &pp.correlation_data {
-                            s.bytes.extend_from_slice(c);
-                        }
-                        for (k, v) in &pp.user_properties {
-                            s.bytes.extend_from_slice(k.as_bytes());
-                            s.bytes.extend_from_slice(v.as_bytes());
-                        }
-                        if let Some(ct) = &pp.content_type {
-                            s.bytes.extend_from_slice(ct.as_bytes());
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    spy.subscribe("#", QoS::AtLeastOnce).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), subbed_rx)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut spy = broker
+        .client(
+            format!("spy-{}", random_hex(6)),
+            1 << 20,
+            &["#".to_string()],
+        )
+        .await;
 
     // A device with a distinctive id and payload.
     let device_id = format!("canary-device-{}", random_hex(4));
@@ -230,7 +208,11 @@ async fn mqtt_broker_sees_only_ciphertext() {
         assert_eq!(r.acknowledged, 5);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    spy_task.abort();
+    let mut seen = Seen::default();
+    while let Ok(p) = spy.received.try_recv() {
+        seen.add(&p);
+    }
+    drop(spy);
 
     // The readings were stored (decrypted by the gateway), canary and all.
     let stored = admin.readings(&device_id).await.unwrap();
@@ -241,7 +223,6 @@ async fn mqtt_broker_sees_only_ciphertext() {
         )
     );
 
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let hs = format!("{prefix}/hs/");
     let rec = format!("{prefix}/rec/");
     assert!(
@@ -434,60 +415,37 @@ async fn mqtt_answers_over_one_mib_never_reach_the_device() {
     };
     const MAX_ANSWER: usize = 1 << 20;
     let prefix = format!("t{}/iotseal", random_hex(4));
-    let (host, port) = broker.addr.rsplit_once(':').unwrap();
-    let mut o = MqttOptions::new(
-        format!("fake-gw-{}", random_hex(6)),
-        host,
-        port.parse().unwrap(),
-    );
-    o.set_max_packet_size(Some(4 << 20));
-    let (fake, mut el) = AsyncClient::new(o, 16);
+    let mut fake = broker
+        .client(
+            format!("fake-gw-{}", random_hex(6)),
+            4 << 20,
+            &[format!("{prefix}/rec/+")],
+        )
+        .await;
     // Sizes of the next answers, in order.
     let sizes = Arc::new(Mutex::new(std::collections::VecDeque::<usize>::new()));
-    let (subbed_tx, subbed_rx) = tokio::sync::oneshot::channel();
-    let (f2, s2) = (fake.clone(), sizes.clone());
+    let s2 = sizes.clone();
     let fake_task = tokio::spawn(async move {
-        let mut subbed = Some(subbed_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = subbed.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let len = s2.lock().unwrap().pop_front().unwrap_or(1);
-                    let pp = p.properties.unwrap_or_default();
-                    let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
-                        correlation_data: pp.correlation_data,
-                        ..Default::default()
-                    };
-                    let to = pp.response_topic.unwrap_or_default();
-                    let f = f2.clone();
-                    tokio::spawn(async move {
-                        f.publish_bytes_with_properties(
-                            to,
-                            QoS::AtLeastOnce,
-                            false,
-                            vec![0x42; len].into(),
-                            props,
-                        )
-                        .await
-                        .unwrap();
-                    });
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        while let Some(p) = fake.received.recv().await {
+            let len = s2.lock().unwrap().pop_front().unwrap_or(1);
+            let pp = p.properties.unwrap_or_default();
+            let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                correlation_data: pp.correlation_data,
+                ..Default::default()
+            };
+            let to = pp.response_topic.unwrap_or_default();
+            fake.client
+                .publish_bytes_with_properties(
+                    to,
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![0x42; len].into(),
+                    props,
+                )
+                .await
+                .unwrap();
         }
     });
-    fake.subscribe(format!("{prefix}/rec/+"), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), subbed_rx)
-        .await
-        .unwrap()
-        .unwrap();
 
     let cfg = MqttConfig {
         topic_prefix: prefix.clone(),

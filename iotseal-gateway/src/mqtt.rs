@@ -518,6 +518,53 @@ impl TestBroker {
     pub fn url(&self) -> String {
         format!("mqtt://{}", self.addr)
     }
+
+    /// A plain MQTT v5 client of this broker (no iotseal protocol) with client id
+    /// `client_id` and maximum packet size `max_packet`, subscribed with QoS 1 to `topics`.
+    /// Returns once the broker acknowledged each subscription; everything it receives from
+    /// then on arrives in [`TestClient::received`]. Panics if the broker does not acknowledge
+    /// a subscription within 5 s.
+    pub async fn client(
+        &self,
+        client_id: String,
+        max_packet: u32,
+        topics: &[String],
+    ) -> TestClient {
+        let (host, port) = self.addr.rsplit_once(':').expect("host:port");
+        let mut o = MqttOptions::new(client_id, host, port.parse().expect("a port"));
+        o.set_max_packet_size(Some(max_packet));
+        let (client, mut el) = AsyncClient::new(o, 64);
+        let (tx, received) = mpsc::unbounded_channel();
+        let (subbed_tx, mut subbed_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subbed_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for t in topics {
+            client
+                .subscribe(t.clone(), QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+            tokio::time::timeout(Duration::from_secs(5), subbed_rx.recv())
+                .await
+                .expect("subscribed");
+        }
+        TestClient {
+            client,
+            received,
+            task,
+        }
+    }
 }
 
 impl Drop for TestBroker {
@@ -529,6 +576,33 @@ impl Drop for TestBroker {
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// A plain MQTT v5 client for tests, from [`TestBroker::client`]. Its event loop stops when it
+/// is dropped.
+#[derive(Debug)]
+pub struct TestClient {
+    /// The client, to publish with.
+    pub client: AsyncClient,
+    /// Every message received on the subscriptions, in order.
+    pub received: mpsc::UnboundedReceiver<Publish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestClient {
+    /// The next message received within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Publish> {
+        tokio::time::timeout(within, self.received.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

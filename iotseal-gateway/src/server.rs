@@ -611,19 +611,19 @@ pub(crate) async fn sweep_once(shared: &Shared) {
     let now = shared.now();
     shared.expire_half_open(Some(now));
     let l = &shared.settings.limits;
-    let ended = shared.sessions.sweep(
-        now.as_millis(),
+    let swept = shared.sessions.sweep(
+        now,
         l.idle_timeout_secs.saturating_mul(1000),
         l.session_lifetime_secs.saturating_mul(1000),
+        l.park_after_secs.saturating_mul(1000),
     );
-    for (e, reason) in &ended {
+    for (e, reason) in &swept.ended {
         shared.ended(std::slice::from_ref(e), *reason, now);
     }
     shared.metrics.set_active_sessions(shared.sessions.len());
-    let (parked, newly) = shared
-        .sessions
-        .park_idle(now, l.park_after_secs.saturating_mul(1000));
-    shared.metrics.set_parked_sessions(parked, newly);
+    shared
+        .metrics
+        .set_parked_sessions(swept.parked, swept.newly_parked);
     shared.limiter.sweep(now.as_millis());
     flush_last_seen(shared).await;
 }

@@ -36,6 +36,17 @@ impl EndReason {
     }
 }
 
+/// What [`SessionTable::sweep`] did.
+#[derive(Debug)]
+pub struct Swept {
+    /// The sessions removed, and why.
+    pub ended: Vec<(Arc<SessionEntry>, EndReason)>,
+    /// Sessions parked now (idle long enough and not in use).
+    pub parked: usize,
+    /// Of which parked by this sweep.
+    pub newly_parked: usize,
+}
+
 /// The mutable part of a session, behind its lock.
 #[derive(Debug)]
 pub struct SessionState {
@@ -213,59 +224,53 @@ impl SessionTable {
         ids.into_iter().filter_map(|id| t.remove(id)).collect()
     }
 
-    /// Parks the sessions unused for `park_ms` (their key objects dropped; see
-    /// [`Session::park`]) that no request holds now. Returns (sessions parked now, of which
-    /// newly parked). The table lock is held only to list the candidates, never while a
-    /// session is locked.
-    pub fn park_idle(&self, now: iotseal_proto::Time, park_ms: u64) -> (usize, usize) {
+    /// One pass over the table: removes the sessions idle for `idle_ms` or older than
+    /// `lifetime_ms`, and those of revoked devices, then parks the remaining ones unused for
+    /// `park_ms` (their key objects dropped; see [`Session::park`]) that no request holds
+    /// now. The table lock is held only for that pass, never while a session is locked.
+    pub fn sweep(
+        &self,
+        now: iotseal_proto::Time,
+        idle_ms: u64,
+        lifetime_ms: u64,
+        park_ms: u64,
+    ) -> Swept {
         let now_ms = now.as_millis();
-        let idle: Vec<Arc<SessionEntry>> = self
-            .lock()
-            .by_id
-            .values()
-            .filter(|e| now_ms.saturating_sub(e.last_used_ms()) >= park_ms)
-            .cloned()
-            .collect();
-        let (mut parked, mut newly) = (0, 0);
+        let mut idle = Vec::new();
+        let ended = {
+            let mut t = self.lock();
+            let mut due = Vec::new();
+            for e in t.by_id.values() {
+                let unused_ms = now_ms.saturating_sub(e.last_used_ms());
+                if e.device.is_revoked() {
+                    due.push((e.id, EndReason::Revoked));
+                } else if unused_ms >= idle_ms
+                    || now_ms.saturating_sub(e.established_ms) >= lifetime_ms
+                {
+                    due.push((e.id, EndReason::Expired));
+                } else if unused_ms >= park_ms {
+                    idle.push(Arc::clone(e));
+                }
+            }
+            due.into_iter()
+                .filter_map(|(id, r)| t.remove(id).map(|e| (e, r)))
+                .collect()
+        };
+        let mut swept = Swept {
+            ended,
+            parked: 0,
+            newly_parked: 0,
+        };
         for e in idle {
             // A session in use is skipped: it is not idle, and the sweep never waits.
             if let Ok(mut st) = e.state.try_lock() {
                 if !st.session.is_parked() {
                     st.session.park(now);
-                    newly += 1;
+                    swept.newly_parked += 1;
                 }
-                parked += 1;
+                swept.parked += 1;
             }
         }
-        (parked, newly)
-    }
-
-    /// Removes sessions idle for `idle_ms` or older than `lifetime_ms`, and those of revoked
-    /// devices.
-    pub fn sweep(
-        &self,
-        now_ms: u64,
-        idle_ms: u64,
-        lifetime_ms: u64,
-    ) -> Vec<(Arc<SessionEntry>, EndReason)> {
-        let mut t = self.lock();
-        let due: Vec<(u32, EndReason)> = t
-            .by_id
-            .values()
-            .filter_map(|e| {
-                if e.device.is_revoked() {
-                    Some((e.id, EndReason::Revoked))
-                } else if now_ms.saturating_sub(e.last_used_ms()) >= idle_ms
-                    || now_ms.saturating_sub(e.established_ms) >= lifetime_ms
-                {
-                    Some((e.id, EndReason::Expired))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        due.into_iter()
-            .filter_map(|(id, r)| t.remove(id).map(|e| (e, r)))
-            .collect()
+        swept
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Device, Env, framed, now, open_acks, provider, seal_records};
-use iotseal_gateway::mqtt::TestBroker;
+use iotseal_gateway::mqtt::{TestBroker, TestClient};
 use iotseal_gateway::testing::lay_out_gateway_dir;
 use iotseal_gateway::{Gateway, Settings};
 use iotseal_proto::handshake::{DeviceEstablished, DeviceHandshake, DeviceNext};
@@ -17,9 +17,7 @@ use iotseal_proto::reading::encode_batch;
 use iotseal_proto::record::{ContentType, Session, batch};
 use iotseal_proto::{Refusal, SigAlg, Suite};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 
 const SUITE: &str = "x25519/ed25519/aes128gcm";
 
@@ -35,52 +33,15 @@ fn use_broker(s: &mut Settings, b: &TestBroker, prefix: &str) {
     s.mqtt.session_expiry_secs = 60;
 }
 
-/// A plain MQTT v5 client: everything it receives goes to a channel.
-struct Raw {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<Publish>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A plain MQTT v5 client that publishes requests as devices do and reads their answers.
+struct Raw(TestClient);
 
 impl Raw {
     async fn connect(b: &TestBroker, subscribe: &[String]) -> Self {
-        let (host, port) = b.addr.rsplit_once(':').unwrap();
-        let mut o = MqttOptions::new(
-            format!("raw-{}", random_hex(6)),
-            host,
-            port.parse().unwrap(),
-        );
-        o.set_max_packet_size(Some(1 << 20));
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (subbed_tx, mut subbed_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(p);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = subbed_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        for t in subscribe {
-            client.subscribe(t.clone(), QoS::AtLeastOnce).await.unwrap();
-            tokio::time::timeout(Duration::from_secs(5), subbed_rx.recv())
-                .await
-                .expect("subscribed");
-        }
-        Self { client, rx, task }
+        Self(
+            b.client(format!("raw-{}", random_hex(6)), 1 << 20, subscribe)
+                .await,
+        )
     }
 
     /// Publishes a request with QoS 1, as devices do.
@@ -109,7 +70,8 @@ impl Raw {
             correlation_data: Some(Bytes::copy_from_slice(corr)),
             ..Default::default()
         };
-        self.client
+        self.0
+            .client
             .publish_bytes_with_properties(
                 topic,
                 qos,
@@ -122,10 +84,7 @@ impl Raw {
     }
 
     async fn next(&mut self, within: Duration) -> Option<Publish> {
-        tokio::time::timeout(within, self.rx.recv())
-            .await
-            .ok()
-            .flatten()
+        self.0.next(within).await
     }
 
     /// The next answer, checked to carry `corr`.

@@ -14,7 +14,7 @@ use crate::key_schedule::{TrafficKeys, next_secret};
 use crate::record::header::{ContentType, Header, MAX_SEQ};
 use crate::record::window::ReplayWindow;
 use crate::record::{MAX_PLAINTEXT, ack};
-use crate::suite::Suite;
+use crate::suite::{AeadId, Suite};
 use crate::time::Time;
 
 /// Which end of the session this is.
@@ -95,12 +95,12 @@ struct RecvState {
 fn derived<'a>(
     slot: &'a mut Option<TrafficKeys>,
     provider: &CryptoProvider,
-    suite: Suite,
+    aead: AeadId,
     secret: &Secret,
-) -> Result<&'a TrafficKeys, Error> {
+) -> Result<&'a mut TrafficKeys, Error> {
     Ok(match slot {
         Some(k) => k,
-        None => slot.insert(TrafficKeys::new(provider, suite.aead, secret)?),
+        None => slot.insert(TrafficKeys::new(provider, aead, secret)?),
     })
 }
 
@@ -279,7 +279,7 @@ impl Session {
         let keys = derived(
             &mut self.send.keys,
             &self.provider,
-            self.suite,
+            self.suite.aead,
             &self.send.secret,
         )?;
         let tag = keys.key.seal(&keys.nonce(seq), aad, payload)?;
@@ -347,7 +347,7 @@ impl Session {
             let k = derived(
                 &mut self.recv.keys,
                 &self.provider,
-                self.suite,
+                self.suite.aead,
                 &self.recv.secret,
             )?;
             k.key
@@ -389,14 +389,15 @@ impl Session {
             Ok(ratchet) => {
                 if let Some((secret, keys, ahead)) = ratchet {
                     // Authentic under a later epoch: only now move (skipped secrets are
-                    // already dropped), keep the current keys for the grace period.
-                    // (A parked session derives the old keys here, from the old secret.)
-                    let old = match self.recv.keys.replace(keys) {
-                        Some(k) => k,
-                        None => {
-                            TrafficKeys::new(&self.provider, self.suite.aead, &self.recv.secret)?
-                        }
-                    };
+                    // already dropped), keep the current keys for the grace period (a
+                    // parked session derives them first, from the current secret).
+                    let current = derived(
+                        &mut self.recv.keys,
+                        &self.provider,
+                        self.suite.aead,
+                        &self.recv.secret,
+                    )?;
+                    let old = core::mem::replace(current, keys);
                     self.recv.previous = Some(PreviousKey {
                         keys: old,
                         epoch: self.recv.epoch,
