@@ -4,6 +4,12 @@
 mod cmd;
 mod providers;
 
+/// mimalloc instead of the system allocator: the gateway allocates and frees small buffers
+/// per reading, and glibc's malloc took ~17% of its CPU under batch load (docs/decisions.md
+/// D12 has the A/B).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Secure IoT telemetry: authenticated, post-quantum hybrid, end-to-end sealed readings.

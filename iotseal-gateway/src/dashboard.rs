@@ -250,8 +250,22 @@ impl Storage for Observed {
         &self,
         readings: Vec<NewReading>,
     ) -> BoxFuture<'_, Result<StoreOutcome, StorageError>> {
-        let notes: Vec<Note> = readings
+        // Only the last RING_POINTS readings of each device can stay in its ring.
+        let mut per_device: Vec<(&str, usize)> = Vec::new();
+        let mut notes: Vec<Note> = readings
             .iter()
+            .rev()
+            .filter(|r| {
+                let i = match per_device.iter().position(|(d, _)| *d == r.device_id) {
+                    Some(i) => i,
+                    None => {
+                        per_device.push((&r.device_id, 0));
+                        per_device.len() - 1
+                    }
+                };
+                per_device[i].1 += 1;
+                per_device[i].1 <= RING_POINTS
+            })
             .map(|r| Note {
                 device_id: r.device_id.clone(),
                 msg_id: r.msg_id,
@@ -259,6 +273,8 @@ impl Storage for Observed {
                 values: r.values.clone(),
             })
             .collect();
+        notes.reverse();
+        drop(per_device);
         Box::pin(async move {
             let out = self.inner.store_readings(readings).await?;
             self.recent.record(notes);

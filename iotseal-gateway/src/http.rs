@@ -773,14 +773,68 @@ fn new_reading(device_id: &str, r: Reading, now: Time) -> NewReading {
         device_time_ms: r.time_ms,
         received_ms: now.as_millis(),
         payload,
-        // The f32's shortest decimal form, as f64 (21.3, not 21.299999237060547).
         values: r
             .values
             .iter()
-            .map(|(k, v)| {
-                let x = v.to_string().parse::<f64>().unwrap_or(f64::from(*v));
-                (sensor_name(*k), x)
-            })
+            .map(|(k, v)| (sensor_name(*k), shortest_f64(*v)))
             .collect(),
+    }
+}
+
+/// The f32's shortest decimal form, as f64 (21.3, not 21.299999237060547); formatted on the
+/// stack, not the heap.
+fn shortest_f64(v: f32) -> f64 {
+    use std::io::Write;
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    // The exponent form ("2.13e1"): at most ~15 bytes for any finite f32.
+    let mut buf = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    if write!(cur, "{v:e}").is_err() {
+        return f64::from(v);
+    }
+    let n = usize::try_from(cur.position()).unwrap_or(0);
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(f64::from(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortest_f64;
+
+    /// Same as going through a heap string, for every kind of f32 (random bit patterns,
+    /// extremes, subnormals, signed zeros, non-finite).
+    #[test]
+    fn shortest_f64_matches_the_decimal_round_trip() {
+        let mut x: u32 = 0x1234_5678;
+        let mut cases = vec![
+            0.0f32,
+            -0.0,
+            21.3,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            1e-45,
+            f32::EPSILON,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            cases.push(f32::from_bits(x));
+        }
+        for v in cases {
+            let want = v.to_string().parse::<f64>().unwrap_or(f64::from(v));
+            let got = shortest_f64(v);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{v:e}: {got} != {want}"
+            );
+        }
     }
 }

@@ -201,18 +201,15 @@ impl Drop for SqliteStorage {
 }
 
 fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
+    use std::fmt::Write;
     let msg_id = to_i64(r.msg_id, "msg_id")?;
     let device_time_ms = to_i64(r.device_time_ms, "device_time_ms")?;
     let received_ms = to_i64(r.received_ms, "received_ms")?;
-    let vals = values_json(&r.values);
-    let mut json = String::with_capacity(48 + 2 * r.payload.len() + vals.len());
-    {
-        use std::fmt::Write;
-        let _ = write!(json, "[{msg_id},{device_time_ms},{received_ms},\"");
-    }
-    json.push_str(&hex::encode(&r.payload));
+    let mut json = String::with_capacity(64 + 2 * r.payload.len() + 24 * r.values.len());
+    let _ = write!(json, "[{msg_id},{device_time_ms},{received_ms},\"");
+    push_hex(&mut json, &r.payload);
     json.push_str("\",");
-    json.push_str(&vals);
+    push_values_json(&mut json, &r.values);
     json.push(']');
     Ok(ReadingRow {
         device_id: r.device_id,
@@ -223,20 +220,38 @@ fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
     })
 }
 
-/// The values as the `vals` JSON column: `[["temperature",21.3],...]`, in payload order.
+/// Appends `bytes` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
+/// Appends the values as JSON: `[["temperature",21.3],...]`, in payload order.
 /// NaN has no JSON form and is stored as null (read back as NaN); infinities are written as
 /// ±9e999, which SQLite's JSON functions read back as infinities.
-pub(crate) fn values_json(values: &[(String, f64)]) -> String {
+fn push_values_json(out: &mut String, values: &[(String, f64)]) {
     use std::fmt::Write;
-    let mut out = String::with_capacity(2 + values.len() * 24);
     out.push('[');
     for (i, (sensor, v)) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push('[');
-        // A JSON string (escaped); serializing a str cannot fail.
-        out.push_str(&serde_json::to_string(sensor).unwrap_or_else(|_| "\"\"".into()));
+        // A JSON string: names that need no escaping (all the built-in ones) as they are.
+        if sensor
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            out.push('"');
+            out.push_str(sensor);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(sensor).unwrap_or_else(|_| "\"\"".into()));
+        }
         out.push(',');
         let _ = if v.is_nan() {
             write!(out, "null")
@@ -248,7 +263,6 @@ pub(crate) fn values_json(values: &[(String, f64)]) -> String {
         out.push(']');
     }
     out.push(']');
-    out
 }
 
 fn device_row(d: DeviceRecord) -> Result<DeviceRow, StorageError> {
