@@ -4,9 +4,10 @@
 mod cmd;
 mod providers;
 
-/// mimalloc instead of the system allocator: the gateway allocates and frees small buffers
-/// per reading, and glibc's malloc took ~17% of its CPU under batch load (docs/decisions.md
-/// D12 has the A/B).
+/// With `--features mimalloc`: mimalloc instead of the system allocator. Faster under batch
+/// load (glibc's malloc takes ~17% of the gateway's CPU there), but idle sessions and the
+/// baseline take more memory; docs/decisions.md D12 has both measurements.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -302,7 +302,10 @@ async fn overlapping_and_scattered_ids_are_stored_once() {
     );
     assert_eq!(raw_count(&c, "SELECT count(*) FROM readings"), 28);
     assert_eq!(
-        raw_count(&c, "SELECT count(DISTINCT device_id || ':' || msg_id) FROM readings"),
+        raw_count(
+            &c,
+            "SELECT count(DISTINCT device_id || ':' || msg_id) FROM readings"
+        ),
         28
     );
 }
@@ -381,7 +384,10 @@ async fn time_queries_over_chunks_match_a_full_sort() {
             .iter()
             .map(|r| (r.device_time_ms, r.msg_id))
             .collect();
-        assert_eq!(got, want, "query {i}: from {from:?} to {to:?} limit {limit:?}");
+        assert_eq!(
+            got, want,
+            "query {i}: from {from:?} to {to:?} limit {limit:?}"
+        );
     }
 }
 

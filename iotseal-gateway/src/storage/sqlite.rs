@@ -13,8 +13,8 @@
 //!   batch. Either way a call's writes are all committed or none are.
 //! - **Reads** use a small pool of read-only connections from `spawn_blocking`; WAL lets them
 //!   run while the writer writes, and they see every commit acknowledged before they start.
-//! - Readings are deduplicated by (device id, message id) with `ON CONFLICT DO NOTHING`
-//!   (rather than `INSERT OR IGNORE`, which would also swallow `NOT NULL`/`CHECK` failures).
+//! - Readings are deduplicated by (device id, message id): a call's ids that a stored chunk
+//!   already holds are counted as duplicates and not written again (see *Tables*).
 //!
 //! # Durability
 //!
@@ -33,13 +33,16 @@
 //! applied in one transaction at open. A file written by a newer build, or an SQLite file that
 //! is not an iotseal database, is refused.
 //!
-//! Tables (schema version 2): `devices` (integer `key`, unique text `id`), `reading_rows`
-//! (`WITHOUT ROWID`, primary key (device key, msg_id), index on (device key, device_time_ms,
-//! msg_id), the parsed values in a JSON column `vals` = `[[sensor, value], ...]` in payload
-//! order, NaN as null) and `session_events`. Views keep version 1's names for SQL users:
-//! `readings` (device_id, msg_id, device_time_ms, received_ms, payload) and `reading_values`
-//! (device_id, msg_id, idx, sensor, value; one row per value). Per reading the writer touches
-//! two B-trees (the table and its time index) instead of version 1's five.
+//! Tables (schema version 3, docs/decisions.md D11): `devices` (integer `key`, unique text
+//! `id`), `reading_chunks` and `session_events`. A chunk is one device's run of consecutive
+//! message ids (at most 1,024 readings within 10 minutes of device time): `first_msg`,
+//! `last_msg`, `t_min`, `t_max` and a JSON `body` with one `[msg_id, device_time_ms,
+//! received_ms, payload_hex, [[sensor, value], ...]]` per reading (NaN as null). Chunks of a
+//! device never share an id: deduplication probes the chunk with the largest `first_msg` at or
+//! below an id. Views keep version 1's names for SQL users: `readings` (device_id, msg_id,
+//! device_time_ms, received_ms, payload) and `reading_values` (device_id, msg_id, idx, sensor,
+//! value; one row per value). A record of 100 readings costs the writer one row and two index
+//! entries.
 
 mod reader;
 mod schema;

@@ -217,9 +217,7 @@ pub(super) fn readings(
                 break;
             }
             let body: String = row.get(1).map_err(db)?;
-            let mut readings = items
-                .query(params![body, from, to_inclusive])
-                .map_err(db)?;
+            let mut readings = items.query(params![body, from, to_inclusive]).map_err(db)?;
             while let Some(r) = readings.next().map_err(db)? {
                 let msg_id: i64 = r.get(0).map_err(db)?;
                 let device_time_ms: i64 = r.get(1).map_err(db)?;
@@ -244,8 +242,7 @@ pub(super) fn readings(
                 });
             }
             // Keep at most 2 × limit (amortized): sort, cut, remember the cut-off time.
-            if out.len() >= limit.saturating_mul(2) || (threshold.is_none() && out.len() >= limit)
-            {
+            if out.len() >= limit.saturating_mul(2) || (threshold.is_none() && out.len() >= limit) {
                 out.sort_unstable_by(order);
                 out.truncate(limit);
                 threshold = out.last().map(|r| r.device_time_ms);

@@ -316,7 +316,10 @@ fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, Sto
         d.rows.dedup_by_key(|r| r.msg_id);
         let mut dups = before - d.rows.len();
         let mut inserted = 0;
-        for run in d.rows.chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id)) {
+        for run in d
+            .rows
+            .chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id))
+        {
             let stored = stored_ranges(conn, d.key, run[0].msg_id, run[run.len() - 1].msg_id)?;
             // Split the run around the ids already stored; insert the rest.
             let mut ranges = stored.iter().peekable();
@@ -369,7 +372,6 @@ fn stored_ranges(
         Some((f, l)) if l >= first => f,
         _ => first,
     };
-    drop(probe);
     let mut within = conn
         .prepare_cached(
             "SELECT first_msg, last_msg FROM reading_chunks \
@@ -409,7 +411,8 @@ fn insert_chunks(
             n += 1;
         }
         let (chunk, tail) = rest.split_at(n);
-        let mut body = String::with_capacity(2 + chunk.iter().map(|r| r.json.len() + 1).sum::<usize>());
+        let mut body =
+            String::with_capacity(2 + chunk.iter().map(|r| r.json.len() + 1).sum::<usize>());
         body.push('[');
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
