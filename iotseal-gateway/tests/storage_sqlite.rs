@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use iotseal_gateway::storage::sqlite::{SqliteOptions, SqliteStorage};
 use iotseal_gateway::storage::{
-    DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StoreOutcome,
+    DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StoreOutcome, StoredReading,
 };
 use iotseal_proto::SigAlg;
 
@@ -47,6 +47,16 @@ fn reading(device_id: &str, msg_id: u64, device_time_ms: u64) -> NewReading {
             ("pressure".into(), 1013.25),
         ],
     }
+}
+
+/// Every reading of a device (up to the default limit), oldest first.
+async fn all_readings(s: &SqliteStorage, device_id: &str) -> Vec<StoredReading> {
+    s.readings(ReadingQuery {
+        device_id: device_id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn raw(path: &Path) -> rusqlite::Connection {
@@ -210,13 +220,7 @@ async fn store_and_dedup() {
     // The latest receive time, duplicates included.
     assert_eq!(d.last_seen_ms, Some(9999 + 5));
 
-    let got = s
-        .readings(ReadingQuery {
-            device_id: "dev".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let got = all_readings(&s, "dev").await;
     let ids: Vec<_> = got.iter().map(|r| r.msg_id).collect();
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(got[2].device_time_ms, 1002);
@@ -258,13 +262,7 @@ async fn overlapping_and_scattered_ids_are_stored_once() {
     let out = s.store_readings(batch(&again)).await.unwrap();
     assert_eq!((out.inserted, out.duplicates), (0, 18));
 
-    let got = s
-        .readings(ReadingQuery {
-            device_id: "dev".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let got = all_readings(&s, "dev").await;
     let mut want: Vec<u64> = vec![2, 3];
     want.extend(ids(5..=25));
     want.extend([30, 31, 40, 41]);
@@ -715,9 +713,7 @@ async fn readings_by_time_range_and_limit() {
         to_ms,
         limit,
     };
-    let ids = |v: Vec<iotseal_gateway::storage::StoredReading>| {
-        v.into_iter().map(|r| r.msg_id).collect::<Vec<_>>()
-    };
+    let ids = |v: Vec<StoredReading>| v.into_iter().map(|r| r.msg_id).collect::<Vec<_>>();
 
     // [100, 150): times 100 (ids 10 and 5000), 110, 120, 130, 140; oldest first.
     let got = ids(s.readings(q(Some(100), Some(150), None)).await.unwrap());
@@ -759,21 +755,9 @@ async fn readings_by_time_range_and_limit() {
         1501
     );
 
-    let other = s
-        .readings(ReadingQuery {
-            device_id: "other".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let other = all_readings(&s, "other").await;
     assert_eq!(ids(other), [1]);
-    let none = s
-        .readings(ReadingQuery {
-            device_id: "ghost".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let none = all_readings(&s, "ghost").await;
     assert!(none.is_empty());
 }
 
@@ -802,13 +786,7 @@ async fn values_and_payloads_round_trip() {
     };
     s.store_readings(vec![r1, r2]).await.unwrap();
 
-    let got = s
-        .readings(ReadingQuery {
-            device_id: "dev".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let got = all_readings(&s, "dev").await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].values.len(), values.len());
     for ((gs, gv), (ws, wv)) in got[0].values.iter().zip(&values) {
