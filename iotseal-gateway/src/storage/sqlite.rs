@@ -57,7 +57,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use self::reader::Readers;
-use self::writer::{DeviceRow, EventRow, Op, ReadingRow};
+use self::writer::{DeviceReadings, DeviceRow, ElementRef, EventRow, Op};
 use super::{
     BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
     StoreOutcome, StoredReading,
@@ -203,24 +203,59 @@ impl Drop for SqliteStorage {
     }
 }
 
-fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
+/// Prepares a store call for the writer, on the caller's thread: the readings per device (in
+/// first-seen order), sorted by message id (stable, so the first of equal ids stands, the
+/// others counted as repeats), checked to fit SQLite's integers, each one's chunk-body element
+/// written into its device's buffer.
+fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, StorageError> {
     use std::fmt::Write;
-    let msg_id = to_i64(r.msg_id, "msg_id")?;
-    let device_time_ms = to_i64(r.device_time_ms, "device_time_ms")?;
-    let received_ms = to_i64(r.received_ms, "received_ms")?;
-    let mut json = String::with_capacity(64 + 2 * r.payload.len() + 24 * r.values.len());
-    let _ = write!(json, "[{msg_id},{device_time_ms},{received_ms},\"");
-    push_hex(&mut json, &r.payload);
-    json.push_str("\",");
-    push_values_json(&mut json, &r.values);
-    json.push(']');
-    Ok(ReadingRow {
-        device_id: r.device_id,
-        msg_id,
-        device_time_ms,
-        received_ms,
-        json,
-    })
+    let mut groups: Vec<Vec<NewReading>> = Vec::new();
+    for r in readings {
+        match groups.iter_mut().find(|g| g[0].device_id == r.device_id) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        g.sort_by_key(|r| r.msg_id);
+        let size: usize = g
+            .iter()
+            .map(|r| 64 + 2 * r.payload.len() + 24 * r.values.len())
+            .sum();
+        let mut d = DeviceReadings {
+            device_id: String::new(),
+            last_received: 0,
+            repeats: 0,
+            rows: Vec::with_capacity(g.len()),
+            body: String::with_capacity(size),
+        };
+        let mut last: Option<u64> = None;
+        for r in &g {
+            let msg_id = to_i64(r.msg_id, "msg_id")?;
+            let device_time_ms = to_i64(r.device_time_ms, "device_time_ms")?;
+            let received_ms = to_i64(r.received_ms, "received_ms")?;
+            d.last_received = d.last_received.max(received_ms);
+            if last == Some(r.msg_id) {
+                d.repeats += 1;
+                continue;
+            }
+            last = Some(r.msg_id);
+            let _ = write!(d.body, "[{msg_id},{device_time_ms},{received_ms},\"");
+            push_hex(&mut d.body, &r.payload);
+            d.body.push_str("\",");
+            push_values_json(&mut d.body, &r.values);
+            d.body.push_str("],");
+            d.rows.push(ElementRef {
+                msg_id,
+                device_time_ms,
+                end: d.body.len(),
+            });
+        }
+        d.device_id = g.swap_remove(0).device_id;
+        out.push(d);
+    }
+    Ok(out)
 }
 
 /// Appends `bytes` in lowercase hex.
@@ -303,11 +338,8 @@ impl Storage for SqliteStorage {
                 return Ok(StoreOutcome::default());
             }
             // Checked before queueing: a bad call must not fail the others of its batch.
-            let readings = readings
-                .into_iter()
-                .map(reading_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            self.submit(|reply| Op::Store { readings, reply }).await
+            let devices = device_readings(readings)?;
+            self.submit(|reply| Op::Store { devices, reply }).await
         })
     }
 

@@ -12,7 +12,22 @@
 //!
 //! Replies are sent only after `COMMIT` returned, so a caller that got `Ok` holds a durable
 //! write (with `synchronous=FULL`), and a caller that got `Err` wrote nothing.
+//!
+//! # Checkpoints
+//!
+//! SQLite's automatic checkpoint runs *inside* the commit that crosses its threshold, so the
+//! callers of that batch wait for it (copying the WAL into the main file and an `fsync` of
+//! it). The writer replaces it ([`Connection::wal_hook`] turns it off): it checkpoints
+//! (`PASSIVE`, on the same connection, so it always catches up and the next transaction
+//! rewinds the WAL) *after* the batch's replies are sent, when the WAL holds
+//! [`CHECKPOINT_BYTES`] and no request is waiting, or [`CHECKPOINT_FORCE_BYTES`]
+//! whatever is waiting. A checkpoint on another connection cannot bound the WAL under
+//! continuous writes (docs/performance.md), so it stays on this thread.
 
+use std::cell::Cell;
+use std::ffi::c_int;
+
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,15 +37,47 @@ use crate::storage::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
-/// A reading checked and converted for SQLite (all integers fit in i64), already encoded as
-/// its element of a chunk body (by the caller's thread, not the writer's).
-pub(super) struct ReadingRow {
+/// One device's readings of a store call, prepared by the caller's thread (not the writer's):
+/// converted for SQLite (all integers fit in i64), sorted by message id with the call's own
+/// duplicates removed (the first of equal ids stands), and each reading's chunk-body element
+/// `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]` written into
+/// one buffer, so the writer copies a chunk's body with one slice.
+pub(super) struct DeviceReadings {
     pub(super) device_id: String,
+    /// The latest receive time among the readings.
+    pub(super) last_received: i64,
+    /// Readings of the call dropped as repeats of an id earlier in the same call.
+    pub(super) repeats: usize,
+    /// The readings, in message id order.
+    pub(super) rows: Vec<ElementRef>,
+    /// The elements back to back, each followed by `,`.
+    pub(super) body: String,
+}
+
+/// One reading of [`DeviceReadings`]: its ids and where its element ends in the body.
+#[derive(Clone, Copy)]
+pub(super) struct ElementRef {
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
-    pub(super) received_ms: i64,
-    /// `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]`.
-    pub(super) json: String,
+    /// End (exclusive) of the element and its trailing `,` in the body; it starts where the
+    /// previous one ends.
+    pub(super) end: usize,
+}
+
+impl DeviceReadings {
+    /// The chunk body (a JSON array) of `rows[range]`, written into `out`.
+    fn chunk_body<'o>(&self, range: std::ops::Range<usize>, out: &'o mut String) -> &'o str {
+        let start = match range.start {
+            0 => 0,
+            i => self.rows[i - 1].end,
+        };
+        let end = self.rows[range.end - 1].end - 1;
+        out.clear();
+        out.push('[');
+        out.push_str(&self.body[start..end]);
+        out.push(']');
+        out
+    }
 }
 
 /// A device checked and converted for SQLite.
@@ -55,7 +102,7 @@ pub(super) struct EventRow {
 /// One request to the writer thread.
 pub(super) enum Op {
     Store {
-        readings: Vec<ReadingRow>,
+        devices: Vec<DeviceReadings>,
         reply: Reply<StoreOutcome>,
     },
     AddDevice {
@@ -85,7 +132,7 @@ impl Op {
     /// Share of the `max_batch` budget.
     fn weight(&self) -> usize {
         match self {
-            Self::Store { readings, .. } => readings.len().max(1),
+            Self::Store { devices, .. } => devices.iter().map(|d| d.rows.len()).sum::<usize>().max(1),
             Self::Touch { seen, .. } => seen.len().max(1),
             _ => 1,
         }
@@ -94,7 +141,7 @@ impl Op {
     /// Runs the request on `conn` (inside its savepoint) and pairs the result with its reply.
     fn execute(self, conn: &Connection) -> Done {
         match self {
-            Self::Store { readings, reply } => Done::Store(reply, store(conn, &readings)),
+            Self::Store { devices, reply } => Done::Store(reply, store(conn, &devices)),
             Self::AddDevice { device, reply } => Done::Unit(reply, add_device(conn, &device)),
             Self::Revoke { id, reply } => Done::Bool(reply, revoke(conn, &id)),
             Self::Touch { seen, reply } => Done::Unit(
@@ -164,9 +211,51 @@ impl Done {
     }
 }
 
+/// WAL size at which the writer checkpoints once no request is waiting (SQLite's own
+/// automatic checkpoint threshold: 1,000 pages of 4 KiB).
+pub(super) const CHECKPOINT_BYTES: i64 = 4 << 20;
+/// WAL size at which the writer checkpoints even with requests waiting: the bound on the WAL
+/// under continuous writes (plus one transaction).
+pub(super) const CHECKPOINT_FORCE_BYTES: i64 = 8 << 20;
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread (set by [`note_wal_pages`]; the
+    /// hook gets no state of its own, and the writer is the only thread committing on its
+    /// connection).
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// The commit hook: records the WAL's size; checkpoints are the writer loop's decision.
+fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// Checkpoints if the WAL is due (see the module documentation); `idle`: no request waits.
+fn maybe_checkpoint(conn: &Connection, page_size: i64, idle: bool) {
+    let bytes = i64::from(WAL_PAGES.get()) * page_size;
+    if bytes < CHECKPOINT_FORCE_BYTES && !(idle && bytes >= CHECKPOINT_BYTES) {
+        return;
+    }
+    WAL_PAGES.set(0);
+    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
+    match r {
+        Ok((0, log, done)) => tracing::trace!(log, done, "sqlite: checkpoint"),
+        Ok((_, log, done)) => tracing::debug!(log, done, "sqlite: checkpoint was busy"),
+        Err(e) => tracing::warn!("sqlite: checkpoint failed: {e}"),
+    }
+}
+
 /// The writer thread's body: runs until every sender is gone and the queue is drained.
 pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
     let max_batch = max_batch.max(1);
+    WAL_PAGES.set(0);
+    conn.wal_hook(Some(note_wal_pages));
+    let page_size = conn
+        .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+        .unwrap_or(4096);
     let mut carry: Option<Op> = None;
     let mut batch: Vec<Op> = Vec::new();
     loop {
@@ -190,6 +279,7 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, max_batch: usize
             batch.push(op);
         }
         run_batch(&conn, batch.drain(..));
+        maybe_checkpoint(&conn, page_size, carry.is_none() && rx.is_empty());
     }
     // Queue drained and closed: let SQLite refresh its statistics, then close (the last
     // connection to close checkpoints the WAL).
@@ -263,81 +353,52 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
     }
 }
 
-/// One device's share of a store call.
-struct DeviceShare<'a> {
-    id: &'a str,
-    key: i64,
-    rows: Vec<&'a ReadingRow>,
-    last_received: i64,
-}
-
-fn store(conn: &Connection, readings: &[ReadingRow]) -> Result<StoreOutcome, StorageError> {
-    // Per device, in first-seen order (a call rarely names more than one).
-    let mut shares: Vec<DeviceShare<'_>> = Vec::new();
+fn store(conn: &Connection, devices: &[DeviceReadings]) -> Result<StoreOutcome, StorageError> {
     let mut key_of = conn
         .prepare_cached("SELECT key FROM devices WHERE id = ?1")
         .map_err(db)?;
-    for r in readings {
-        let i = match shares.iter().position(|d| d.id == r.device_id) {
-            Some(i) => i,
-            None => {
-                let key: Option<i64> = key_of
-                    .query_row([&r.device_id], |row| row.get(0))
-                    .optional()
-                    .map_err(db)?;
-                let Some(key) = key else {
-                    return Err(StorageError(format!("unknown device {:?}", r.device_id)));
-                };
-                shares.push(DeviceShare {
-                    id: &r.device_id,
-                    key,
-                    rows: Vec::new(),
-                    last_received: r.received_ms,
-                });
-                shares.len() - 1
-            }
-        };
-        let d = &mut shares[i];
-        d.last_received = d.last_received.max(r.received_ms);
-        d.rows.push(r);
-    }
-
-    let mut outcome = StoreOutcome::default();
     let mut update = conn
         .prepare_cached(
             "UPDATE devices SET readings = readings + ?1, \
              last_seen_ms = max(coalesce(last_seen_ms, ?2), ?2) WHERE key = ?3",
         )
         .map_err(db)?;
-    for mut d in shares {
-        // Message id order; of equal ids in one call the first one stands (stable sort).
-        d.rows.sort_by_key(|r| r.msg_id);
-        let before = d.rows.len();
-        d.rows.dedup_by_key(|r| r.msg_id);
-        let mut dups = before - d.rows.len();
+    let mut outcome = StoreOutcome::default();
+    let mut buf = String::new();
+    for d in devices {
+        let key: Option<i64> = key_of
+            .query_row([&d.device_id], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        let Some(key) = key else {
+            return Err(StorageError(format!("unknown device {:?}", d.device_id)));
+        };
+        let mut dups = d.repeats;
         let mut inserted = 0;
+        let mut run_start = 0;
         for run in d
             .rows
             .chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id))
         {
-            let stored = stored_ranges(conn, d.key, run[0].msg_id, run[run.len() - 1].msg_id)?;
+            let stored = stored_ranges(conn, key, run[0].msg_id, run[run.len() - 1].msg_id)?;
             // Split the run around the ids already stored; insert the rest.
             let mut ranges = stored.iter().peekable();
-            let mut start = 0;
-            for (i, r) in run.iter().enumerate() {
+            let mut start = run_start;
+            for (i, r) in (run_start..).zip(run) {
                 while ranges.next_if(|&&(_, last)| last < r.msg_id).is_some() {}
                 if ranges.peek().is_some_and(|&&(first, _)| first <= r.msg_id) {
-                    inserted += insert_chunks(conn, d.key, &run[start..i])?;
+                    inserted += insert_chunks(conn, key, d, start..i, &mut buf)?;
                     start = i + 1;
                     dups += 1;
                 }
             }
-            inserted += insert_chunks(conn, d.key, &run[start..])?;
+            run_start += run.len();
+            inserted += insert_chunks(conn, key, d, start..run_start, &mut buf)?;
         }
         outcome.inserted += inserted;
         outcome.duplicates += dups;
         update
-            .execute(params![inserted as i64, d.last_received, d.key])
+            .execute(params![inserted as i64, d.last_received, key])
             .map_err(db)?;
     }
     Ok(outcome)
@@ -385,12 +446,15 @@ fn stored_ranges(
         .map_err(db)
 }
 
-/// Inserts `rows` (consecutive message ids, none stored yet) as chunks of at most
+/// Inserts `d.rows[range]` (consecutive message ids, none stored yet) as chunks of at most
 /// [`CHUNK_MAX_READINGS`] readings spanning at most [`CHUNK_SPAN_MS`]; returns how many.
+/// `buf` is scratch space for the chunk bodies.
 fn insert_chunks(
     conn: &Connection,
     device: i64,
-    rows: &[&ReadingRow],
+    d: &DeviceReadings,
+    range: std::ops::Range<usize>,
+    buf: &mut String,
 ) -> Result<usize, StorageError> {
     let mut insert = conn
         .prepare_cached(
@@ -398,11 +462,12 @@ fn insert_chunks(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(db)?;
-    let mut rest = rows;
-    while let Some(first) = rest.first() {
+    let mut at = range.start;
+    while at < range.end {
+        let first = d.rows[at];
         let (mut t_min, mut t_max) = (first.device_time_ms, first.device_time_ms);
         let mut n = 1;
-        while let Some(r) = rest.get(n) {
+        while let Some(r) = d.rows.get(at + n).filter(|_| at + n < range.end) {
             let (lo, hi) = (t_min.min(r.device_time_ms), t_max.max(r.device_time_ms));
             if n == CHUNK_MAX_READINGS || hi.saturating_sub(lo) > CHUNK_SPAN_MS {
                 break;
@@ -410,30 +475,20 @@ fn insert_chunks(
             (t_min, t_max) = (lo, hi);
             n += 1;
         }
-        let (chunk, tail) = rest.split_at(n);
-        let mut body =
-            String::with_capacity(2 + chunk.iter().map(|r| r.json.len() + 1).sum::<usize>());
-        body.push('[');
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(&r.json);
-        }
-        body.push(']');
+        let body = d.chunk_body(at..at + n, buf);
         insert
             .execute(params![
                 device,
-                chunk[0].msg_id,
-                chunk[n - 1].msg_id,
+                first.msg_id,
+                d.rows[at + n - 1].msg_id,
                 t_min,
                 t_max,
                 body
             ])
             .map_err(db)?;
-        rest = tail;
+        at += n;
     }
-    Ok(rows.len())
+    Ok(range.len())
 }
 
 fn add_device(conn: &Connection, d: &DeviceRow) -> Result<(), StorageError> {
