@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let storage = storage.clone();
         let stored = stored.clone();
         tasks.push(tokio::spawn(async move {
+            let device_id: Arc<str> = format!("dev-{c:05}").into();
             let mut lat = Vec::new();
             let mut msg = 0u64;
             while Instant::now() < deadline {
@@ -67,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|_| {
                         msg += 1;
                         NewReading {
-                            device_id: format!("dev-{c:05}"),
+                            device_id: device_id.clone(),
                             msg_id: msg,
                             device_time_ms: 1_700_000_000_000 + msg * 1000,
                             received_ms: 1_700_000_000_000 + msg * 1000,

@@ -35,7 +35,7 @@ use tracing::{debug, error, warn};
 
 use crate::server::{Binding, Peer, Shared};
 use crate::sessions::{EndReason, SessionEntry, SessionState};
-use crate::storage::NewReading;
+use crate::storage::{NewReading, SensorName};
 
 /// The HTTP status for a refusal.
 pub fn status_for(r: Refusal) -> StatusCode {
@@ -756,19 +756,19 @@ fn end_session(sh: &Shared, e: &SessionEntry, reason: EndReason, now: Time) {
     }
 }
 
-/// The name a value is stored under.
-pub fn sensor_name(k: SensorKind) -> String {
+/// The name a value is stored under (borrowed for the built-in kinds).
+pub fn sensor_name(k: SensorKind) -> SensorName {
     match k {
-        SensorKind::Other(c) => format!("other_{c}"),
-        k => k.name().to_string(),
+        SensorKind::Other(c) => SensorName::Owned(format!("other_{c}")),
+        k => SensorName::Borrowed(k.name()),
     }
 }
 
-fn new_reading(device_id: &str, r: Reading, now: Time) -> NewReading {
+fn new_reading(device_id: &Arc<str>, r: Reading, now: Time) -> NewReading {
     let mut payload = Vec::new();
     r.encode(&mut payload);
     NewReading {
-        device_id: device_id.to_string(),
+        device_id: device_id.clone(),
         msg_id: r.msg_id,
         device_time_ms: r.time_ms,
         received_ms: now.as_millis(),

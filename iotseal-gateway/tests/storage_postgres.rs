@@ -812,7 +812,7 @@ async fn values_and_payloads_round_trip() {
         ("battery".to_string(), 0.0),
     ];
     let r1 = NewReading {
-        values: values.clone(),
+        values: values.iter().map(|(s, v)| (s.clone().into(), *v)).collect(),
         ..reading("dev", 1, 10)
     };
     let r2 = NewReading {

@@ -157,7 +157,7 @@ mod tests {
                 .iter()
                 .flat_map(|id| {
                     (0..10u64).map(move |m| NewReading {
-                        device_id: id.to_string(),
+                        device_id: (*id).into(),
                         msg_id: m,
                         device_time_ms: 1_000 * m,
                         received_ms: 1_000 * m + 5,

@@ -59,8 +59,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::reader::Readers;
 use self::writer::{DeviceRow, EventRow, Op, ReadingRow};
 use super::{
-    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
-    StoreOutcome, StoredReading,
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SensorName, SessionEvent, Storage,
+    StorageError, StoreOutcome, StoredReading,
 };
 
 /// Options of [`SqliteStorage::open`].
@@ -215,7 +215,7 @@ fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
     push_values_json(&mut json, &r.values);
     json.push(']');
     Ok(ReadingRow {
-        device_id: r.device_id,
+        device_id: r.device_id.to_string(),
         msg_id,
         device_time_ms,
         received_ms,
@@ -236,7 +236,7 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// Appends the values as JSON: `[["temperature",21.3],...]`, in payload order.
 /// NaN has no JSON form and is stored as null (read back as NaN); infinities are written as
 /// ±9e999, which SQLite's JSON functions read back as infinities.
-fn push_values_json(out: &mut String, values: &[(String, f64)]) {
+fn push_values_json(out: &mut String, values: &[(SensorName, f64)]) {
     use std::fmt::Write;
     out.push('[');
     for (i, (sensor, v)) in values.iter().enumerate() {
