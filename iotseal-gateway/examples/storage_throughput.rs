@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             msg_id: msg,
                             device_time_ms: 1_700_000_000_000 + msg * 1000,
                             received_ms: 1_700_000_000_000 + msg * 1000,
-                            payload: vec![0x5a; 28],
+                            payload: vec![0x5a; 28].into(),
                             values: vec![
                                 ("temperature".into(), 21.5 + (msg % 7) as f64),
                                 ("humidity".into(), 40.25),

@@ -71,7 +71,7 @@ async fn full_exchange(s: Suite) {
     assert_eq!(stored.len(), 6);
     let mut want = payloads(&sent);
     want.sort();
-    let mut got: Vec<Vec<u8>> = stored.iter().map(|r| r.payload.clone()).collect();
+    let mut got: Vec<Vec<u8>> = stored.iter().map(|r| r.payload.to_vec()).collect();
     got.sort();
     assert_eq!(got, want);
     assert!(stored.iter().all(|r| &*r.device_id == "sensor-1"));

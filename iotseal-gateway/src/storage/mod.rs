@@ -47,8 +47,9 @@ pub struct NewReading {
     pub device_time_ms: u64,
     /// Gateway receive time, ms since the Unix epoch.
     pub received_ms: u64,
-    /// The encoded reading as it arrived (see `iotseal_proto::reading`).
-    pub payload: Vec<u8>,
+    /// The encoded reading as it arrived (see `iotseal_proto::reading`); the readings of a
+    /// record share one buffer.
+    pub payload: bytes::Bytes,
     /// Values parsed out of the payload: (sensor name, value).
     pub values: Vec<(SensorName, f64)>,
 }

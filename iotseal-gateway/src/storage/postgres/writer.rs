@@ -54,7 +54,7 @@ pub(super) struct ReadingRow {
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
     pub(super) received_ms: i64,
-    pub(super) payload: Vec<u8>,
+    pub(super) payload: bytes::Bytes,
     pub(super) values: Vec<(SensorName, f64)>,
 }
 
@@ -664,7 +664,7 @@ async fn store_many(
     let msg_ids: Vec<i64> = unique.iter().map(|r| r.msg_id).collect();
     let times: Vec<i64> = unique.iter().map(|r| r.device_time_ms).collect();
     let received: Vec<i64> = unique.iter().map(|r| r.received_ms).collect();
-    let payloads: Vec<&[u8]> = unique.iter().map(|r| r.payload.as_slice()).collect();
+    let payloads: Vec<&[u8]> = unique.iter().map(|r| &r.payload[..]).collect();
     let (mut v_dev, mut v_msg, mut v_idx, mut v_sensor, mut v_value) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in &unique {
