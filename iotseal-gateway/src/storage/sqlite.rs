@@ -223,13 +223,20 @@ fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
     })
 }
 
-/// Appends `bytes` in lowercase hex.
+/// Appends `bytes` in lowercase hex, through a buffer on the stack.
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 256];
     out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    for chunk in bytes.chunks(buf.len() / 2) {
+        let hex = &mut buf[..2 * chunk.len()];
+        // Cannot fail (the lengths match, hex digits are ASCII); the fallback is just as exact.
+        if hex::encode_to_slice(chunk, &mut *hex).is_ok()
+            && let Ok(s) = std::str::from_utf8(hex)
+        {
+            out.push_str(s);
+        } else {
+            out.push_str(&hex::encode(chunk));
+        }
     }
 }
 
