@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let storage = storage.clone();
         let stored = stored.clone();
         tasks.push(tokio::spawn(async move {
+            let device_id: Arc<str> = format!("dev-{c:05}").into();
             let mut lat = Vec::new();
             let mut msg = 0u64;
             while Instant::now() < deadline {
@@ -67,11 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|_| {
                         msg += 1;
                         NewReading {
-                            device_id: format!("dev-{c:05}"),
+                            device_id: device_id.clone(),
                             msg_id: msg,
                             device_time_ms: 1_700_000_000_000 + msg * 1000,
                             received_ms: 1_700_000_000_000 + msg * 1000,
-                            payload: vec![0x5a; 28],
+                            payload: vec![0x5a; 28].into(),
                             values: vec![
                                 ("temperature".into(), 21.5 + (msg % 7) as f64),
                                 ("humidity".into(), 40.25),

@@ -80,7 +80,7 @@ pub(crate) struct DeviceInfo {
 fn info(sh: &Shared, d: &DeviceState) -> DeviceInfo {
     let (handshakes, records_accepted, _) = d.counters();
     DeviceInfo {
-        id: d.id.clone(),
+        id: d.id.to_string(),
         alg: d.alg,
         public_key: hex::encode(&d.public_key),
         key_id: hex::encode(key_id(&sh.provider, d.alg, &d.public_key)),

@@ -55,8 +55,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::GatewayError;
 use crate::server::Shared;
 use crate::storage::{
-    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
-    StoreOutcome, StoredReading,
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SensorName, SessionEvent, Storage,
+    StorageError, StoreOutcome, StoredReading,
 };
 
 /// The Content-Security-Policy of every dashboard response.
@@ -153,7 +153,7 @@ impl Dashboard {
 /// Recent readings per device, bounded in devices, sensors and values.
 #[derive(Debug, Default)]
 struct Recent {
-    devices: Mutex<HashMap<String, DeviceRing>>,
+    devices: Mutex<HashMap<Arc<str>, DeviceRing>>,
 }
 
 #[derive(Debug, Default)]
@@ -162,7 +162,7 @@ struct DeviceRing {
     last_ms: u64,
     /// Message ids of the kept readings (a retransmission is stored once, shown once).
     msg_ids: VecDeque<u64>,
-    series: Vec<(String, VecDeque<f64>)>,
+    series: Vec<(SensorName, VecDeque<f64>)>,
 }
 
 /// A device's latest readings: (id, last receive time in ms, values per sensor).
@@ -170,17 +170,17 @@ type Latest = (String, u64, Vec<(String, Vec<f64>)>);
 
 /// What the ring keeps of a reading.
 struct Note {
-    device_id: String,
+    device_id: Arc<str>,
     msg_id: u64,
     received_ms: u64,
-    values: Vec<(String, f64)>,
+    values: Vec<(SensorName, f64)>,
 }
 
 impl Recent {
     fn record(&self, notes: Vec<Note>) {
         let mut m = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         for n in notes {
-            if !m.contains_key(&n.device_id) && m.len() >= RING_DEVICES {
+            if !m.contains_key(&*n.device_id) && m.len() >= RING_DEVICES {
                 // Make room: drop the least recently active device.
                 if let Some(old) = m
                     .iter()
@@ -231,9 +231,9 @@ impl Recent {
                 let series = d
                     .series
                     .iter()
-                    .map(|(s, p)| (s.clone(), p.iter().copied().collect()))
+                    .map(|(s, p)| (s.to_string(), p.iter().copied().collect()))
                     .collect();
-                (id.clone(), d.last_ms, series)
+                (id.to_string(), d.last_ms, series)
             })
             .collect()
     }
@@ -256,10 +256,10 @@ impl Storage for Observed {
             .iter()
             .rev()
             .filter(|r| {
-                let i = match per_device.iter().position(|(d, _)| *d == r.device_id) {
+                let i = match per_device.iter().position(|(d, _)| *d == &*r.device_id) {
                     Some(i) => i,
                     None => {
-                        per_device.push((&r.device_id, 0));
+                        per_device.push((&*r.device_id, 0));
                         per_device.len() - 1
                     }
                 };
@@ -274,7 +274,6 @@ impl Storage for Observed {
             })
             .collect();
         notes.reverse();
-        drop(per_device);
         Box::pin(async move {
             let out = self.inner.store_readings(readings).await?;
             self.recent.record(notes);
@@ -1080,7 +1079,7 @@ mod tests {
             device_id: "many".into(),
             msg_id: 1,
             received_ms: 99_999,
-            values: (0..20).map(|i| (format!("s{i}"), 1.0)).collect(),
+            values: (0..20).map(|i| (format!("s{i}").into(), 1.0)).collect(),
         }]);
         assert_eq!(r.latest(1)[0].2.len(), RING_SENSORS);
     }

@@ -26,16 +26,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use iotseal_proto::error::Malformed;
 use iotseal_proto::handshake::HelloReply;
 use iotseal_proto::handshake::messages::encode_alert;
-use iotseal_proto::reading::{self, Reading, SensorKind};
+use iotseal_proto::reading::{self, ReadingRef, SensorKind};
 use iotseal_proto::record::{ContentType, Header, batch};
 use iotseal_proto::{Error, Refusal, Time};
 use tracing::{debug, error, warn};
 
 use crate::server::{Binding, Peer, Shared};
 use crate::sessions::{EndReason, SessionEntry, SessionState};
-use crate::storage::NewReading;
+use crate::storage::{NewReading, SensorName};
 
 /// The HTTP status for a refusal.
 pub fn status_for(r: Refusal) -> StatusCode {
@@ -617,9 +618,12 @@ async fn process(sh: &Shared, now: Time, groups: &mut [Group<'_, '_>]) -> Proces
             continue;
         }
         g.entry.touch(now.as_millis());
+        let device_id = &g.entry.device.id;
         let mut seen: HashSet<u64> = HashSet::new();
+        let mut buf = Vec::new();
         for &(idx, rec) in &g.records {
-            let mut buf = rec.to_vec();
+            buf.clear();
+            buf.extend_from_slice(rec);
             match g.state.session.open(now, &mut buf) {
                 Ok(o) if seen.contains(&o.seq) => {
                     // The same record twice in one request: once is enough.
@@ -628,22 +632,20 @@ async fn process(sh: &Shared, now: Time, groups: &mut [Group<'_, '_>]) -> Proces
                     note(idx, Refusal::Replay, &mut out);
                 }
                 Ok(o) => match o.content_type {
-                    ContentType::Data => match reading::decode_batch(o.plaintext) {
-                        Ok(rs) => {
-                            seen.insert(o.seq);
-                            w.pending.push(o.seq);
-                            w.readings += rs.len() as u64;
-                            new_readings.extend(
-                                rs.into_iter()
-                                    .map(|r| new_reading(&g.entry.device.id, r, now)),
-                            );
+                    ContentType::Data => {
+                        match push_readings(&mut new_readings, device_id, o.plaintext, now) {
+                            Ok(n) => {
+                                seen.insert(o.seq);
+                                w.pending.push(o.seq);
+                                w.readings += n as u64;
+                            }
+                            Err(e) => {
+                                warn!(session = g.entry.id, error = ?e, "authenticated record with malformed readings");
+                                sh.metrics.refusal("malformed");
+                                note(idx, Refusal::Malformed, &mut out);
+                            }
                         }
-                        Err(e) => {
-                            warn!(session = g.entry.id, error = ?e, "authenticated record with malformed readings");
-                            sh.metrics.refusal("malformed");
-                            note(idx, Refusal::Malformed, &mut out);
-                        }
-                    },
+                    }
                     ContentType::Close => {
                         seen.insert(o.seq);
                         w.pending.push(o.seq);
@@ -756,27 +758,49 @@ fn end_session(sh: &Shared, e: &SessionEntry, reason: EndReason, now: Time) {
     }
 }
 
-/// The name a value is stored under.
-pub fn sensor_name(k: SensorKind) -> String {
+/// The name a value is stored under (borrowed for the built-in kinds).
+pub fn sensor_name(k: SensorKind) -> SensorName {
     match k {
-        SensorKind::Other(c) => format!("other_{c}"),
-        k => k.name().to_string(),
+        SensorKind::Other(c) => SensorName::Owned(format!("other_{c}")),
+        k => SensorName::Borrowed(k.name()),
     }
 }
 
-fn new_reading(device_id: &str, r: Reading, now: Time) -> NewReading {
-    let mut payload = Vec::new();
-    r.encode(&mut payload);
+/// Appends the readings of a data record's plaintext to `out`, all of them or (on an error)
+/// none; returns how many. Their payloads are slices of one copy of the plaintext.
+fn push_readings(
+    out: &mut Vec<NewReading>,
+    device_id: &Arc<str>,
+    plaintext: &[u8],
+    now: Time,
+) -> Result<usize, Malformed> {
+    let plain = Bytes::copy_from_slice(plaintext);
+    let readings = reading::iter_batch(&plain)?;
+    let start = out.len();
+    out.reserve(readings.size_hint().1.unwrap_or(0));
+    for r in readings {
+        match r {
+            Ok(r) => out.push(new_reading(device_id, &plain, r, now)),
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    Ok(out.len() - start)
+}
+
+/// `r`'s payload is sliced out of `plain`, the buffer it was decoded from.
+fn new_reading(device_id: &Arc<str>, plain: &Bytes, r: ReadingRef<'_>, now: Time) -> NewReading {
     NewReading {
-        device_id: device_id.to_string(),
+        device_id: device_id.clone(),
         msg_id: r.msg_id,
         device_time_ms: r.time_ms,
         received_ms: now.as_millis(),
-        payload,
+        payload: plain.slice_ref(r.encoded()),
         values: r
-            .values
-            .iter()
-            .map(|(k, v)| (sensor_name(*k), shortest_f64(*v)))
+            .values()
+            .map(|(k, v)| (sensor_name(k), shortest_f64(v)))
             .collect(),
     }
 }

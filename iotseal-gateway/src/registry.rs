@@ -14,8 +14,8 @@ use crate::storage::DeviceRecord;
 /// A registered device and its live counters.
 #[derive(Debug)]
 pub struct DeviceState {
-    /// Identifier.
-    pub id: String,
+    /// Identifier (shared with the readings stored for it).
+    pub id: Arc<str>,
     /// Key algorithm.
     pub alg: SigAlg,
     /// Public key.
@@ -36,7 +36,7 @@ impl DeviceState {
         let public_key = hex::decode(&d.public_key_hex).ok()?;
         let seen = d.last_seen_ms.unwrap_or(0);
         Some(Self {
-            id: d.id.clone(),
+            id: d.id.as_str().into(),
             alg: d.alg,
             public_key,
             created_ms: d.created_ms,

@@ -81,7 +81,7 @@ impl Shared {
     pub(crate) fn audit(&self, session: &SessionEntry, event: &str, now: Time) {
         let ev = SessionEvent {
             at_ms: now.as_millis(),
-            device_id: Some(session.device.id.clone()),
+            device_id: Some(session.device.id.to_string()),
             session_id: session.id,
             event: event.to_string(),
             suite: session.suite.to_string(),
@@ -635,7 +635,7 @@ async fn flush_last_seen(shared: &Shared) {
         .registry
         .all()
         .into_iter()
-        .filter_map(|d| d.take_unflushed_seen().map(|t| (d.id.clone(), t)))
+        .filter_map(|d| d.take_unflushed_seen().map(|t| (d.id.to_string(), t)))
         .collect();
     let n = seen.len();
     if n > 0

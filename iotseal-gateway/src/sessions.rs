@@ -115,16 +115,16 @@ impl SessionEntry {
 struct Inner {
     by_id: HashMap<u32, Arc<SessionEntry>>,
     /// Each device's sessions, oldest first.
-    by_device: HashMap<String, Vec<u32>>,
+    by_device: HashMap<Arc<str>, Vec<u32>>,
 }
 
 impl Inner {
     fn remove(&mut self, id: u32) -> Option<Arc<SessionEntry>> {
         let e = self.by_id.remove(&id)?;
-        if let Some(v) = self.by_device.get_mut(&e.device.id) {
+        if let Some(v) = self.by_device.get_mut(&*e.device.id) {
             v.retain(|&x| x != id);
             if v.is_empty() {
-                self.by_device.remove(&e.device.id);
+                self.by_device.remove(&*e.device.id);
             }
         }
         e.end();
@@ -188,7 +188,7 @@ impl SessionTable {
             // Cannot happen (ids are allocated against this table); never keep two.
             evicted.push(old);
         }
-        let ids = t.by_device.get(&e.device.id).cloned().unwrap_or_default();
+        let ids = t.by_device.get(&*e.device.id).cloned().unwrap_or_default();
         let excess = (ids.len() + 1).saturating_sub(self.max_per_device);
         for id in ids.into_iter().take(excess) {
             evicted.extend(t.remove(id));

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use iotseal_proto::{CryptoProvider, SigAlg};
 
@@ -20,7 +20,7 @@ use crate::{GatewayError, Settings};
 #[derive(Debug, Default)]
 struct Mem {
     devices: BTreeMap<String, DeviceRecord>,
-    readings: BTreeMap<(String, u64), NewReading>,
+    readings: BTreeMap<(Arc<str>, u64), NewReading>,
     events: Vec<SessionEvent>,
     store_calls: u64,
 }
@@ -89,7 +89,7 @@ impl Storage for MemoryStorage {
             if m.readings.contains_key(&k) {
                 out.duplicates += 1;
             } else {
-                if let Some(d) = m.devices.get_mut(&r.device_id) {
+                if let Some(d) = m.devices.get_mut(&*r.device_id) {
                     d.readings += 1;
                 }
                 m.readings.insert(k, r);
@@ -141,16 +141,16 @@ impl Storage for MemoryStorage {
         let mut v: Vec<StoredReading> = m
             .readings
             .values()
-            .filter(|r| r.device_id == q.device_id)
+            .filter(|r| *r.device_id == *q.device_id)
             .filter(|r| q.from_ms.is_none_or(|f| r.device_time_ms >= f))
             .filter(|r| q.to_ms.is_none_or(|t| r.device_time_ms < t))
             .map(|r| StoredReading {
-                device_id: r.device_id.clone(),
+                device_id: r.device_id.to_string(),
                 msg_id: r.msg_id,
                 device_time_ms: r.device_time_ms,
                 received_ms: r.received_ms,
                 payload_hex: hex::encode(&r.payload),
-                values: r.values.clone(),
+                values: r.values.iter().map(|(s, v)| (s.to_string(), *v)).collect(),
             })
             .collect();
         v.sort_by_key(|r| (r.device_time_ms, r.msg_id));

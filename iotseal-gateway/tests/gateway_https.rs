@@ -71,12 +71,12 @@ async fn full_exchange(s: Suite) {
     assert_eq!(stored.len(), 6);
     let mut want = payloads(&sent);
     want.sort();
-    let mut got: Vec<Vec<u8>> = stored.iter().map(|r| r.payload.clone()).collect();
+    let mut got: Vec<Vec<u8>> = stored.iter().map(|r| r.payload.to_vec()).collect();
     got.sort();
     assert_eq!(got, want);
-    assert!(stored.iter().all(|r| r.device_id == "sensor-1"));
+    assert!(stored.iter().all(|r| &*r.device_id == "sensor-1"));
     assert_eq!(stored[0].values[0].0, "temperature");
-    assert_eq!(stored[0].values[1], ("humidity".to_string(), 40.25));
+    assert_eq!(stored[0].values[1], ("humidity".into(), 40.25));
 
     // The readings endpoint, JSON and CSV.
     let r = env

@@ -173,7 +173,7 @@ async fn mqtt_qos1_redelivered_requests_are_stored_once() {
         .storage
         .all_readings()
         .into_iter()
-        .filter(|r| r.device_id == "mqtt-dev-1")
+        .filter(|r| &*r.device_id == "mqtt-dev-1")
         .map(|r| r.msg_id)
         .collect();
     let mut sorted = stored.clone();

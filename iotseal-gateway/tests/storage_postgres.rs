@@ -136,7 +136,7 @@ fn reading(device_id: &str, msg_id: u64, device_time_ms: u64) -> NewReading {
         msg_id,
         device_time_ms,
         received_ms: device_time_ms + 5,
-        payload: msg_id.to_be_bytes().to_vec(),
+        payload: msg_id.to_be_bytes().to_vec().into(),
         values: vec![
             ("temperature".into(), msg_id as f64 / 10.0),
             ("humidity".into(), 40.5),
@@ -284,7 +284,7 @@ async fn store_and_dedup() {
 
     // A duplicate keeps the first version.
     let mut changed = reading("dev", 3, 9999);
-    changed.payload = b"other".to_vec();
+    changed.payload = b"other".to_vec().into();
     let out = s.store_readings(vec![changed]).await.unwrap();
     assert_eq!(
         out,
@@ -812,11 +812,11 @@ async fn values_and_payloads_round_trip() {
         ("battery".to_string(), 0.0),
     ];
     let r1 = NewReading {
-        values: values.clone(),
+        values: values.iter().map(|(s, v)| (s.clone().into(), *v)).collect(),
         ..reading("dev", 1, 10)
     };
     let r2 = NewReading {
-        payload: Vec::new(),
+        payload: Default::default(),
         values: Vec::new(),
         ..reading("dev", 2, 20)
     };

@@ -40,7 +40,7 @@ fn reading(device_id: &str, msg_id: u64, device_time_ms: u64) -> NewReading {
         msg_id,
         device_time_ms,
         received_ms: device_time_ms + 5,
-        payload: msg_id.to_be_bytes().to_vec(),
+        payload: msg_id.to_be_bytes().to_vec().into(),
         values: vec![
             ("temperature".into(), msg_id as f64 / 10.0),
             ("humidity".into(), 40.5),
@@ -199,7 +199,7 @@ async fn store_and_dedup() {
 
     // A duplicate keeps the first version.
     let mut changed = reading("dev", 3, 9999);
-    changed.payload = b"other".to_vec();
+    changed.payload = b"other".to_vec().into();
     let out = s.store_readings(vec![changed]).await.unwrap();
     assert_eq!(
         out,
@@ -247,7 +247,7 @@ async fn overlapping_and_scattered_ids_are_stored_once() {
     // Covers the stored run and extends it on both sides; the stored ones keep their version.
     let mut wider = batch(&ids(5..=25));
     for r in &mut wider {
-        r.payload = b"retransmitted".to_vec();
+        r.payload = b"retransmitted".to_vec().into();
     }
     let out = s.store_readings(wider).await.unwrap();
     assert_eq!((out.inserted, out.duplicates), (11, 10));
@@ -762,6 +762,21 @@ async fn readings_by_time_range_and_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn long_payloads_round_trip_as_lowercase_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&db_path(&dir));
+    s.add_device(device("dev", 1)).await.unwrap();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let r = NewReading {
+        payload: payload.clone().into(),
+        ..reading("dev", 1, 10)
+    };
+    s.store_readings(vec![r]).await.unwrap();
+    let got = all_readings(&s, "dev").await;
+    assert_eq!(got[0].payload_hex, hex::encode(&payload));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn values_and_payloads_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
@@ -776,11 +791,11 @@ async fn values_and_payloads_round_trip() {
         ("battery".to_string(), 0.0),
     ];
     let r1 = NewReading {
-        values: values.clone(),
+        values: values.iter().map(|(s, v)| (s.clone().into(), *v)).collect(),
         ..reading("dev", 1, 10)
     };
     let r2 = NewReading {
-        payload: Vec::new(),
+        payload: Default::default(),
         values: Vec::new(),
         ..reading("dev", 2, 20)
     };

@@ -154,26 +154,104 @@ impl Reading {
         }
         put_vec_varint(out, &self.extra[..self.extra.len().min(MAX_EXTRA)]);
     }
+}
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+/// Bytes of one encoded value: the kind and an f32.
+const VALUE_LEN: usize = 5;
+
+/// A reading borrowed from a batch's plaintext, as [`BatchIter`] yields it (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadingRef<'a> {
+    /// Unique per device: retransmissions carry the same id and are stored once.
+    pub msg_id: u64,
+    /// Milliseconds since the Unix epoch, by the device's clock.
+    pub time_ms: u64,
+    /// Opaque application bytes.
+    pub extra: &'a [u8],
+    values: &'a [u8],
+    encoded: &'a [u8],
+}
+
+impl<'a> ReadingRef<'a> {
+    /// Decodes the reading at `r`'s position; `r` reads `buf`.
+    fn decode(buf: &'a [u8], r: &mut Reader<'a>) -> Result<Self, Malformed> {
+        let start = r.position();
         let msg_id = r.varint()?;
         let time_ms = r.varint()?;
         let n = usize::from(r.u8()?);
         if n > MAX_VALUES {
             return Err(Malformed::TooLong);
         }
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            let k = SensorKind::from_code(r.u8()?);
-            values.push((k, f32::from_be_bytes(r.array()?)));
-        }
-        let extra = r.vec_varint(MAX_EXTRA)?.to_vec();
+        let values = r.take(n * VALUE_LEN)?;
+        let extra = r.vec_varint(MAX_EXTRA)?;
+        let encoded = &buf[start..r.position()];
         Ok(Self {
             msg_id,
             time_ms,
-            values,
             extra,
+            values,
+            encoded,
         })
+    }
+
+    /// The measured values, in order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = (SensorKind, f32)> + 'a {
+        self.values.chunks_exact(VALUE_LEN).map(|v| {
+            let k = SensorKind::from_code(v[0]);
+            (k, f32::from_be_bytes([v[1], v[2], v[3], v[4]]))
+        })
+    }
+
+    /// The reading's bytes in the batch: the same bytes [`Reading::encode`] writes for it
+    /// (the encoding is canonical: minimal varints, values as they are).
+    pub fn encoded(&self) -> &'a [u8] {
+        self.encoded
+    }
+
+    /// An owned copy.
+    pub fn to_reading(&self) -> Reading {
+        Reading {
+            msg_id: self.msg_id,
+            time_ms: self.time_ms,
+            values: self.values().collect(),
+            extra: self.extra.to_vec(),
+        }
+    }
+}
+
+/// The readings of a data record's plaintext, decoded one at a time (see [`iter_batch`]).
+///
+/// Yields each reading in order, or an error after which it ends: the batch is valid only
+/// if no item is an error (trailing bytes are reported in place of the last reading).
+#[derive(Debug)]
+pub struct BatchIter<'a> {
+    buf: &'a [u8],
+    r: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = Result<ReadingRef<'a>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let item = ReadingRef::decode(self.buf, &mut self.r).and_then(|rr| {
+            if self.left == 0 {
+                self.r.finish()?;
+            }
+            Ok(rr)
+        });
+        if item.is_err() {
+            self.left = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::from(self.left > 0), Some(self.left))
     }
 }
 
@@ -190,21 +268,31 @@ pub fn encode_batch(readings: &[Reading]) -> Vec<u8> {
 
 /// Decodes a data record's plaintext; every count and length is bounded before use.
 pub fn decode_batch(buf: &[u8]) -> Result<Vec<Reading>, Malformed> {
+    let readings = iter_batch(buf)?;
+    let mut out = Vec::with_capacity(readings.left);
+    for r in readings {
+        out.push(r?.to_reading());
+    }
+    Ok(out)
+}
+
+/// Checks a data record's reading count and returns an iterator over its readings, borrowed
+/// from `buf`: [`decode_batch`] without building the `Vec`s.
+pub fn iter_batch(buf: &[u8]) -> Result<BatchIter<'_>, Malformed> {
     let mut r = Reader::new(buf);
     let n = r.varint()?;
     if n == 0 || n > MAX_READINGS as u64 {
         return Err(Malformed::BadLength);
     }
-    // Each reading takes at least 4 bytes: bound the allocation by what is there.
+    // Each reading takes at least 4 bytes: bound the count by what is there.
     if n as usize > r.remaining() / 4 + 1 {
         return Err(Malformed::Truncated);
     }
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        out.push(Reading::decode(&mut r)?);
-    }
-    r.finish()?;
-    Ok(out)
+    Ok(BatchIter {
+        buf,
+        r,
+        left: n as usize,
+    })
 }
 
 #[cfg(test)]
@@ -248,9 +336,43 @@ mod tests {
         }
 
         #[test]
+        fn borrowed_readings_are_their_encoding(rs in proptest::collection::vec(reading(), 1..10)) {
+            let enc = encode_batch(&rs);
+            let dec = decode_batch(&enc).unwrap();
+            let refs = iter_batch(&enc).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+            prop_assert_eq!(refs.len(), dec.len());
+            for (rr, d) in refs.iter().zip(&dec) {
+                let mut one = Vec::new();
+                d.encode(&mut one);
+                prop_assert_eq!(rr.encoded(), &one[..]);
+                let mut again = Vec::new();
+                rr.to_reading().encode(&mut again);
+                prop_assert_eq!(&again, &one);
+            }
+        }
+
+        #[test]
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_batch(&data);
         }
+    }
+
+    #[test]
+    fn iteration_ends_at_the_first_error() {
+        let r = Reading {
+            msg_id: 7,
+            time_ms: 1,
+            values: alloc::vec![(SensorKind::Humidity, 40.5)],
+            extra: Vec::new(),
+        };
+        let mut enc = encode_batch(&[r.clone(), r.clone()]);
+        enc.push(0);
+        let mut it = iter_batch(&enc).unwrap();
+        let first = it.next().unwrap().unwrap();
+        assert_eq!(first.to_reading(), r);
+        assert_eq!(it.next(), Some(Err(Malformed::TrailingData)));
+        assert_eq!(it.next(), None);
+        assert_eq!(decode_batch(&enc), Err(Malformed::TrailingData));
     }
 
     #[test]

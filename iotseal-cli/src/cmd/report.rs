@@ -157,11 +157,11 @@ mod tests {
                 .iter()
                 .flat_map(|id| {
                     (0..10u64).map(move |m| NewReading {
-                        device_id: id.to_string(),
+                        device_id: (*id).into(),
                         msg_id: m,
                         device_time_ms: 1_000 * m,
                         received_ms: 1_000 * m + 5,
-                        payload: vec![1, 2, 3],
+                        payload: vec![1, 2, 3].into(),
                         values: vec![
                             ("temperature".into(), 20.0 + m as f64),
                             ("humidity".into(), 40.0),

@@ -10,9 +10,11 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use iotseal_proto::SigAlg;
 
@@ -31,21 +33,25 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+/// A sensor name: the built-in kinds' names are borrowed, others owned.
+pub type SensorName = Cow<'static, str>;
+
 /// A verified, decrypted reading to store.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewReading {
-    /// The authenticated device.
-    pub device_id: String,
+    /// The authenticated device (shared by the readings of a request).
+    pub device_id: Arc<str>,
     /// The device's message id (unique per device).
     pub msg_id: u64,
     /// Device timestamp, ms since the Unix epoch.
     pub device_time_ms: u64,
     /// Gateway receive time, ms since the Unix epoch.
     pub received_ms: u64,
-    /// The encoded reading as it arrived (see `iotseal_proto::reading`).
-    pub payload: Vec<u8>,
+    /// The encoded reading as it arrived (see `iotseal_proto::reading`); the readings of a
+    /// record share one buffer.
+    pub payload: bytes::Bytes,
     /// Values parsed out of the payload: (sensor name, value).
-    pub values: Vec<(String, f64)>,
+    pub values: Vec<(SensorName, f64)>,
 }
 
 /// Result of a store call.

@@ -59,8 +59,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::reader::Readers;
 use self::writer::{DeviceReadings, DeviceRow, ElementRef, EventRow, Op};
 use super::{
-    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
-    StoreOutcome, StoredReading,
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SensorName, SessionEvent, Storage,
+    StorageError, StoreOutcome, StoredReading,
 };
 
 /// Options of [`SqliteStorage::open`].
@@ -224,7 +224,7 @@ fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, Sto
             .map(|r| 64 + 2 * r.payload.len() + 24 * r.values.len())
             .sum();
         let mut d = DeviceReadings {
-            device_id: String::new(),
+            device_id: Arc::clone(&g[0].device_id),
             last_received: 0,
             repeats: 0,
             rows: Vec::with_capacity(g.len()),
@@ -252,26 +252,32 @@ fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, Sto
                 end: d.body.len(),
             });
         }
-        d.device_id = g.swap_remove(0).device_id;
         out.push(d);
     }
     Ok(out)
 }
 
-/// Appends `bytes` in lowercase hex.
+/// Appends `bytes` in lowercase hex, through a buffer on the stack.
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 256];
     out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    for chunk in bytes.chunks(buf.len() / 2) {
+        let hex = &mut buf[..2 * chunk.len()];
+        // Cannot fail (the lengths match, hex digits are ASCII); the fallback is just as exact.
+        if hex::encode_to_slice(chunk, &mut *hex).is_ok()
+            && let Ok(s) = std::str::from_utf8(hex)
+        {
+            out.push_str(s);
+        } else {
+            out.push_str(&hex::encode(chunk));
+        }
     }
 }
 
 /// Appends the values as JSON: `[["temperature",21.3],...]`, in payload order.
 /// NaN has no JSON form and is stored as null (read back as NaN); infinities are written as
 /// ±9e999, which SQLite's JSON functions read back as infinities.
-fn push_values_json(out: &mut String, values: &[(String, f64)]) {
+fn push_values_json(out: &mut String, values: &[(SensorName, f64)]) {
     use std::fmt::Write;
     out.push('[');
     for (i, (sensor, v)) in values.iter().enumerate() {

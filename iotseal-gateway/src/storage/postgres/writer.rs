@@ -35,6 +35,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
@@ -42,19 +43,19 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Statement};
 
 use super::{pg, schema};
-use crate::storage::{StorageError, StoreOutcome};
+use crate::storage::{SensorName, StorageError, StoreOutcome};
 
 /// Times a request is run again after a deadlock or a serialization failure.
 const RETRIES: u32 = 3;
 
 /// A reading checked and converted for PostgreSQL (all integers fit in i64).
 pub(super) struct ReadingRow {
-    pub(super) device_id: String,
+    pub(super) device_id: Arc<str>,
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
     pub(super) received_ms: i64,
-    pub(super) payload: Vec<u8>,
-    pub(super) values: Vec<(String, f64)>,
+    pub(super) payload: bytes::Bytes,
+    pub(super) values: Vec<(SensorName, f64)>,
 }
 
 /// A device checked and converted for PostgreSQL.
@@ -651,27 +652,27 @@ async fn store_many(
     let mut unique: Vec<&ReadingRow> = Vec::new();
     for (call, readings) in calls.iter().enumerate() {
         for r in *readings {
-            let t = last.entry(&r.device_id).or_insert(r.received_ms);
+            let t = last.entry(&*r.device_id).or_insert(r.received_ms);
             *t = (*t).max(r.received_ms);
-            if let Entry::Vacant(v) = first.entry((&r.device_id, r.msg_id)) {
+            if let Entry::Vacant(v) = first.entry((&*r.device_id, r.msg_id)) {
                 v.insert(call);
                 unique.push(r);
             }
         }
     }
-    let device_ids: Vec<&str> = unique.iter().map(|r| r.device_id.as_str()).collect();
+    let device_ids: Vec<&str> = unique.iter().map(|r| &*r.device_id).collect();
     let msg_ids: Vec<i64> = unique.iter().map(|r| r.msg_id).collect();
     let times: Vec<i64> = unique.iter().map(|r| r.device_time_ms).collect();
     let received: Vec<i64> = unique.iter().map(|r| r.received_ms).collect();
-    let payloads: Vec<&[u8]> = unique.iter().map(|r| r.payload.as_slice()).collect();
+    let payloads: Vec<&[u8]> = unique.iter().map(|r| &r.payload[..]).collect();
     let (mut v_dev, mut v_msg, mut v_idx, mut v_sensor, mut v_value) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in &unique {
         for (idx, (sensor, value)) in (0_i32..).zip(&r.values) {
-            v_dev.push(r.device_id.as_str());
+            v_dev.push(&*r.device_id);
             v_msg.push(r.msg_id);
             v_idx.push(idx);
-            v_sensor.push(sensor.as_str());
+            v_sensor.push(&**sensor);
             // NULL stands for NaN, as in the SQLite backend.
             v_value.push((!value.is_nan()).then_some(*value));
         }

@@ -26,6 +26,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::sync::Arc;
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -43,7 +44,7 @@ type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 /// `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]` written into
 /// one buffer, so the writer copies a chunk's body with one slice.
 pub(super) struct DeviceReadings {
-    pub(super) device_id: String,
+    pub(super) device_id: Arc<str>,
     /// The latest receive time among the readings.
     pub(super) last_received: i64,
     /// Readings of the call dropped as repeats of an id earlier in the same call.
@@ -132,7 +133,9 @@ impl Op {
     /// Share of the `max_batch` budget.
     fn weight(&self) -> usize {
         match self {
-            Self::Store { devices, .. } => devices.iter().map(|d| d.rows.len()).sum::<usize>().max(1),
+            Self::Store { devices, .. } => {
+                devices.iter().map(|d| d.rows.len()).sum::<usize>().max(1)
+            }
             Self::Touch { seen, .. } => seen.len().max(1),
             _ => 1,
         }
@@ -239,7 +242,11 @@ fn maybe_checkpoint(conn: &Connection, page_size: i64, idle: bool) {
     }
     WAL_PAGES.set(0);
     let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
     });
     match r {
         Ok((0, log, done)) => tracing::trace!(log, done, "sqlite: checkpoint"),
@@ -367,7 +374,7 @@ fn store(conn: &Connection, devices: &[DeviceReadings]) -> Result<StoreOutcome, 
     let mut buf = String::new();
     for d in devices {
         let key: Option<i64> = key_of
-            .query_row([&d.device_id], |row| row.get(0))
+            .query_row([&*d.device_id], |row| row.get(0))
             .optional()
             .map_err(db)?;
         let Some(key) = key else {
