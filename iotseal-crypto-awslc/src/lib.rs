@@ -37,12 +37,19 @@
 //! `generate`. Where it does not, aws-lc's own RNG is used and the `rng` argument is
 //! ignored: ML-KEM-768 key generation and encapsulation, ECDSA nonces and ML-DSA's hedged
 //! signing randomness (Ed25519 signing is deterministic).
+//!
+//! # TLS certificate pinning
+//!
+//! With the feature `rustls` (off by default), the module `pin` is the rustls client side
+//! that trusts exactly one certificate, shared by the gateway's clients and the device SDK.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod aead;
 mod hash;
 mod kx;
+#[cfg(feature = "rustls")]
+pub mod pin;
 mod rng;
 mod sign;
 

@@ -2,18 +2,15 @@
 //! X25519 and secp256r1; ALPN `http/1.1`; optional client certificates.
 //!
 //! Also the client side used by `iotseal device` and the tests: trust exactly one pinned
-//! certificate.
+//! certificate (the shared verifier of `iotseal_crypto_awslc::pin`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use subtle::ConstantTimeEq;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::GatewayError;
 
@@ -84,82 +81,12 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// Accepts exactly one certificate (compared by SHA-256 of its DER, in constant time) and
-/// verifies the TLS 1.3 handshake signature with its key. The server name is not checked:
-/// the pin is the identity.
-#[derive(Debug)]
-struct PinnedCert {
-    sha256: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    iotseal_crypto_awslc::default_provider().hash.hash(data)
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if sha256(end_entity).ct_eq(&self.sha256).into() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A TLS 1.3 client configuration that trusts exactly the certificate `cert_der`.
+/// A TLS 1.3 client configuration that trusts exactly the certificate `cert_der` (by the
+/// SHA-256 of its DER, through [`iotseal_crypto_awslc::pin`]) on [`provider`]; ALPN `http/1.1`.
 pub fn pinned_client_config(cert_der: &[u8]) -> Result<Arc<rustls::ClientConfig>, GatewayError> {
-    let provider = provider();
-    let verifier = PinnedCert {
-        sha256: sha256(cert_der),
-        provider: provider.clone(),
-    };
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err("TLS versions", e))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let pin = iotseal_crypto_awslc::PROVIDER.hash.hash(cert_der);
+    let mut cfg = iotseal_crypto_awslc::pin::pinned_client_config(Some(pin), provider())
+        .map_err(|e| tls_err("TLS versions", e))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
