@@ -475,27 +475,27 @@ fn insert_chunks(
     while at < range.end {
         let first = d.rows[at];
         let (mut t_min, mut t_max) = (first.device_time_ms, first.device_time_ms);
-        let mut n = 1;
-        while let Some(r) = d.rows.get(at + n).filter(|_| at + n < range.end) {
+        let mut end = at + 1;
+        for r in &d.rows[end..range.end] {
             let (lo, hi) = (t_min.min(r.device_time_ms), t_max.max(r.device_time_ms));
-            if n == CHUNK_MAX_READINGS || hi.saturating_sub(lo) > CHUNK_SPAN_MS {
+            if end - at == CHUNK_MAX_READINGS || hi.saturating_sub(lo) > CHUNK_SPAN_MS {
                 break;
             }
             (t_min, t_max) = (lo, hi);
-            n += 1;
+            end += 1;
         }
-        let body = d.chunk_body(at..at + n, buf);
+        let body = d.chunk_body(at..end, buf);
         insert
             .execute(params![
                 device,
                 first.msg_id,
-                d.rows[at + n - 1].msg_id,
+                d.rows[end - 1].msg_id,
                 t_min,
                 t_max,
                 body
             ])
             .map_err(db)?;
-        at += n;
+        at = end;
     }
     Ok(range.len())
 }
