@@ -11,18 +11,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use subtle::ConstantTimeEq;
 
-/// A verifier that accepts only the certificate whose DER has SHA-256 `cert_sha256`; TLS 1.3
-/// handshake signatures are checked with `provider`'s signature algorithms.
-pub fn pinned_verifier(
-    cert_sha256: [u8; 32],
-    provider: Arc<CryptoProvider>,
-) -> Arc<dyn ServerCertVerifier> {
-    Arc::new(PinnedCert {
-        sha256: Some(cert_sha256),
-        provider,
-    })
-}
-
 /// A TLS 1.3 only client configuration on `provider` (aws-lc-rs) without client
 /// authentication that trusts only the certificate whose DER has SHA-256 `pin`.
 ///
@@ -130,14 +118,6 @@ mod tests {
         other[31] ^= 1;
         assert!(!check(Some(other)));
         assert!(check(None), "baseline mode");
-
-        let verifier = pinned_verifier(sha, provider());
-        let ok = |v: &dyn ServerCertVerifier| {
-            v.verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
-                .is_ok()
-        };
-        assert!(ok(verifier.as_ref()));
-        assert!(!ok(pinned_verifier(other, provider()).as_ref()));
     }
 
     #[test]
