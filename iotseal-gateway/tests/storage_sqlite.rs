@@ -69,6 +69,11 @@ fn raw_count(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// Every chunk, in `reading_chunks` (`src` 0) and in the inbox (`src` 1, same columns), as an
+/// SQL table.
+const ALL_CHUNKS: &str = "(SELECT 0 AS src, * FROM reading_chunks \
+                          UNION ALL SELECT 1 AS src, * FROM reading_inbox)";
+
 /// Holds the database write lock from another connection, so the writer thread blocks in
 /// `BEGIN IMMEDIATE` and the requests sent meanwhile queue up into one batch.
 struct WriteLock(rusqlite::Connection);
@@ -284,17 +289,21 @@ async fn overlapping_and_scattered_ids_are_stored_once() {
     assert_eq!(
         raw_count(
             &c,
-            "SELECT count(*) FROM reading_chunks a JOIN reading_chunks b \
-             ON a.device = b.device AND a.id < b.id \
-             AND a.first_msg <= b.last_msg AND b.first_msg <= a.last_msg"
+            &format!(
+                "SELECT count(*) FROM {ALL_CHUNKS} a JOIN {ALL_CHUNKS} b \
+                 ON a.device = b.device AND (a.src, a.id) < (b.src, b.id) \
+                 AND a.first_msg <= b.last_msg AND b.first_msg <= a.last_msg"
+            )
         ),
         0
     );
     assert_eq!(
         raw_count(
             &c,
-            "SELECT count(*) FROM reading_chunks \
-             WHERE json_array_length(body) != last_msg - first_msg + 1"
+            &format!(
+                "SELECT count(*) FROM {ALL_CHUNKS} \
+                 WHERE json_array_length(body) != last_msg - first_msg + 1"
+            )
         ),
         0
     );
@@ -345,15 +354,33 @@ async fn time_queries_over_chunks_match_a_full_sort() {
     assert_eq!(
         raw_count(
             &c,
-            "SELECT count(*) FROM reading_chunks \
-             WHERE last_msg - first_msg + 1 > 1024 OR t_max - t_min > 600000"
+            &format!(
+                "SELECT count(*) FROM {ALL_CHUNKS} \
+                 WHERE last_msg - first_msg + 1 > 1024 OR t_max - t_min > 600000"
+            )
         ),
         0
     );
     assert!(raw_count(&c, "SELECT count(*) FROM reading_chunks") >= 3);
+    // Short runs (split by the time span) wait in the inbox.
+    assert!(raw_count(&c, "SELECT count(*) FROM reading_inbox") >= 3);
 
+    // Queries over chunks and inbox, then again once the inbox is merged into the chunks.
     let (lo, hi) = (model[0].0, model[model.len() - 1].0);
-    for i in 0..60 {
+    for i in 0..120 {
+        if i == 60 {
+            assert!(s.merge_inbox().await.unwrap() >= 3);
+            assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 0);
+            assert_eq!(
+                raw_count(
+                    &c,
+                    "SELECT count(*) FROM reading_chunks \
+                     WHERE last_msg - first_msg + 1 > 1024 OR t_max - t_min > 600000 \
+                     OR json_array_length(body) != last_msg - first_msg + 1"
+                ),
+                0
+            );
+        }
         let a = lo - 1000 + next() % (hi - lo + 2000);
         let b = a + next() % (if i % 3 == 0 { 20_000_000 } else { 900_000 });
         let from = (i % 5 != 0).then_some(a);
@@ -462,6 +489,98 @@ async fn failing_request_is_isolated_in_its_batch() {
         0
     );
     assert_eq!(raw_count(&c, "SELECT count(*) FROM readings"), 100);
+    // The failed request's reading of "dev" was rolled back with its savepoint: not a duplicate.
+    assert_eq!(
+        s.store_readings(vec![reading("dev", 9000, 1)])
+            .await
+            .unwrap(),
+        StoreOutcome {
+            inserted: 1,
+            duplicates: 0
+        }
+    );
+}
+
+/// One-reading calls wait in the inbox, are deduplicated there (also after a restart, from
+/// the file) and against the chunks, and merge into one chunk per run of ids; queries see the
+/// same readings throughout; closing the storage empties the inbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let ids = |got: &[StoredReading]| got.iter().map(|r| r.msg_id).collect::<Vec<_>>();
+    let outcome = |inserted, duplicates| StoreOutcome {
+        inserted,
+        duplicates,
+    };
+    {
+        let s = SqliteStorage::open(
+            &path,
+            SqliteOptions {
+                synchronous_full: false,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        s.add_device(device("dev", 1)).await.unwrap();
+        s.add_device(device("other", 2)).await.unwrap();
+        for m in 1..=300 {
+            let out = s.store_readings(vec![reading("dev", m, 1000 + m)]).await;
+            assert_eq!(out.unwrap(), outcome(1, 0));
+        }
+        s.store_readings(vec![reading("other", 7, 5)])
+            .await
+            .unwrap();
+        let c = raw(&path);
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 301);
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_chunks"), 0);
+
+        // Retransmits, against the inbox; a long run crossing it goes to the chunks.
+        let out = s.store_readings(vec![reading("dev", 5, 1), reading("dev", 150, 1)]);
+        assert_eq!(out.await.unwrap(), outcome(0, 2));
+        let long: Vec<_> = (290..=340).map(|m| reading("dev", m, 1000 + m)).collect();
+        assert_eq!(s.store_readings(long).await.unwrap(), outcome(40, 11));
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_chunks"), 1);
+        let before = all_readings(&s, "dev").await;
+        assert_eq!(ids(&before), (1..=340).collect::<Vec<_>>());
+
+        // Merged: dev's 300 one-reading rows become one chunk, other's row its own.
+        assert_eq!(s.merge_inbox().await.unwrap(), 301);
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 0);
+        assert_eq!(
+            raw_count(
+                &c,
+                "SELECT count(*) FROM reading_chunks \
+                 WHERE first_msg = 1 AND last_msg = 300 AND json_array_length(body) = 300"
+            ),
+            1
+        );
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_chunks"), 3);
+        assert_eq!(all_readings(&s, "dev").await, before);
+        let out = s.store_readings(vec![reading("dev", 5, 1), reading("dev", 341, 2341)]);
+        assert_eq!(out.await.unwrap(), outcome(1, 1));
+        assert_eq!(s.count_readings().await.unwrap(), 342);
+        assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 1);
+    }
+    // Closing merged the inbox.
+    let c = raw(&path);
+    assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 0);
+    // A row left in the inbox (as a crash would leave it) is deduplicated after the restart.
+    c.execute_batch(
+        "INSERT INTO reading_inbox (device, first_msg, last_msg, t_min, t_max, body) \
+         SELECT key, 500, 501, 1, 2, '[[500,1,1,\"00\",[]],[501,2,2,\"01\",[]]]' \
+         FROM devices WHERE id = 'dev'",
+    )
+    .unwrap();
+    drop(c);
+    let s = open(&path);
+    let out = s.store_readings(vec![reading("dev", 501, 2), reading("dev", 502, 3)]);
+    assert_eq!(out.await.unwrap(), outcome(1, 1));
+    let got = all_readings(&s, "dev").await;
+    assert_eq!(got.len(), 341 + 3);
+    // Oldest device times first: 500, 501 and 502 have times 1, 2 and 3.
+    assert_eq!(ids(&got[..3]), vec![500, 501, 502]);
+    assert_eq!(got[1].payload_hex, "01");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -474,6 +593,9 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
     raw(&path)
         .execute_batch(
             "CREATE TRIGGER boom BEFORE INSERT ON reading_chunks \
+             WHEN 666 BETWEEN NEW.first_msg AND NEW.last_msg \
+             BEGIN SELECT RAISE(ROLLBACK, 'boom'); END;
+             CREATE TRIGGER boom_inbox BEFORE INSERT ON reading_inbox \
              WHEN 666 BETWEEN NEW.first_msg AND NEW.last_msg \
              BEGIN SELECT RAISE(ROLLBACK, 'boom'); END;",
         )
@@ -518,7 +640,8 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
                 t * 100 + 4
             ),
         );
-        // Never acknowledged without being stored, never half-written.
+        // Never acknowledged without being stored, never half-written; what was rolled back
+        // is not remembered as stored (the inbox's ranges are undone too).
         match r {
             Ok(out) => {
                 assert_eq!(out.inserted, 5);
@@ -528,6 +651,14 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
                 assert!(e.to_string().contains("rolled back"), "{e}");
                 assert_eq!(present, 0);
                 failed += 1;
+                let again: Vec<_> = (0..5).map(|i| reading("dev", t * 100 + i, i)).collect();
+                assert_eq!(
+                    s.store_readings(again).await.unwrap(),
+                    StoreOutcome {
+                        inserted: 5,
+                        duplicates: 0
+                    }
+                );
             }
         }
     }
@@ -1139,17 +1270,21 @@ fn acknowledged_readings_survive_sigkill() {
         assert_eq!(
             raw_count(
                 &c,
-                "SELECT count(*) FROM reading_chunks c, json_each(c.body) r \
-                 WHERE json_array_length(r.value, '$[4]') != 3 \
-                 OR r.value ->> 0 != c.first_msg + r.key"
+                &format!(
+                    "SELECT count(*) FROM {ALL_CHUNKS} c, json_each(c.body) r \
+                     WHERE json_array_length(r.value, '$[4]') != 3 \
+                     OR r.value ->> 0 != c.first_msg + r.key"
+                )
             ),
             0
         );
         assert_eq!(
             raw_count(
                 &c,
-                "SELECT count(*) FROM reading_chunks \
-                 WHERE json_array_length(body) != last_msg - first_msg + 1"
+                &format!(
+                    "SELECT count(*) FROM {ALL_CHUNKS} \
+                     WHERE json_array_length(body) != last_msg - first_msg + 1"
+                )
             ),
             0
         );

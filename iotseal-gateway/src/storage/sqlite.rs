@@ -44,6 +44,7 @@
 //! value; one row per value). A record of 100 readings costs the writer one row and two index
 //! entries.
 
+mod inbox;
 mod reader;
 mod schema;
 mod writer;
@@ -145,11 +146,12 @@ impl SqliteStorage {
             options.read_connections,
             first_reader,
         );
+        let inbox = inbox::Inbox::load(&conn)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let max_batch = options.max_batch;
         let thread = std::thread::Builder::new()
             .name("iotseal-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch))
+            .spawn(move || writer::run(conn, inbox, rx, max_batch))
             .map_err(|e| StorageError(format!("cannot start the sqlite writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -162,6 +164,13 @@ impl SqliteStorage {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Moves every row of the inbox (docs/decisions.md D14) into `reading_chunks` now and
+    /// returns how many rows; the writer does this on its own in steps, and at close. For
+    /// maintenance and tests: queries see the same readings before and after.
+    pub async fn merge_inbox(&self) -> Result<usize, StorageError> {
+        self.submit(|reply| Op::MergeInbox { reply }).await
     }
 
     /// The most recent entries of the session audit trail, newest first (at most `limit`,

@@ -175,8 +175,9 @@ pub(super) fn readings(
         return Ok(Vec::new());
     }
 
-    // One read transaction: a consistent snapshot. Chunks come in order of their earliest
-    // device time; a chunk holding a reading at t >= from starts at or after
+    // One read transaction: a consistent snapshot. First the inbox's rows of the device (no
+    // index: a scan of at most a few thousand rows), then the chunks in order of their
+    // earliest device time; a chunk holding a reading at t >= from starts at or after
     // from - CHUNK_SPAN_MS, which bounds the index range. Once `limit` readings are collected,
     // a chunk starting after the limit-th earliest time so far cannot contribute.
     let tx = conn.unchecked_transaction().map_err(db)?;
@@ -187,13 +188,6 @@ pub(super) fn readings(
         (a.device_time_ms, a.msg_id).cmp(&(b.device_time_ms, b.msg_id))
     };
     {
-        let mut chunks = tx
-            .prepare_cached(
-                "SELECT t_min, body FROM reading_chunks \
-                 WHERE device = (SELECT key FROM devices WHERE id = ?1) \
-                 AND t_min BETWEEN ?2 AND ?3 AND t_max >= ?4 ORDER BY t_min",
-            )
-            .map_err(db)?;
         let mut items = tx
             .prepare_cached(
                 "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value -> 4 \
@@ -203,20 +197,12 @@ pub(super) fn readings(
         let mut values = tx
             .prepare_cached("SELECT value ->> 0, value ->> 1 FROM json_each(?1) ORDER BY key")
             .map_err(db)?;
-        let mut rows = chunks
-            .query(params![
-                q.device_id,
-                from.saturating_sub(CHUNK_SPAN_MS),
-                to_inclusive,
-                from
-            ])
-            .map_err(db)?;
-        while let Some(row) = rows.next().map_err(db)? {
-            let t_min: i64 = row.get(0).map_err(db)?;
-            if threshold.is_some_and(|t| to_u64(t_min, "t_min").is_ok_and(|m| m > t)) {
-                break;
-            }
-            let body: String = row.get(1).map_err(db)?;
+        // The readings of one chunk body within the time range, appended to `out`; then keep
+        // at most 2 × limit (amortized): sort, cut, remember the cut-off time.
+        let mut take = |body: String,
+                        out: &mut Vec<StoredReading>,
+                        threshold: &mut Option<u64>|
+         -> Result<(), StorageError> {
             let mut readings = items.query(params![body, from, to_inclusive]).map_err(db)?;
             while let Some(r) = readings.next().map_err(db)? {
                 let msg_id: i64 = r.get(0).map_err(db)?;
@@ -241,12 +227,47 @@ pub(super) fn readings(
                     values: vals,
                 });
             }
-            // Keep at most 2 × limit (amortized): sort, cut, remember the cut-off time.
             if out.len() >= limit.saturating_mul(2) || (threshold.is_none() && out.len() >= limit) {
                 out.sort_unstable_by(order);
                 out.truncate(limit);
-                threshold = out.last().map(|r| r.device_time_ms);
+                *threshold = out.last().map(|r| r.device_time_ms);
             }
+            Ok(())
+        };
+        let mut inbox = tx
+            .prepare_cached(
+                "SELECT body FROM reading_inbox \
+                 WHERE device = (SELECT key FROM devices WHERE id = ?1) \
+                 AND t_min <= ?2 AND t_max >= ?3",
+            )
+            .map_err(db)?;
+        let mut rows = inbox
+            .query(params![q.device_id, to_inclusive, from])
+            .map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            take(row.get(0).map_err(db)?, &mut out, &mut threshold)?;
+        }
+        let mut chunks = tx
+            .prepare_cached(
+                "SELECT t_min, body FROM reading_chunks \
+                 WHERE device = (SELECT key FROM devices WHERE id = ?1) \
+                 AND t_min BETWEEN ?2 AND ?3 AND t_max >= ?4 ORDER BY t_min",
+            )
+            .map_err(db)?;
+        let mut rows = chunks
+            .query(params![
+                q.device_id,
+                from.saturating_sub(CHUNK_SPAN_MS),
+                to_inclusive,
+                from
+            ])
+            .map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let t_min: i64 = row.get(0).map_err(db)?;
+            if threshold.is_some_and(|t| to_u64(t_min, "t_min").is_ok_and(|m| m > t)) {
+                break;
+            }
+            take(row.get(1).map_err(db)?, &mut out, &mut threshold)?;
         }
     }
     tx.commit().map_err(db)?;

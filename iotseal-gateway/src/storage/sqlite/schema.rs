@@ -159,7 +159,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FROM reading_chunks c JOIN devices d ON d.key = c.device, json_each(c.body) AS r,
              json_each(r.value, '$[4]') AS v;
     ",
+    // 4: the inbox (docs/decisions.md D14). Small runs (fewer than INBOX_BELOW readings) are
+    // appended here, in arrival order, without a secondary index: a commit of one-reading
+    // records from many devices writes a few pages at the end of one B-tree instead of one
+    // leaf of each index per device. The writer moves inbox rows into reading_chunks in large
+    // steps, merging each device's consecutive runs into one chunk, and keeps the inbox's id
+    // ranges in memory for deduplication. Same columns and invariants as reading_chunks; no
+    // chunk of a device, in either table, shares an id with another. The views cover both.
+    r"
+    CREATE TABLE reading_inbox (
+        id        INTEGER PRIMARY KEY,
+        device    INTEGER NOT NULL REFERENCES devices (key),
+        first_msg INTEGER NOT NULL,
+        last_msg  INTEGER NOT NULL,
+        t_min     INTEGER NOT NULL,
+        t_max     INTEGER NOT NULL,
+        body      TEXT    NOT NULL,
+        CHECK (last_msg >= first_msg AND t_max >= t_min)
+    ) STRICT;
+
+    DROP VIEW reading_values;
+    DROP VIEW readings;
+    CREATE VIEW readings AS
+        SELECT d.id AS device_id, r.value ->> 0 AS msg_id, r.value ->> 1 AS device_time_ms,
+               r.value ->> 2 AS received_ms, unhex(r.value ->> 3) AS payload
+        FROM (SELECT device, body FROM reading_chunks
+              UNION ALL SELECT device, body FROM reading_inbox) AS c
+        JOIN devices d ON d.key = c.device, json_each(c.body) AS r;
+    CREATE VIEW reading_values AS
+        SELECT d.id AS device_id, r.value ->> 0 AS msg_id, v.key AS idx,
+               v.value ->> 0 AS sensor, v.value ->> 1 AS value
+        FROM (SELECT device, body FROM reading_chunks
+              UNION ALL SELECT device, body FROM reading_inbox) AS c
+        JOIN devices d ON d.key = c.device, json_each(c.body) AS r,
+             json_each(r.value, '$[4]') AS v;
+    ",
 ];
+
+/// Runs of fewer readings than this go to the inbox of schema version 4; longer ones straight
+/// to `reading_chunks` (moving them later would write them twice).
+pub(super) const INBOX_BELOW: usize = 32;
 
 /// Most readings in one chunk of schema version 3.
 pub(super) const CHUNK_MAX_READINGS: usize = 1024;

@@ -33,7 +33,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db;
-use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS};
+use super::inbox::{Inbox, MERGE_FORCE_ROWS, MERGE_ROWS, MERGE_STEP};
+use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INBOX_BELOW};
 use crate::storage::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -127,6 +128,10 @@ pub(super) enum Op {
     Flush {
         reply: Reply<()>,
     },
+    /// Moves every inbox row into `reading_chunks`; replies with how many rows.
+    MergeInbox {
+        reply: Reply<usize>,
+    },
 }
 
 impl Op {
@@ -142,9 +147,9 @@ impl Op {
     }
 
     /// Runs the request on `conn` (inside its savepoint) and pairs the result with its reply.
-    fn execute(self, conn: &Connection) -> Done {
+    fn execute(self, conn: &Connection, inbox: &mut Inbox) -> Done {
         match self {
-            Self::Store { devices, reply } => Done::Store(reply, store(conn, &devices)),
+            Self::Store { devices, reply } => Done::Store(reply, store(conn, inbox, &devices)),
             Self::AddDevice { device, reply } => Done::Unit(reply, add_device(conn, &device)),
             Self::Revoke { id, reply } => Done::Bool(reply, revoke(conn, &id)),
             Self::Touch { seen, reply } => Done::Unit(
@@ -153,6 +158,7 @@ impl Op {
             ),
             Self::Event { event, reply } => Done::Unit(reply, session_event(conn, &event)),
             Self::Flush { reply } => Done::Unit(reply, Ok(())),
+            Self::MergeInbox { reply } => Done::Count(reply, merge_all(conn, inbox)),
         }
     }
 
@@ -166,6 +172,7 @@ impl Op {
             | Self::Event { reply, .. }
             | Self::Flush { reply } => Done::Unit(reply, Err(e())),
             Self::Revoke { reply, .. } => Done::Bool(reply, Err(e())),
+            Self::MergeInbox { reply } => Done::Count(reply, Err(e())),
         }
     }
 }
@@ -175,6 +182,7 @@ enum Done {
     Store(Reply<StoreOutcome>, Result<StoreOutcome, StorageError>),
     Unit(Reply<()>, Result<(), StorageError>),
     Bool(Reply<bool>, Result<bool, StorageError>),
+    Count(Reply<usize>, Result<usize, StorageError>),
 }
 
 impl Done {
@@ -183,12 +191,16 @@ impl Done {
             Self::Store(_, r) => r.is_ok(),
             Self::Unit(_, r) => r.is_ok(),
             Self::Bool(_, r) => r.is_ok(),
+            Self::Count(_, r) => r.is_ok(),
         }
     }
 
     fn error(&self) -> Option<StorageError> {
         let msg = match self {
-            Self::Store(_, Err(e)) | Self::Unit(_, Err(e)) | Self::Bool(_, Err(e)) => &e.0,
+            Self::Store(_, Err(e))
+            | Self::Unit(_, Err(e))
+            | Self::Bool(_, Err(e))
+            | Self::Count(_, Err(e)) => &e.0,
             _ => return None,
         };
         Some(StorageError(msg.clone()))
@@ -200,6 +212,7 @@ impl Done {
             Self::Store(tx, r) => drop(tx.send(r)),
             Self::Unit(tx, r) => drop(tx.send(r)),
             Self::Bool(tx, r) => drop(tx.send(r)),
+            Self::Count(tx, r) => drop(tx.send(r)),
         }
     }
 
@@ -210,6 +223,7 @@ impl Done {
             Self::Store(tx, _) => drop(tx.send(Err(e()))),
             Self::Unit(tx, _) => drop(tx.send(Err(e()))),
             Self::Bool(tx, _) => drop(tx.send(Err(e()))),
+            Self::Count(tx, _) => drop(tx.send(Err(e()))),
         }
     }
 }
@@ -257,8 +271,52 @@ fn maybe_checkpoint(conn: &Connection, page_size: i64, idle: bool) {
     }
 }
 
+/// Moves inbox rows into `reading_chunks` (one transaction of at most [`MERGE_STEP`] rows)
+/// when due: at [`MERGE_ROWS`] rows when no request waits, [`MERGE_FORCE_ROWS`] regardless.
+fn maybe_merge(conn: &Connection, inbox: &mut Inbox, idle: bool) {
+    if inbox.rows() < MERGE_FORCE_ROWS && !(idle && inbox.rows() >= MERGE_ROWS) {
+        return;
+    }
+    let r = exec(conn, "BEGIN IMMEDIATE")
+        .and_then(|()| inbox.move_oldest(conn, MERGE_STEP))
+        .and_then(|moved| exec(conn, "COMMIT").map(|()| moved));
+    match r {
+        Ok(moved) => {
+            inbox.committed();
+            tracing::trace!(moved, left = inbox.rows(), "sqlite: inbox merged");
+        }
+        // The rows stay in the inbox (still read and deduplicated there); the next merge
+        // tries again.
+        Err(e) => {
+            if !conn.is_autocommit()
+                && let Err(e) = exec(conn, "ROLLBACK")
+            {
+                tracing::error!("sqlite: rollback of an inbox merge failed: {e}");
+            }
+            inbox.roll_back_to(0);
+            tracing::warn!("sqlite: inbox merge failed: {e}");
+        }
+    }
+}
+
+/// Moves every inbox row into `reading_chunks`, inside the open transaction.
+fn merge_all(conn: &Connection, inbox: &mut Inbox) -> Result<usize, StorageError> {
+    let mut total = 0;
+    loop {
+        match inbox.move_oldest(conn, MERGE_STEP)? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
 /// The writer thread's body: runs until every sender is gone and the queue is drained.
-pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
+pub(super) fn run(
+    conn: Connection,
+    mut inbox: Inbox,
+    mut rx: mpsc::Receiver<Op>,
+    max_batch: usize,
+) {
     let max_batch = max_batch.max(1);
     WAL_PAGES.set(0);
     conn.wal_hook(Some(note_wal_pages));
@@ -287,11 +345,14 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Op>, max_batch: usize
             weight += w;
             batch.push(op);
         }
-        run_batch(&conn, batch.drain(..));
+        run_batch(&conn, &mut inbox, batch.drain(..));
+        maybe_merge(&conn, &mut inbox, carry.is_none() && rx.is_empty());
         maybe_checkpoint(&conn, page_size, carry.is_none() && rx.is_empty());
     }
-    // Queue drained and closed: let SQLite refresh its statistics, then close (the last
-    // connection to close checkpoints the WAL).
+    // Queue drained and closed: empty the inbox, let SQLite refresh its statistics, then close
+    // (the last connection to close checkpoints the WAL).
+    let (reply, _) = oneshot::channel();
+    run_batch(&conn, &mut inbox, std::iter::once(Op::MergeInbox { reply }));
     if let Err(e) = conn.execute_batch("PRAGMA optimize") {
         tracing::debug!("sqlite: PRAGMA optimize at close failed: {e}");
     }
@@ -309,7 +370,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
 }
 
 /// One transaction for the whole batch; a savepoint per request.
-fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
+fn run_batch(conn: &Connection, inbox: &mut Inbox, ops: impl ExactSizeIterator<Item = Op>) {
     let mut done: Vec<Done> = Vec::with_capacity(ops.len());
     let mut fatal: Option<StorageError> = exec(conn, "BEGIN IMMEDIATE").err();
     for op in ops {
@@ -322,7 +383,11 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
             fatal = Some(e);
             continue;
         }
-        let d = op.execute(conn);
+        let mark = inbox.mark();
+        let d = op.execute(conn, inbox);
+        if !d.is_ok() {
+            inbox.roll_back_to(mark);
+        }
         if d.is_ok() {
             if let Err(e) = exec(conn, "RELEASE op") {
                 fatal = Some(e);
@@ -343,8 +408,12 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
         fatal = Some(e);
     }
     match fatal {
-        None => done.into_iter().for_each(Done::send),
+        None => {
+            inbox.committed();
+            done.into_iter().for_each(Done::send);
+        }
         Some(err) => {
+            inbox.roll_back_to(0);
             if !conn.is_autocommit()
                 && let Err(e) = exec(conn, "ROLLBACK")
             {
@@ -362,7 +431,11 @@ fn run_batch(conn: &Connection, ops: impl ExactSizeIterator<Item = Op>) {
     }
 }
 
-fn store(conn: &Connection, devices: &[DeviceReadings]) -> Result<StoreOutcome, StorageError> {
+fn store(
+    conn: &Connection,
+    inbox: &mut Inbox,
+    devices: &[DeviceReadings],
+) -> Result<StoreOutcome, StorageError> {
     let mut key_of = conn
         .prepare_cached("SELECT key FROM devices WHERE id = ?1")
         .map_err(db)?;
@@ -389,20 +462,20 @@ fn store(conn: &Connection, devices: &[DeviceReadings]) -> Result<StoreOutcome, 
             .rows
             .chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id))
         {
-            let stored = stored_ranges(conn, key, run[0].msg_id, run[run.len() - 1].msg_id)?;
+            let stored = stored_ranges(conn, inbox, key, run[0].msg_id, run[run.len() - 1].msg_id)?;
             // Split the run around the ids already stored; insert the rest.
             let mut ranges = stored.iter().peekable();
             let mut start = run_start;
             for (i, r) in (run_start..).zip(run) {
                 while ranges.next_if(|&&(_, last)| last < r.msg_id).is_some() {}
                 if ranges.peek().is_some_and(|&&(first, _)| first <= r.msg_id) {
-                    inserted += insert_chunks(conn, key, d, start..i, &mut buf)?;
+                    inserted += insert_chunks(conn, inbox, key, d, start..i, &mut buf)?;
                     start = i + 1;
                     dups += 1;
                 }
             }
             run_start += run.len();
-            inserted += insert_chunks(conn, key, d, start..run_start, &mut buf)?;
+            inserted += insert_chunks(conn, inbox, key, d, start..run_start, &mut buf)?;
         }
         outcome.inserted += inserted;
         outcome.duplicates += dups;
@@ -413,14 +486,34 @@ fn store(conn: &Connection, devices: &[DeviceReadings]) -> Result<StoreOutcome, 
     Ok(outcome)
 }
 
-/// The (first, last) message ids of the device's chunks that overlap `first..=last`, in order.
-/// Chunks of a device are disjoint, so the common case (no overlap) costs one index probe.
+/// The (first, last) message ids of the device's chunks, in `reading_chunks` and in the inbox,
+/// that overlap `first..=last`, in order. Chunks of a device are disjoint, so the common case
+/// (no overlap) costs one index probe.
 fn stored_ranges(
     conn: &Connection,
+    inbox: &Inbox,
     device: i64,
     first: i64,
     last: i64,
 ) -> Result<Vec<(i64, i64)>, StorageError> {
+    let mut ranges = Vec::new();
+    inbox.overlapping(device, first, last, &mut ranges);
+    let in_inbox = ranges.len();
+    stored_chunk_ranges(conn, device, first, last, &mut ranges)?;
+    if in_inbox > 0 && ranges.len() > in_inbox {
+        ranges.sort_unstable();
+    }
+    Ok(ranges)
+}
+
+/// Appends the ranges of `reading_chunks` of [`stored_ranges`] to `out`, in order.
+fn stored_chunk_ranges(
+    conn: &Connection,
+    device: i64,
+    first: i64,
+    last: i64,
+    out: &mut Vec<(i64, i64)>,
+) -> Result<(), StorageError> {
     let mut at_or_below = conn
         .prepare_cached(
             "SELECT first_msg, last_msg FROM reading_chunks WHERE device = ?1 AND first_msg <= ?2 \
@@ -434,8 +527,8 @@ fn stored_ranges(
             .map_err(db)
     };
     match probe(last)? {
-        None => return Ok(Vec::new()),
-        Some((_, l)) if l < first => return Ok(Vec::new()),
+        None => return Ok(()),
+        Some((_, l)) if l < first => return Ok(()),
         Some(_) => {}
     }
     let from = match probe(first)? {
@@ -448,29 +541,27 @@ fn stored_ranges(
              WHERE device = ?1 AND first_msg BETWEEN ?2 AND ?3 ORDER BY first_msg",
         )
         .map_err(db)?;
-    within
+    for r in within
         .query_map(params![device, from, last], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(db)?
-        .collect::<Result<_, _>>()
-        .map_err(db)
+    {
+        out.push(r.map_err(db)?);
+    }
+    Ok(())
 }
 
 /// Inserts `d.rows[range]` (consecutive message ids, none stored yet) as chunks of at most
 /// [`CHUNK_MAX_READINGS`] readings spanning at most [`CHUNK_SPAN_MS`]; returns how many.
-/// `buf` is scratch space for the chunk bodies.
+/// Chunks of fewer than [`INBOX_BELOW`] readings go to the inbox. `buf` is scratch space for
+/// the chunk bodies.
 fn insert_chunks(
     conn: &Connection,
+    inbox: &mut Inbox,
     device: i64,
     d: &DeviceReadings,
     range: std::ops::Range<usize>,
     buf: &mut String,
 ) -> Result<usize, StorageError> {
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(db)?;
     let mut at = range.start;
     while at < range.end {
         let first = d.rows[at];
@@ -485,16 +576,20 @@ fn insert_chunks(
             end += 1;
         }
         let body = d.chunk_body(at..end, buf);
-        insert
-            .execute(params![
-                device,
-                first.msg_id,
-                d.rows[end - 1].msg_id,
-                t_min,
-                t_max,
-                body
-            ])
+        let last = d.rows[end - 1].msg_id;
+        let sql = if end - at < INBOX_BELOW {
+            "INSERT INTO reading_inbox (device, first_msg, last_msg, t_min, t_max, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        } else {
+            "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        };
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![device, first.msg_id, last, t_min, t_max, body]))
             .map_err(db)?;
+        if end - at < INBOX_BELOW {
+            inbox.added(device, first.msg_id, last);
+        }
         at = end;
     }
     Ok(range.len())
