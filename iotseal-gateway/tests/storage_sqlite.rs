@@ -1381,3 +1381,67 @@ async fn the_wal_stays_bounded_with_callers_always_waiting() {
     let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
     assert!(largest < 16 << 20, "the WAL grew to {largest} B");
 }
+
+/// 64 callers sending one reading per call, without pause: the inbox stays bounded (merged in
+/// steps at 2,048 rows when idle, 16,384 regardless, plus at most one batch of 4,096), and every
+/// reading is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_stays_bounded_under_one_reading_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = Arc::new(
+        SqliteStorage::open(
+            &path,
+            SqliteOptions {
+                synchronous_full: false,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let callers: u64 = 64;
+    let calls: u64 = 500;
+    for c in 0..callers {
+        s.add_device(device(&format!("dev{c}"), 1 + c as u8))
+            .await
+            .unwrap();
+    }
+    let largest = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (s, path, largest) = (Arc::clone(&s), path.clone(), Arc::clone(&largest));
+            tokio::spawn(async move {
+                let id = format!("dev{c}");
+                let c = raw(&path);
+                for m in 0..calls {
+                    let out = s.store_readings(vec![reading(&id, m, 1000 + m)]).await;
+                    assert_eq!(out.unwrap().inserted, 1);
+                    if m % 50 == 0 {
+                        let rows = raw_count(&c, "SELECT count(*) FROM reading_inbox");
+                        largest.fetch_max(rows, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.count_readings().await.unwrap(), callers * calls);
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest <= 16_384 + 4_096,
+        "the inbox grew to {largest} rows"
+    );
+    // Merged rows became chunks of many readings, not one chunk per reading.
+    let c = raw(&path);
+    let chunks = raw_count(&c, "SELECT count(*) FROM reading_chunks");
+    assert!(
+        chunks > 0 && chunks < (callers * calls / 4) as i64,
+        "{chunks} chunks"
+    );
+    assert_eq!(
+        raw_count(&c, "SELECT count(*) FROM readings") as u64,
+        callers * calls
+    );
+}

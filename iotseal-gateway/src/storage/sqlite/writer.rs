@@ -274,7 +274,7 @@ fn maybe_checkpoint(conn: &Connection, page_size: i64, idle: bool) {
 /// Moves inbox rows into `reading_chunks` (one transaction of at most [`MERGE_STEP`] rows)
 /// when due: at [`MERGE_ROWS`] rows when no request waits, [`MERGE_FORCE_ROWS`] regardless.
 fn maybe_merge(conn: &Connection, inbox: &mut Inbox, idle: bool) {
-    if inbox.rows() < MERGE_FORCE_ROWS && !(idle && inbox.rows() >= MERGE_ROWS) {
+    if !merge_due(inbox.rows(), idle) {
         return;
     }
     let r = exec(conn, "BEGIN IMMEDIATE")
@@ -297,6 +297,11 @@ fn maybe_merge(conn: &Connection, inbox: &mut Inbox, idle: bool) {
             tracing::warn!("sqlite: inbox merge failed: {e}");
         }
     }
+}
+
+/// Whether a merge is due with `rows` in the inbox; `idle`: no request waits.
+fn merge_due(rows: usize, idle: bool) -> bool {
+    rows >= MERGE_FORCE_ROWS || (idle && rows >= MERGE_ROWS)
 }
 
 /// Moves every inbox row into `reading_chunks`, inside the open transaction.
@@ -670,4 +675,18 @@ fn session_event(conn: &Connection, e: &EventRow) -> Result<(), StorageError> {
     })
     .map(drop)
     .map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_are_due_at_their_thresholds() {
+        assert!(!merge_due(MERGE_ROWS - 1, true));
+        assert!(merge_due(MERGE_ROWS, true));
+        assert!(!merge_due(MERGE_FORCE_ROWS - 1, false));
+        assert!(merge_due(MERGE_FORCE_ROWS, false));
+        assert!(!merge_due(0, true));
+    }
 }
