@@ -559,6 +559,9 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
         assert_eq!(all_readings(&s, "dev").await, before);
         let out = s.store_readings(vec![reading("dev", 5, 1), reading("dev", 341, 2341)]);
         assert_eq!(out.await.unwrap(), outcome(1, 1));
+        // "other" had no chunk before the merge: its reading is found in its new chunk.
+        let out = s.store_readings(vec![reading("other", 7, 5)]).await;
+        assert_eq!(out.unwrap(), outcome(0, 1));
         assert_eq!(s.count_readings().await.unwrap(), 342);
         assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 1);
     }

@@ -117,14 +117,17 @@ impl Inbox {
     }
 
     /// Moves the oldest `max_rows` rows into `reading_chunks`, inside the open transaction;
-    /// returns how many rows were moved.
+    /// returns how many rows were moved. `chunks_added` is called with the device key of each
+    /// row moved.
     pub(super) fn move_oldest(
         &mut self,
         conn: &Connection,
         max_rows: usize,
+        mut chunks_added: impl FnMut(i64),
     ) -> Result<usize, StorageError> {
         let moved = move_rows(conn, max_rows)?;
         for key in &moved {
+            chunks_added(key.0);
             if let Some(last) = self.ranges.remove(key) {
                 self.undo.push(Change::Removed(*key, last));
             }

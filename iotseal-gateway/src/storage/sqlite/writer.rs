@@ -25,6 +25,7 @@
 //! continuous writes (docs/performance.md), so it stays on this thread.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ffi::c_int;
 use std::sync::Arc;
 
@@ -147,9 +148,9 @@ impl Op {
     }
 
     /// Runs the request on `conn` (inside its savepoint) and pairs the result with its reply.
-    fn execute(self, conn: &Connection, inbox: &mut Inbox) -> Done {
+    fn execute(self, conn: &Connection, st: &mut State) -> Done {
         match self {
-            Self::Store { devices, reply } => Done::Store(reply, store(conn, inbox, &devices)),
+            Self::Store { devices, reply } => Done::Store(reply, store(conn, st, &devices)),
             Self::AddDevice { device, reply } => Done::Unit(reply, add_device(conn, &device)),
             Self::Revoke { id, reply } => Done::Bool(reply, revoke(conn, &id)),
             Self::Touch { seen, reply } => Done::Unit(
@@ -158,7 +159,7 @@ impl Op {
             ),
             Self::Event { event, reply } => Done::Unit(reply, session_event(conn, &event)),
             Self::Flush { reply } => Done::Unit(reply, Ok(())),
-            Self::MergeInbox { reply } => Done::Count(reply, merge_all(conn, inbox)),
+            Self::MergeInbox { reply } => Done::Count(reply, merge_all(conn, st)),
         }
     }
 
@@ -271,19 +272,98 @@ fn maybe_checkpoint(conn: &Connection, page_size: i64, idle: bool) {
     }
 }
 
+/// What the writer keeps in memory between requests.
+struct State {
+    /// The inbox's id ranges.
+    inbox: Inbox,
+    /// Device id → key, for the devices seen (keys never change; cleared when a transaction
+    /// is rolled back, which may have added the device). At most one entry per registered
+    /// device.
+    keys: HashMap<Arc<str>, i64>,
+    /// Device key → a bound at or above the last message id of the device's chunks in
+    /// `reading_chunks`, for the devices seen: a run starting above it overlaps no chunk there
+    /// and needs no index probe. Raised by every insert there (also those rolled back later:
+    /// too high only costs a probe), dropped for the devices a merge adds chunks to (reloaded
+    /// on use), never below the truth.
+    chunks_last: HashMap<i64, i64>,
+}
+
+impl State {
+    fn new(inbox: Inbox) -> Self {
+        Self {
+            inbox,
+            keys: HashMap::new(),
+            chunks_last: HashMap::new(),
+        }
+    }
+
+    /// The device's key, or None if it is not registered.
+    fn key(&mut self, conn: &Connection, id: &Arc<str>) -> Result<Option<i64>, StorageError> {
+        if let Some(&key) = self.keys.get(id) {
+            return Ok(Some(key));
+        }
+        let key: Option<i64> = conn
+            .prepare_cached("SELECT key FROM devices WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&**id], |row| row.get(0)).optional())
+            .map_err(db)?;
+        if let Some(key) = key {
+            self.keys.insert(Arc::clone(id), key);
+        }
+        Ok(key)
+    }
+
+    /// The bound of [`State::chunks_last`] for `device` (loaded on first use; -1: no chunk).
+    fn chunks_last(&mut self, conn: &Connection, device: i64) -> Result<i64, StorageError> {
+        if let Some(&last) = self.chunks_last.get(&device) {
+            return Ok(last);
+        }
+        // Chunks of a device are disjoint: the one with the largest first id ends last.
+        let last: i64 = conn
+            .prepare_cached(
+                "SELECT last_msg FROM reading_chunks WHERE device = ?1 \
+                 ORDER BY first_msg DESC LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([device], |row| row.get(0)).optional())
+            .map_err(db)?
+            .unwrap_or(-1);
+        self.chunks_last.insert(device, last);
+        Ok(last)
+    }
+
+    /// A chunk up to `last` was inserted into `reading_chunks` for `device`.
+    fn chunk_inserted(&mut self, device: i64, last: i64) {
+        if let Some(bound) = self.chunks_last.get_mut(&device) {
+            *bound = (*bound).max(last);
+        }
+    }
+
+    /// [`Inbox::move_oldest`], forgetting the chunk bounds of the devices it moved rows of.
+    fn move_oldest(&mut self, conn: &Connection, max_rows: usize) -> Result<usize, StorageError> {
+        self.inbox.move_oldest(conn, max_rows, |device| {
+            self.chunks_last.remove(&device);
+        })
+    }
+
+    /// The open transaction was rolled back.
+    fn rolled_back(&mut self) {
+        self.inbox.roll_back_to(0);
+        self.keys.clear();
+    }
+}
+
 /// Moves inbox rows into `reading_chunks` (one transaction of at most [`MERGE_STEP`] rows)
 /// when due: at [`MERGE_ROWS`] rows when no request waits, [`MERGE_FORCE_ROWS`] regardless.
-fn maybe_merge(conn: &Connection, inbox: &mut Inbox, idle: bool) {
-    if !merge_due(inbox.rows(), idle) {
+fn maybe_merge(conn: &Connection, st: &mut State, idle: bool) {
+    if !merge_due(st.inbox.rows(), idle) {
         return;
     }
     let r = exec(conn, "BEGIN IMMEDIATE")
-        .and_then(|()| inbox.move_oldest(conn, MERGE_STEP))
+        .and_then(|()| st.move_oldest(conn, MERGE_STEP))
         .and_then(|moved| exec(conn, "COMMIT").map(|()| moved));
     match r {
         Ok(moved) => {
-            inbox.committed();
-            tracing::trace!(moved, left = inbox.rows(), "sqlite: inbox merged");
+            st.inbox.committed();
+            tracing::trace!(moved, left = st.inbox.rows(), "sqlite: inbox merged");
         }
         // The rows stay in the inbox (still read and deduplicated there); the next merge
         // tries again.
@@ -293,7 +373,7 @@ fn maybe_merge(conn: &Connection, inbox: &mut Inbox, idle: bool) {
             {
                 tracing::error!("sqlite: rollback of an inbox merge failed: {e}");
             }
-            inbox.roll_back_to(0);
+            st.rolled_back();
             tracing::warn!("sqlite: inbox merge failed: {e}");
         }
     }
@@ -305,10 +385,10 @@ fn merge_due(rows: usize, idle: bool) -> bool {
 }
 
 /// Moves every inbox row into `reading_chunks`, inside the open transaction.
-fn merge_all(conn: &Connection, inbox: &mut Inbox) -> Result<usize, StorageError> {
+fn merge_all(conn: &Connection, st: &mut State) -> Result<usize, StorageError> {
     let mut total = 0;
     loop {
-        match inbox.move_oldest(conn, MERGE_STEP)? {
+        match st.move_oldest(conn, MERGE_STEP)? {
             0 => return Ok(total),
             n => total += n,
         }
@@ -316,13 +396,9 @@ fn merge_all(conn: &Connection, inbox: &mut Inbox) -> Result<usize, StorageError
 }
 
 /// The writer thread's body: runs until every sender is gone and the queue is drained.
-pub(super) fn run(
-    conn: Connection,
-    mut inbox: Inbox,
-    mut rx: mpsc::Receiver<Op>,
-    max_batch: usize,
-) {
+pub(super) fn run(conn: Connection, inbox: Inbox, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
     let max_batch = max_batch.max(1);
+    let mut st = State::new(inbox);
     WAL_PAGES.set(0);
     conn.wal_hook(Some(note_wal_pages));
     let page_size = conn
@@ -350,14 +426,14 @@ pub(super) fn run(
             weight += w;
             batch.push(op);
         }
-        run_batch(&conn, &mut inbox, batch.drain(..));
-        maybe_merge(&conn, &mut inbox, carry.is_none() && rx.is_empty());
+        run_batch(&conn, &mut st, batch.drain(..));
+        maybe_merge(&conn, &mut st, carry.is_none() && rx.is_empty());
         maybe_checkpoint(&conn, page_size, carry.is_none() && rx.is_empty());
     }
     // Queue drained and closed: empty the inbox, let SQLite refresh its statistics, then close
     // (the last connection to close checkpoints the WAL).
     let (reply, _) = oneshot::channel();
-    run_batch(&conn, &mut inbox, std::iter::once(Op::MergeInbox { reply }));
+    run_batch(&conn, &mut st, std::iter::once(Op::MergeInbox { reply }));
     if let Err(e) = conn.execute_batch("PRAGMA optimize") {
         tracing::debug!("sqlite: PRAGMA optimize at close failed: {e}");
     }
@@ -375,7 +451,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StorageError> {
 }
 
 /// One transaction for the whole batch; a savepoint per request.
-fn run_batch(conn: &Connection, inbox: &mut Inbox, ops: impl ExactSizeIterator<Item = Op>) {
+fn run_batch(conn: &Connection, st: &mut State, ops: impl ExactSizeIterator<Item = Op>) {
     let mut done: Vec<Done> = Vec::with_capacity(ops.len());
     let mut fatal: Option<StorageError> = exec(conn, "BEGIN IMMEDIATE").err();
     for op in ops {
@@ -388,10 +464,10 @@ fn run_batch(conn: &Connection, inbox: &mut Inbox, ops: impl ExactSizeIterator<I
             fatal = Some(e);
             continue;
         }
-        let mark = inbox.mark();
-        let d = op.execute(conn, inbox);
+        let mark = st.inbox.mark();
+        let d = op.execute(conn, st);
         if !d.is_ok() {
-            inbox.roll_back_to(mark);
+            st.inbox.roll_back_to(mark);
         }
         if d.is_ok() {
             if let Err(e) = exec(conn, "RELEASE op") {
@@ -414,11 +490,11 @@ fn run_batch(conn: &Connection, inbox: &mut Inbox, ops: impl ExactSizeIterator<I
     }
     match fatal {
         None => {
-            inbox.committed();
+            st.inbox.committed();
             done.into_iter().for_each(Done::send);
         }
         Some(err) => {
-            inbox.roll_back_to(0);
+            st.rolled_back();
             if !conn.is_autocommit()
                 && let Err(e) = exec(conn, "ROLLBACK")
             {
@@ -438,12 +514,9 @@ fn run_batch(conn: &Connection, inbox: &mut Inbox, ops: impl ExactSizeIterator<I
 
 fn store(
     conn: &Connection,
-    inbox: &mut Inbox,
+    st: &mut State,
     devices: &[DeviceReadings],
 ) -> Result<StoreOutcome, StorageError> {
-    let mut key_of = conn
-        .prepare_cached("SELECT key FROM devices WHERE id = ?1")
-        .map_err(db)?;
     let mut update = conn
         .prepare_cached(
             "UPDATE devices SET readings = readings + ?1, \
@@ -453,11 +526,7 @@ fn store(
     let mut outcome = StoreOutcome::default();
     let mut buf = String::new();
     for d in devices {
-        let key: Option<i64> = key_of
-            .query_row([&*d.device_id], |row| row.get(0))
-            .optional()
-            .map_err(db)?;
-        let Some(key) = key else {
+        let Some(key) = st.key(conn, &d.device_id)? else {
             return Err(StorageError(format!("unknown device {:?}", d.device_id)));
         };
         let mut dups = d.repeats;
@@ -467,20 +536,20 @@ fn store(
             .rows
             .chunk_by(|a, b| a.msg_id.checked_add(1) == Some(b.msg_id))
         {
-            let stored = stored_ranges(conn, inbox, key, run[0].msg_id, run[run.len() - 1].msg_id)?;
+            let stored = stored_ranges(conn, st, key, run[0].msg_id, run[run.len() - 1].msg_id)?;
             // Split the run around the ids already stored; insert the rest.
             let mut ranges = stored.iter().peekable();
             let mut start = run_start;
             for (i, r) in (run_start..).zip(run) {
                 while ranges.next_if(|&&(_, last)| last < r.msg_id).is_some() {}
                 if ranges.peek().is_some_and(|&&(first, _)| first <= r.msg_id) {
-                    inserted += insert_chunks(conn, inbox, key, d, start..i, &mut buf)?;
+                    inserted += insert_chunks(conn, st, key, d, start..i, &mut buf)?;
                     start = i + 1;
                     dups += 1;
                 }
             }
             run_start += run.len();
-            inserted += insert_chunks(conn, inbox, key, d, start..run_start, &mut buf)?;
+            inserted += insert_chunks(conn, st, key, d, start..run_start, &mut buf)?;
         }
         outcome.inserted += inserted;
         outcome.duplicates += dups;
@@ -493,17 +562,21 @@ fn store(
 
 /// The (first, last) message ids of the device's chunks, in `reading_chunks` and in the inbox,
 /// that overlap `first..=last`, in order. Chunks of a device are disjoint, so the common case
-/// (no overlap) costs one index probe.
+/// (no overlap) costs at most one index probe, none when the run starts above the device's
+/// chunks.
 fn stored_ranges(
     conn: &Connection,
-    inbox: &Inbox,
+    st: &mut State,
     device: i64,
     first: i64,
     last: i64,
 ) -> Result<Vec<(i64, i64)>, StorageError> {
     let mut ranges = Vec::new();
-    inbox.overlapping(device, first, last, &mut ranges);
+    st.inbox.overlapping(device, first, last, &mut ranges);
     let in_inbox = ranges.len();
+    if first > st.chunks_last(conn, device)? {
+        return Ok(ranges);
+    }
     stored_chunk_ranges(conn, device, first, last, &mut ranges)?;
     if in_inbox > 0 && ranges.len() > in_inbox {
         ranges.sort_unstable();
@@ -561,7 +634,7 @@ fn stored_chunk_ranges(
 /// the chunk bodies.
 fn insert_chunks(
     conn: &Connection,
-    inbox: &mut Inbox,
+    st: &mut State,
     device: i64,
     d: &DeviceReadings,
     range: std::ops::Range<usize>,
@@ -593,7 +666,9 @@ fn insert_chunks(
             .and_then(|mut s| s.execute(params![device, first.msg_id, last, t_min, t_max, body]))
             .map_err(db)?;
         if end - at < INBOX_BELOW {
-            inbox.added(device, first.msg_id, last);
+            st.inbox.added(device, first.msg_id, last);
+        } else {
+            st.chunk_inserted(device, last);
         }
         at = end;
     }
