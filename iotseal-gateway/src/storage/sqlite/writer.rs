@@ -231,9 +231,10 @@ impl Done {
 
 /// WAL size at which the writer checkpoints once no request is waiting. Small, so that a
 /// request arriving during a checkpoint waits little: at 350k readings/s paced, p99 3.9–4.4 ms
-/// against 6.8–10.3 ms with SQLite's own threshold of 4 MiB, same maximum throughput
-/// (docs/performance.md).
-pub(super) const CHECKPOINT_BYTES: i64 = 1 << 20;
+/// with 1 MiB against 6.8–10.3 ms with SQLite's own threshold of 4 MiB, same maximum
+/// throughput; at 512k readings/s paced, 512 KiB gave a median p99 of 4.1 ms against 4.9 ms
+/// with 1 MiB over 8 paired rounds (docs/performance.md, decision D13).
+pub(super) const CHECKPOINT_BYTES: i64 = 1 << 19;
 /// WAL size at which the writer checkpoints even with requests waiting: the bound on the WAL
 /// under continuous writes (plus one transaction).
 pub(super) const CHECKPOINT_FORCE_BYTES: i64 = 8 << 20;
