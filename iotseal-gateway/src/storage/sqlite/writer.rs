@@ -23,6 +23,16 @@
 //! [`CHECKPOINT_BYTES`] and no request is waiting, or [`CHECKPOINT_FORCE_BYTES`]
 //! whatever is waiting. A checkpoint on another connection cannot bound the WAL under
 //! continuous writes (docs/performance.md), so it stays on this thread.
+//!
+//! # Inbox merges and what the writer remembers
+//!
+//! Short runs of readings go to the inbox (see the `inbox` module, decision D14). After a
+//! batch's replies, before the checkpoint, the writer moves inbox rows into `reading_chunks` in
+//! a transaction of its own when due ([`MERGE_ROWS`] when no request waits,
+//! [`MERGE_FORCE_ROWS`] regardless). Its [`State`] also remembers device keys and, per device,
+//! a bound on the message ids of its chunks, so a one-reading request above that bound costs
+//! no lookup and no index probe; every rollback reverts or conservatively forgets what it
+//! touched.
 
 use std::cell::Cell;
 use std::collections::HashMap;
