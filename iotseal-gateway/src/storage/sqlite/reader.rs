@@ -176,7 +176,7 @@ pub(super) fn readings(
     }
 
     // One read transaction: a consistent snapshot. First the inbox's rows of the device (no
-    // index: a scan of at most a few thousand rows), then the chunks in order of their
+    // index: a scan of the inbox, at most ~20k rows), then the chunks in order of their
     // earliest device time; a chunk holding a reading at t >= from starts at or after
     // from - CHUNK_SPAN_MS, which bounds the index range. Once `limit` readings are collected,
     // a chunk starting after the limit-th earliest time so far cannot contribute.
