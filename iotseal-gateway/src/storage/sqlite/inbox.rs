@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::db;
-use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS};
+use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INSERT_CHUNK};
 use crate::storage::StorageError;
 
 /// Inbox rows at which the writer merges once no request is waiting.
@@ -146,8 +146,7 @@ struct Row {
     body: String,
 }
 
-/// The body of the transaction of [`Inbox::merge`]: returns the (device, first_msg) of the
-/// rows moved.
+/// The work of [`Inbox::move_oldest`]: returns the (device, first_msg) of the rows moved.
 fn move_rows(conn: &Connection, max_rows: usize) -> Result<Vec<(i64, i64)>, StorageError> {
     let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
     let mut select = conn
@@ -156,8 +155,7 @@ fn move_rows(conn: &Connection, max_rows: usize) -> Result<Vec<(i64, i64)>, Stor
              ORDER BY id LIMIT ?1",
         )
         .map_err(db)?;
-    let mut max_id = None;
-    let mut rows = select
+    let rows = select
         .query_map([limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -172,45 +170,39 @@ fn move_rows(conn: &Connection, max_rows: usize) -> Result<Vec<(i64, i64)>, Stor
             ))
         })
         .map_err(db)?
-        .map(|r| {
-            r.map(|(id, row)| {
-                max_id = Some(id);
-                row
-            })
-        })
-        .collect::<Result<Vec<Row>, _>>()
+        .collect::<Result<Vec<(i64, Row)>, _>>()
         .map_err(db)?;
-    let Some(max_id) = max_id else {
+    // In id order: the last row has the largest id.
+    let Some(&(max_id, _)) = rows.last() else {
         return Ok(Vec::new());
     };
+    let mut rows: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
     rows.sort_unstable_by_key(|r| (r.device, r.first));
     let moved = rows.iter().map(|r| (r.device, r.first)).collect();
 
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(db)?;
-    let mut rows = rows.into_iter();
-    let Some(mut chunk) = rows.next() else {
-        return Ok(moved);
-    };
+    let mut insert = conn.prepare_cached(INSERT_CHUNK).map_err(db)?;
+    let mut chunk: Option<Row> = None;
     for row in rows {
-        if joins(&chunk, &row) {
-            // Both bodies are JSON arrays of at least one element: "[a,b]" + "[c]" → "[a,b,c]".
-            chunk.body.pop();
-            chunk.body.push(',');
-            chunk.body.push_str(&row.body[1..]);
-            chunk.last = row.last;
-            chunk.t_min = chunk.t_min.min(row.t_min);
-            chunk.t_max = chunk.t_max.max(row.t_max);
-        } else {
-            let done = std::mem::replace(&mut chunk, row);
-            insert_chunk(&mut insert, &done)?;
+        match &mut chunk {
+            Some(c) if joins(c, &row) => {
+                // Both bodies are JSON arrays of at least one element: "[a,b]" + "[c]" → "[a,b,c]".
+                c.body.pop();
+                c.body.push(',');
+                c.body.push_str(&row.body[1..]);
+                c.last = row.last;
+                c.t_min = c.t_min.min(row.t_min);
+                c.t_max = c.t_max.max(row.t_max);
+            }
+            _ => {
+                if let Some(done) = chunk.replace(row) {
+                    insert_chunk(&mut insert, &done)?;
+                }
+            }
         }
     }
-    insert_chunk(&mut insert, &chunk)?;
+    if let Some(done) = chunk {
+        insert_chunk(&mut insert, &done)?;
+    }
     conn.prepare_cached("DELETE FROM reading_inbox WHERE id <= ?1")
         .and_then(|mut s| s.execute([max_id]))
         .map_err(db)?;

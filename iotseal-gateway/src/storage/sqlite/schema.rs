@@ -200,6 +200,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// to `reading_chunks` (moving them later would write them twice).
 pub(super) const INBOX_BELOW: usize = 32;
 
+/// Inserts one chunk into `reading_chunks` (?1 device, ?2 first_msg, ?3 last_msg, ?4 t_min,
+/// ?5 t_max, ?6 body).
+pub(super) const INSERT_CHUNK: &str = "INSERT INTO reading_chunks \
+    (device, first_msg, last_msg, t_min, t_max, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// [`INSERT_CHUNK`] for the inbox.
+pub(super) const INSERT_INBOX: &str = "INSERT INTO reading_inbox \
+    (device, first_msg, last_msg, t_min, t_max, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Most readings in one chunk of schema version 3.
 pub(super) const CHUNK_MAX_READINGS: usize = 1024;
 /// Widest spread of device times in one chunk of schema version 3, ms (10 minutes). A chunk

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::db;
 use super::inbox::{Inbox, MERGE_FORCE_ROWS, MERGE_ROWS, MERGE_STEP};
-use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INBOX_BELOW};
+use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INBOX_BELOW, INSERT_CHUNK, INSERT_INBOX};
 use crate::storage::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -477,20 +477,21 @@ fn run_batch(conn: &Connection, st: &mut State, ops: impl ExactSizeIterator<Item
         }
         let mark = st.inbox.mark();
         let d = op.execute(conn, st);
-        if !d.is_ok() {
-            st.inbox.roll_back_to(mark);
-        }
         if d.is_ok() {
             if let Err(e) = exec(conn, "RELEASE op") {
                 fatal = Some(e);
             }
-        } else if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (I/O error, disk full, RAISE(ROLLBACK)
-            // ...): the requests before this one are lost too.
-            fatal = d.error();
-        } else if let Err(e) = exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
-        {
-            fatal = Some(e);
+        } else {
+            st.inbox.roll_back_to(mark);
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (I/O error, disk full,
+                // RAISE(ROLLBACK) ...): the requests before this one are lost too.
+                fatal = d.error();
+            } else if let Err(e) =
+                exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
+            {
+                fatal = Some(e);
+            }
         }
         done.push(d);
     }
@@ -666,17 +667,11 @@ fn insert_chunks(
         }
         let body = d.chunk_body(at..end, buf);
         let last = d.rows[end - 1].msg_id;
-        let sql = if end - at < INBOX_BELOW {
-            "INSERT INTO reading_inbox (device, first_msg, last_msg, t_min, t_max, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-        } else {
-            "INSERT INTO reading_chunks (device, first_msg, last_msg, t_min, t_max, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-        };
-        conn.prepare_cached(sql)
+        let to_inbox = end - at < INBOX_BELOW;
+        conn.prepare_cached(if to_inbox { INSERT_INBOX } else { INSERT_CHUNK })
             .and_then(|mut s| s.execute(params![device, first.msg_id, last, t_min, t_max, body]))
             .map_err(db)?;
-        if end - at < INBOX_BELOW {
+        if to_inbox {
             st.inbox.added(device, first.msg_id, last);
         } else {
             st.chunk_inserted(device, last);
