@@ -9,7 +9,7 @@ fn demo_stores_every_reading_and_blocks_every_attack() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let out = Command::new(env!("CARGO_BIN_EXE_iotseal"))
-        .args(["demo", "--json", "--duration", "3", "--devices", "1"])
+        .args(["demo", "--json", "--duration", "3s", "--devices", "1"])
         .arg("--data-dir")
         .arg(&data)
         .output()

@@ -74,7 +74,34 @@ fn init_run_manage_devices_and_stop() {
         toml::from_str(&std::fs::read_to_string(dir.join("gateway.pub.toml")).unwrap()).unwrap();
     assert_eq!(public["url"].as_str(), Some("https://127.0.0.1:8443"));
     assert_eq!(public["tls_cert_sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(public["identity"].as_array().unwrap().len(), 1);
+    // One identity key per signature algorithm, so that every suite can be served.
+    let algs: Vec<&str> = public["identity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["alg"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        algs,
+        ["ed25519", "ecdsa-p256", "mldsa65", "ed25519+mldsa65"],
+        "{public:?}"
+    );
+    #[cfg(unix)]
+    for f in ["identity-2.key", "identity-3.key", "identity-4.key"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    // Rotation without --alg is ambiguous with several algorithms.
+    let out = iotseal()
+        .args(["gateway", "rotate-key", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--alg"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A second init refuses to overwrite.
     assert!(
         !iotseal()
@@ -85,6 +112,15 @@ fn init_run_manage_devices_and_stop() {
             .status
             .success()
     );
+
+    // One algorithm only (the rest of this test rotates it and runs that gateway).
+    let dir = tmp.path().join("gw-ed25519");
+    ok(iotseal()
+        .args(["gateway", "init", "--alg", "ed25519", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    assert!(!dir.join("identity-2.key").exists());
 
     // Key rotation: add, then retire the first.
     let out = ok(iotseal()

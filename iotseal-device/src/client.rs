@@ -90,6 +90,15 @@ pub enum DeviceError {
         /// The last transport error.
         last: Option<TransportError>,
     },
+    /// The gateway refused in a way retrying cannot fix (no common suite; authentication of
+    /// the handshake failed: an unknown, revoked or mis-keyed device); readings stay queued.
+    /// Not retried like a network error (docs/protocol.md §18.9).
+    Refused {
+        /// The refusal.
+        refusal: Refusal,
+        /// Readings still queued.
+        pending: usize,
+    },
     /// The queue file could not be written.
     Io(std::io::Error),
 }
@@ -101,6 +110,10 @@ impl fmt::Display for DeviceError {
             Self::Timeout { pending, last } => write!(
                 f,
                 "gave up with {pending} readings queued (last error: {last:?})"
+            ),
+            Self::Refused { refusal, pending } => write!(
+                f,
+                "refused by the gateway ({refusal:?}), not retried; {pending} readings queued"
             ),
             Self::Io(e) => write!(f, "queue file: {e}"),
         }
@@ -260,6 +273,12 @@ impl<T: Transport> DeviceClient<T> {
                     last,
                 });
             }
+            // A refusal of a handshake message differs from one of a record (§18.9): an
+            // AuthFailed answer to M1/M3 means this device or its pins are wrong for good.
+            let handshaking = self
+                .session
+                .as_ref()
+                .is_none_or(|s| s.is_expired(self.clock.now()));
             match self.round().await {
                 Ok(n) => {
                     report.acknowledged += n;
@@ -271,6 +290,14 @@ impl<T: Transport> DeviceClient<T> {
                     match &e {
                         TransportError::Refused(r) => {
                             self.refused(*r);
+                            if matches!(r, Refusal::NoCommonSuite)
+                                || (handshaking && matches!(r, Refusal::AuthFailed))
+                            {
+                                return Err(DeviceError::Refused {
+                                    refusal: *r,
+                                    pending: self.queue.len(),
+                                });
+                            }
                             if !matches!(r, Refusal::Busy) {
                                 // Anything else: start over with a fresh session.
                                 self.session = None;

@@ -14,9 +14,9 @@ use crate::cmd::{local, simulate};
 /// Arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Seconds of simulated traffic.
-    #[arg(long, default_value_t = 20.0)]
-    duration: f64,
+    /// How long the simulated traffic runs (`20`, `20s`, `500ms`, `2m`).
+    #[arg(long, default_value = "20s", value_parser = crate::cmd::duration::parse)]
+    duration: std::time::Duration,
     /// Devices per group (5 groups: classical, hybrid and post-quantum suites).
     #[arg(long, default_value_t = 4)]
     devices: u32,
@@ -52,7 +52,7 @@ pub(crate) fn run(a: Args) -> Result<()> {
                 gw.dir.display()
             );
         }
-        let scenario = Scenario::mixed(a.devices, a.duration, a.seed);
+        let scenario = Scenario::mixed(a.devices, a.duration.as_secs_f64(), a.seed);
         let sim =
             iotseal_device::sim::Simulation::new(scenario, gw.pins.clone(), &gw.token, "demo-")
                 .map_err(|e| anyhow!("{e}"))?;

@@ -34,9 +34,15 @@ struct InitArgs {
     /// Directory to create the files in.
     #[arg(long)]
     dir: PathBuf,
-    /// Identity key algorithm: ed25519, ecdsa-p256, mldsa65, ed25519+mldsa65.
-    #[arg(long, default_value = "ed25519")]
-    alg: SigAlg,
+    /// Identity key algorithms, comma-separated: ed25519, ecdsa-p256, mldsa65,
+    /// ed25519+mldsa65. One identity key per algorithm, so that every suite whose signature
+    /// algorithm is listed can be served (default: all four; docs/decisions.md D18).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ed25519,ecdsa-p256,mldsa65,ed25519+mldsa65"
+    )]
+    alg: Vec<SigAlg>,
     /// Use this TLS certificate (PEM) instead of generating a self-signed one.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -59,7 +65,8 @@ struct RotateArgs {
     /// The gateway directory (with gateway.toml).
     #[arg(long)]
     dir: PathBuf,
-    /// Algorithm of the new key (default: that of the newest key).
+    /// Algorithm of the new key (required when the gateway holds keys of several algorithms;
+    /// otherwise that of its keys).
     #[arg(long, conflicts_with = "retire")]
     alg: Option<SigAlg>,
     /// Instead of adding a key, retire the key with this key id (hex).
@@ -200,13 +207,29 @@ fn init(a: InitArgs) -> Result<()> {
     if config.exists() && !a.force {
         bail!("{} exists (use --force to overwrite)", config.display());
     }
-    let key = IdentityKeyFile::generate(&p, a.alg)?;
-    let key_name = PathBuf::from("identity-1.key");
-    write_private(&a.dir.join(&key_name), key.to_toml().as_bytes())?;
+    let mut algs: Vec<SigAlg> = Vec::new();
+    for alg in &a.alg {
+        if algs.contains(alg) {
+            bail!("--alg lists {alg} twice");
+        }
+        algs.push(*alg);
+    }
+    if algs.is_empty() {
+        bail!("--alg: at least one algorithm");
+    }
+    let mut keys = Vec::with_capacity(algs.len());
+    let mut key_names = Vec::with_capacity(algs.len());
+    for (i, alg) in algs.iter().enumerate() {
+        let key = IdentityKeyFile::generate(&p, *alg)?;
+        let key_name = PathBuf::from(format!("identity-{}.key", i + 1));
+        write_private(&a.dir.join(&key_name), key.to_toml().as_bytes())?;
+        keys.push(key);
+        key_names.push(key_name);
+    }
 
     let mut settings = Settings {
         listen: a.listen,
-        identity_keys: vec![key_name],
+        identity_keys: key_names.clone(),
         ..Settings::default()
     };
     let cert_pem = match (&a.tls_cert, &a.tls_key) {
@@ -236,13 +259,16 @@ fn init(a: InitArgs) -> Result<()> {
     )?;
     std::fs::write(&config, settings.commented_toml()).context("writing gateway.toml")?;
     let url = a.url.unwrap_or_else(|| url_for(a.listen));
-    let public = write_public(&a.dir, url, &[key], &cert_pem)?;
+    let public = write_public(&a.dir, url, &keys, &cert_pem)?;
     println!("gateway directory {}", a.dir.display());
     println!("  gateway.toml      configuration (every setting, with its default)");
-    println!(
-        "  identity-1.key    {} identity key {} (secret, 0600)",
-        a.alg, public.identity[0].key_id
-    );
+    for ((name, alg), id) in key_names.iter().zip(&algs).zip(&public.identity) {
+        println!(
+            "  {:<17} {alg} identity key {} (secret, 0600)",
+            name.display(),
+            id.key_id
+        );
+    }
     println!(
         "  tls               certificate sha256 {}",
         public.tls_cert_sha256
@@ -325,10 +351,24 @@ fn rotate(a: RotateArgs) -> Result<()> {
             PathBuf::from(retired).display()
         );
     } else {
-        let alg = a
-            .alg
-            .or_else(|| keys.last().map(|k| k.alg))
-            .unwrap_or(SigAlg::Ed25519);
+        let mut held: Vec<SigAlg> = Vec::new();
+        for k in &keys {
+            if !held.contains(&k.alg) {
+                held.push(k.alg);
+            }
+        }
+        let alg = match (a.alg, held.as_slice()) {
+            (Some(alg), _) => alg,
+            (None, [one]) => *one,
+            (None, []) => SigAlg::Ed25519,
+            (None, _) => bail!(
+                "the gateway holds keys of several algorithms ({}): say which with --alg",
+                held.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let key = IdentityKeyFile::generate(&p, alg)?;
         let name = (1..)
             .map(|n| PathBuf::from(format!("identity-{n}.key")))

@@ -34,10 +34,10 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Measured time: `30`, `30s`, `500ms`, `2m`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::cmd::duration::parse)]
     duration: Duration,
     /// Load before the measurement starts (connections are open and handshaken already).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::cmd::duration::parse)]
     warmup: Duration,
     /// Readings per request (one record of up to 1024 readings; more make several records).
     #[arg(long, default_value_t = 1)]
@@ -84,29 +84,6 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: expected e.g. 30s, 500ms, 2m"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_suite(s: &str) -> Result<Suite, String> {
@@ -192,6 +169,11 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);
+    }
+    if let Some(why) = &report.target_lost {
+        bail!(
+            "the target was lost during the run: {why}; the figures above are not a measurement of it"
+        );
     }
     Ok(())
 }
@@ -288,20 +270,4 @@ fn print_report(r: &LoadReport) {
         "  client:     CPU {} of one core",
         opt(r.client_cpu_percent, "%")
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("5x").is_err());
-    }
 }

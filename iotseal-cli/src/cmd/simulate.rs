@@ -30,9 +30,9 @@ pub(crate) struct Args {
     /// Devices per group (overrides the scenario).
     #[arg(long)]
     devices: Option<u32>,
-    /// Duration in seconds (overrides the scenario).
-    #[arg(long)]
-    duration: Option<f64>,
+    /// How long the devices send (`20`, `20s`, `500ms`, `2m`; overrides the scenario).
+    #[arg(long, value_parser = crate::cmd::duration::parse)]
+    duration: Option<Duration>,
     /// Seed (overrides the scenario).
     #[arg(long)]
     seed: Option<u64>,
@@ -82,7 +82,7 @@ pub(crate) fn run(a: Args) -> Result<()> {
         }
     }
     if let Some(d) = a.duration {
-        scenario.duration_secs = d;
+        scenario.duration_secs = d.as_secs_f64();
     }
     if let Some(s) = a.seed {
         scenario.seed = s;
@@ -117,8 +117,24 @@ pub(crate) fn run(a: Args) -> Result<()> {
         print_summary(&summary);
     }
     if summary.lost > 0 || summary.duplicates > 0 {
+        let refused: Vec<&str> = summary
+            .groups
+            .iter()
+            .filter(|g| g.refusals > 0 && g.stored < g.sent)
+            .map(|g| g.name.as_str())
+            .collect();
+        let hint = if refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (refused by the gateway: {}; a device refused with NoCommonSuite or AuthFailed \
+                 stops: does the gateway hold an identity key for the group's signature \
+                 algorithm and allow its suite? `gateway init` creates one key per algorithm)",
+                refused.join(", ")
+            )
+        };
         return Err(anyhow!(
-            "{} readings lost, {} duplicated",
+            "{} readings lost, {} duplicated{hint}",
             summary.lost,
             summary.duplicates
         ));

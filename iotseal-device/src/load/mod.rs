@@ -179,8 +179,14 @@ pub struct LoadReport {
     pub batch: usize,
     /// Requested total rate, requests/s (None: as fast as possible).
     pub target_rate: Option<f64>,
-    /// Measured time, seconds.
+    /// Measured time, seconds: the real time from the end of the warm-up to the end of the
+    /// measurement (at least the requested duration; the rates are over this).
     pub duration: f64,
+    /// The requested duration, seconds.
+    pub requested_duration: f64,
+    /// Why the target is considered lost, when it is: its process exited during the run, or
+    /// every connection's last attempt failed to reach it. `None`: it served to the end.
+    pub target_lost: Option<String>,
     /// Requests acknowledged in the measured time.
     pub requests: u64,
     /// Readings acknowledged in the measured time (raw mode: requests).
@@ -207,8 +213,9 @@ pub struct LoadReport {
     pub errors: u64,
     /// Of `errors`, the refusals by the server (an alert or an error status).
     pub refusals: u64,
-    /// `errors` by kind: the refusal (`Busy`, `UnknownSession`, `http_503` ...),
-    /// `transport` (connection failed or reset) or `protocol` (no acknowledgement).
+    /// `errors` by kind: the refusal (`Busy`, `UnknownSession`, `http_503` ...), `connect`
+    /// (no connection could be opened), `transport` (connection failed or reset) or `protocol`
+    /// (no acknowledgement). The kinds add up to `errors`.
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Connections opened beyond the first per device (after errors).
     pub reconnects: u64,
@@ -267,6 +274,8 @@ struct WorkerResult {
     errors_by_kind: BTreeMap<String, u64>,
     reconnects: u64,
     handshakes: u64,
+    /// The worker's last attempt could not reach the target (connect or transport failure).
+    ended_unreachable: bool,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -422,9 +431,15 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
         if let Some(s) = g1 {
             max_rss = max_rss.max(Some(s.rss_bytes));
         }
-        (cpu(g0, g1), cpu(c0, c1), g1, max_rss)
+        // The real measured window: from the end of the warm-up until now (at least the
+        // requested duration).
+        let window = Instant::now().saturating_duration_since(from).as_secs_f64();
+        (cpu(g0, g1), cpu(c0, c1), g0, g1, max_rss, window)
     };
-    let (gcpu, ccpu, g1, max_rss) = sampler.await;
+    let (gcpu, ccpu, g0, g1, max_rss, measured_secs) = sampler.await;
+    // A local target whose process was there when the measurement started and is gone now.
+    let pids_gone =
+        g0.is_some() && !pids.is_empty() && pids.iter().all(|p| procfs::sample_pid(*p).is_none());
     report.gateway_cpu_percent = gcpu;
     report.client_cpu_percent = ccpu;
     report.gateway_rss_mb = g1.map(|s| mib(s.rss_bytes));
@@ -433,6 +448,7 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
 
     // Workers stop at `end`; requests in flight then get a few seconds to finish.
     let mut hist = new_hist();
+    let (mut workers, mut unreachable) = (0u64, 0u64);
     let collect = async {
         while let Some(r) = tasks.join_next().await {
             let Ok(r) = r else { continue };
@@ -445,6 +461,8 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
             report.reconnects += r.reconnects;
             report.handshakes += r.handshakes;
             report.refusals += r.refusals;
+            workers += 1;
+            unreachable += u64::from(r.ended_unreachable);
             for (k, v) in r.errors_by_kind {
                 *report.errors_by_kind.entry(k).or_default() += v;
             }
@@ -456,8 +474,17 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
     {
         tasks.abort_all();
     }
-    let secs = cfg.duration.as_secs_f64();
+    if pids_gone {
+        report.target_lost = Some(format!("gateway process {pids:?} exited during the run"));
+    } else if workers > 0 && unreachable == workers {
+        report.target_lost = Some(format!(
+            "every connection's last attempt failed to reach {} ({workers} connections)",
+            report.url
+        ));
+    }
+    let secs = measured_secs;
     report.duration = secs;
+    report.requested_duration = cfg.duration.as_secs_f64();
     report.requests_per_s = report.requests as f64 / secs;
     report.readings_per_s = report.readings as f64 / secs;
     let ms = |us: u64| us as f64 / 1000.0;
@@ -575,6 +602,8 @@ impl Link {
 
 /// Why one exchange failed.
 enum Fail {
+    /// No connection could be opened.
+    Connect(String),
     /// The connection is unusable.
     Transport(String),
     /// The server refused (kind).
@@ -786,9 +815,9 @@ async fn worker(
                     conn = Some(c);
                     opened += 1;
                 }
-                Err(_) => {
-                    res.errors += 1;
-                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    fail(&mut res, &progress, &Fail::Connect(e));
+                    res.ended_unreachable = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                     continue;
@@ -803,7 +832,8 @@ async fn worker(
                 Ok(()) => res.handshakes += 1,
                 Err(f) => {
                     fail(&mut res, &progress, &f);
-                    if matches!(f, Fail::Transport(_)) {
+                    res.ended_unreachable = matches!(f, Fail::Transport(_) | Fail::Connect(_));
+                    if res.ended_unreachable {
                         conn = None;
                     }
                     tokio::time::sleep(backoff).await;
@@ -816,6 +846,7 @@ async fn worker(
         match exchange(&sh, c, device.as_mut()).await {
             Ok(n) => {
                 let done = Instant::now();
+                res.ended_unreachable = false;
                 backoff = Duration::from_millis(5);
                 progress.requests.fetch_add(1, Ordering::Relaxed);
                 progress.readings.fetch_add(n, Ordering::Relaxed);
@@ -828,8 +859,9 @@ async fn worker(
             }
             Err(f) => {
                 fail(&mut res, &progress, &f);
+                res.ended_unreachable = matches!(f, Fail::Transport(_) | Fail::Connect(_));
                 match &f {
-                    Fail::Transport(_) => conn = None,
+                    Fail::Transport(_) | Fail::Connect(_) => conn = None,
                     Fail::Refused(_, Some(Refusal::Busy)) => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -853,6 +885,7 @@ fn fail(res: &mut WorkerResult, progress: &LoadProgress, f: &Fail) {
     res.errors += 1;
     progress.errors.fetch_add(1, Ordering::Relaxed);
     let kind = match f {
+        Fail::Connect(_) => "connect".to_string(),
         Fail::Transport(_) => "transport".to_string(),
         Fail::Refused(k, _) => {
             res.refusals += 1;
@@ -861,7 +894,7 @@ fn fail(res: &mut WorkerResult, progress: &LoadProgress, f: &Fail) {
         Fail::Protocol(_) => "protocol".to_string(),
     };
     *res.errors_by_kind.entry(kind).or_default() += 1;
-    if let Fail::Transport(e) | Fail::Protocol(e) = f {
+    if let Fail::Connect(e) | Fail::Transport(e) | Fail::Protocol(e) = f {
         tracing::debug!("load request failed: {e}");
     }
 }

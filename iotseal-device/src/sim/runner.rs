@@ -14,7 +14,7 @@ use super::rng::SimRng;
 use super::scenario::{Group, Scenario, TransportKind};
 use super::sensors::SensorModel;
 use crate::admin::AdminClient;
-use crate::client::{DeviceClient, DeviceOptions};
+use crate::client::{DeviceClient, DeviceError, DeviceOptions};
 use crate::files::{GatewayPins, IdentityFile};
 use crate::https::HttpsTransport;
 use crate::mqtt::{MqttConfig, MqttTransport};
@@ -326,7 +326,9 @@ async fn run_device(
             if rng.chance(sc.network.disconnect) {
                 device.drop_session();
             }
-            flush(&mut device, &progress).await;
+            if !flush(&mut device, &progress).await {
+                break;
+            }
         }
         tokio::time::sleep(period).await;
     }
@@ -336,7 +338,9 @@ async fn run_device(
         if device.pending() == 0 {
             break;
         }
-        flush(&mut device, &progress).await;
+        if !flush(&mut device, &progress).await {
+            break;
+        }
     }
     progress.finished.fetch_add(1, Ordering::Relaxed);
     let pending = device.pending();
@@ -349,7 +353,9 @@ async fn run_device(
     }
 }
 
-async fn flush(device: &mut DeviceClient<SimTransport>, progress: &SimProgress) {
+/// One flush; false when the gateway refused the device for good (the device stops: what it
+/// still holds is counted as lost).
+async fn flush(device: &mut DeviceClient<SimTransport>, progress: &SimProgress) -> bool {
     let before_errors = device.stats().retries + device.stats().refusals.values().sum::<u64>();
     let r = device.flush().await;
     let after_errors = device.stats().retries + device.stats().refusals.values().sum::<u64>();
@@ -362,5 +368,9 @@ async fn flush(device: &mut DeviceClient<SimTransport>, progress: &SimProgress) 
             .fetch_add(rep.acknowledged, Ordering::Relaxed);
     } else if let Err(e) = r {
         tracing::warn!("device flush: {e}");
+        if matches!(e, DeviceError::Refused { .. }) {
+            return false;
+        }
     }
+    true
 }
