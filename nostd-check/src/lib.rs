@@ -1,5 +1,6 @@
 //! A no_std device firmware stand-in: builds a device configuration and starts a handshake
-//! with the RustCrypto provider and a caller-supplied random source.
+//! with the RustCrypto provider and a caller-supplied random source, directly and through
+//! the device engine.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::panic::PanicInfo;
 
+use iotseal_device_core::{Engine, EngineConfig, Sample};
 use iotseal_proto::crypto::{CryptoError, SecureRandom};
 use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, PinnedKey};
 use iotseal_proto::{SigAlg, Time};
@@ -46,4 +48,18 @@ pub fn iotseal_start(now_ms: u64) -> usize {
         Ok((_, hello)) => hello.len(),
         Err(_) => 0,
     }
+}
+
+/// Queues one reading in a device engine and returns the length of the first request (the
+/// hello) it gives (0 on error).
+pub fn iotseal_engine_start(now_ms: u64) -> usize {
+    let p = iotseal_crypto_rustcrypto::provider(&RNG);
+    let Ok(sig) = p.signature(SigAlg::Ed25519) else { return 0 };
+    let (Ok(key), Ok(gateway)) = (sig.generate(&RNG), sig.generate(&RNG)) else { return 0 };
+    let pins: Vec<PinnedKey> = alloc::vec![PinnedKey { alg: SigAlg::Ed25519, public_key: gateway.public_key() }];
+    let Ok(mut engine) = Engine::new(EngineConfig::new(alloc::vec![1, 2, 3], key, pins), p) else { return 0 };
+    if engine.push(Time(now_ms), Sample::default()).is_err() {
+        return 0;
+    }
+    engine.poll_transmit(Time(now_ms)).map_or(0, |t| t.body.len())
 }
