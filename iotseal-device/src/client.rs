@@ -13,7 +13,7 @@ use iotseal_proto::record::{ContentType, Session, batch};
 use iotseal_proto::{Refusal, Time};
 
 use crate::clock::Clock;
-use crate::queue::{Queue, QueueFull};
+use crate::queue::{DurableQueue, PushError, SyncPolicy};
 use crate::transport::{Transport, TransportError};
 
 /// Device behaviour settings.
@@ -25,8 +25,11 @@ pub struct DeviceOptions {
     pub records_per_request: usize,
     /// Most readings waiting for acknowledgement; `push` fails beyond.
     pub queue_capacity: usize,
-    /// Persist the queue to this file (survives restarts).
+    /// Keep the queue in this journal file (survives restarts and kills; see
+    /// [`crate::queue`] for the format).
     pub queue_file: Option<PathBuf>,
+    /// When the journal is forced to disk ([`SyncPolicy::Always`]: every push).
+    pub queue_sync: SyncPolicy,
     /// First retry delay; doubles per failure up to `backoff_max`, with full jitter.
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -44,6 +47,7 @@ impl Default for DeviceOptions {
             records_per_request: 8,
             queue_capacity: 100_000,
             queue_file: None,
+            queue_sync: SyncPolicy::Always,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(60),
@@ -67,6 +71,9 @@ pub struct DeviceStats {
     pub refusals: HashMap<String, u64>,
     /// Acknowledgement latency samples in microseconds (send to ack), most recent last.
     pub ack_latency_us: Vec<u64>,
+    /// Acknowledgements that could not be written to the queue journal (those readings are
+    /// sent again after a restart; the gateway deduplicates them).
+    pub queue_write_errors: u64,
 }
 
 /// Result of a flush.
@@ -141,7 +148,7 @@ pub struct DeviceClient<T: Transport> {
     opts: DeviceOptions,
     clock: Clock,
     session: Option<Session>,
-    queue: Queue,
+    queue: DurableQueue,
     stats: DeviceStats,
     jitter: u64,
 }
@@ -172,7 +179,10 @@ impl<T: Transport> DeviceClient<T> {
         transport: T,
         opts: DeviceOptions,
     ) -> std::io::Result<Self> {
-        let queue = Queue::new(opts.queue_capacity, opts.queue_file.clone())?;
+        let queue = match &opts.queue_file {
+            Some(path) => DurableQueue::open(path, opts.queue_capacity, opts.queue_sync)?,
+            None => DurableQueue::in_memory(opts.queue_capacity),
+        };
         let mut seed = [0u8; 8];
         let _ = config.provider.random.fill(&mut seed);
         Ok(Self {
@@ -222,7 +232,7 @@ impl<T: Transport> DeviceClient<T> {
         &mut self,
         values: Vec<(iotseal_proto::reading::SensorKind, f32)>,
         extra: Vec<u8>,
-    ) -> Result<u64, QueueFull> {
+    ) -> Result<u64, PushError> {
         let t = self.clock.now().0;
         self.push_at(t, values, extra)
     }
@@ -233,13 +243,9 @@ impl<T: Transport> DeviceClient<T> {
         time_ms: u64,
         values: Vec<(iotseal_proto::reading::SensorKind, f32)>,
         extra: Vec<u8>,
-    ) -> Result<u64, QueueFull> {
+    ) -> Result<u64, PushError> {
         let v = values.into_iter().map(|(k, x)| (k.code(), x)).collect();
-        let id = self.queue.push(time_ms, v, extra)?;
-        if self.opts.queue_file.is_some() {
-            let _ = self.queue.persist();
-        }
-        Ok(id)
+        self.queue.push(time_ms, v, extra)
     }
 
     fn backoff(&mut self, attempt: u32) -> Duration {
@@ -266,7 +272,7 @@ impl<T: Transport> DeviceClient<T> {
         let mut report = FlushReport::default();
         let mut attempt = 0u32;
         let mut last = None;
-        while self.queue.len() > 0 {
+        while !self.queue.is_empty() {
             if start.elapsed() > self.opts.flush_timeout {
                 return Err(DeviceError::Timeout {
                     pending: self.queue.len(),
@@ -422,15 +428,23 @@ impl<T: Transport> DeviceClient<T> {
                 }
             }
         }
-        let n = self.queue.remove(&done) as u64;
+        let n = match self.queue.remove(&done) {
+            Ok(n) => n as u64,
+            Err(e) => {
+                // Forgotten in memory all the same: a restart resends them, and the gateway
+                // deduplicates. Logged at the first failure and every 1,000th.
+                if self.stats.queue_write_errors.is_multiple_of(1000) {
+                    tracing::warn!(error = %e, failures = self.stats.queue_write_errors + 1, "queue journal");
+                }
+                self.stats.queue_write_errors += 1;
+                e.removed as u64
+            }
+        };
         if n > 0 {
             self.stats.acknowledged += n;
             let us = sent_at.elapsed().as_micros() as u64;
             if self.stats.ack_latency_us.len() < 100_000 {
                 self.stats.ack_latency_us.push(us);
-            }
-            if self.opts.queue_file.is_some() {
-                let _ = self.queue.persist();
             }
         }
         n

@@ -25,7 +25,7 @@ mod https;
 pub mod load;
 mod mqtt;
 mod pin;
-mod queue;
+pub mod queue;
 pub mod sim;
 mod transport;
 
@@ -36,5 +36,5 @@ pub use files::{GatewayPins, IdentityFile, PinnedIdentity};
 pub use https::HttpsTransport;
 pub use mqtt::{MqttConfig, MqttTransport};
 pub use pin::pinned_tls_config;
-pub use queue::{PendingReading, QueueFull};
+pub use queue::{AckWriteError, DurableQueue, PendingReading, PushError, QueueFull, SyncPolicy};
 pub use transport::{BoxFuture, Transport, TransportError};
