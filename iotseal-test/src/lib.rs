@@ -17,3 +17,4 @@ pub fn providers() -> Vec<CryptoProvider> {
 }
 pub mod pair;
 pub mod protocol_vectors;
+pub mod scenario_vectors;

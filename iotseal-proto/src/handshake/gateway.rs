@@ -449,7 +449,8 @@ impl HandshakeServer {
 
     /// Test-only: rebuilds the half-open state of a recorded handshake from its M1, M2 and
     /// the shared secret, so a provider that keeps its own randomness can be checked as the
-    /// receiver of a recorded M3.
+    /// receiver of a recorded M3. `m1` is the hello M2 answered: a retried hello's echoed
+    /// cookie gives the transcript's retry prefix, as in `handle_hello`.
     #[doc(hidden)]
     pub fn dangerous_resume_half_open(
         &mut self,
@@ -461,6 +462,11 @@ impl HandshakeServer {
         let p = self.config.provider;
         let gh = GatewayHello::decode(m2)?;
         let mut t = Transcript::new(&p);
+        if let Some(c) = Hello::decode(m1)?.cookie {
+            let c = Cookie::decode(c)?;
+            t.add(&c.hello_hash);
+            t.add(&c.to_retry_message());
+        }
         t.add(m1);
         t.add(gh.clear);
         let secrets = HandshakeSecrets::new(&p, shared, &t.hash())?;
