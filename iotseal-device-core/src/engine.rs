@@ -499,12 +499,8 @@ impl Engine {
                             self.phase = Phase::Open(s);
                             return Some(self.send(Endpoint::Records, body));
                         }
-                        Err(end) => {
-                            // Phase is Idle: the next turn of the loop starts a handshake.
-                            self.stats.sessions_lost += 1;
-                            self.emit(Event::SessionLost(end));
-                            self.sent.clear();
-                        }
+                        // The next turn of the loop starts a handshake.
+                        Err(end) => self.lose_session(end),
                     }
                 }
                 Phase::Refused(r) => {
@@ -702,15 +698,23 @@ impl Engine {
             Phase::Open(mut s) if flight.endpoint == Endpoint::Records => {
                 let out = self.process_acks(&mut s, dev_now, body);
                 self.phase = Phase::Open(s);
-                if out.newly.is_empty() {
-                    self.stats.bad_answers += 1;
-                    self.back_off(now, Cause::BadAnswer);
-                } else {
+                let progress = !out.newly.is_empty();
+                if progress {
                     self.backoff.reset();
                     self.acknowledged(out.newly);
+                } else {
+                    self.stats.bad_answers += 1;
                 }
-                if let Some(end) = out.end {
-                    self.lose_session(end);
+                match out.end {
+                    Some(end) => {
+                        // Past its lifetime (or the gateway closed it): a new session.
+                        self.lose_session(end);
+                        if !progress {
+                            self.retry_soon(now, Cause::BadAnswer);
+                        }
+                    }
+                    None if !progress => self.back_off(now, Cause::BadAnswer),
+                    None => {}
                 }
             }
             other => {
