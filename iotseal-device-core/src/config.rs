@@ -54,6 +54,10 @@ pub struct EngineConfig {
     /// How many times an unanswered handshake message is sent again with the same bytes
     /// before the handshake starts over (§9.2).
     pub handshake_resends: u32,
+    /// How many fresh handshakes (with backoff) follow an AuthFailed refusal of a handshake
+    /// message before the engine stops ([`crate::Event::Refused`]). 0 (the default): stop at
+    /// the first. docs/protocol.md §18.9 allows "a few": the alert is unauthenticated.
+    pub auth_failed_retries: u32,
     /// The message id of the first reading pushed (message ids must stay unique per device:
     /// a device that persists its queue restores the next id with
     /// [`crate::Engine::restore`]).
@@ -64,7 +68,8 @@ impl EngineConfig {
     /// A configuration with the defaults: offers the default suite with the identity's
     /// algorithm (`x25519mlkem768/<alg>/aes256gcm`), skew 30 s, 100 readings per record,
     /// 8 records per request, 100 000 queued readings, 1 MiB requests, piggybacking on,
-    /// backoff 50 ms doubling to 5 s, 3 resends of a handshake message, message ids from 1.
+    /// backoff 50 ms doubling to 5 s, 3 resends of a handshake message, no fresh handshake
+    /// after an AuthFailed one, message ids from 1.
     pub fn new(device_id: Vec<u8>, identity: Box<dyn SigningKey>, pins: Vec<PinnedKey>) -> Self {
         let offers = alloc::vec![Suite {
             sig: identity.algorithm(),
@@ -85,6 +90,7 @@ impl EngineConfig {
             backoff_base_ms: 50,
             backoff_max_ms: 5_000,
             handshake_resends: 3,
+            auth_failed_retries: 0,
             first_msg_id: 1,
         }
     }
@@ -133,6 +139,7 @@ impl EngineConfig {
             backoff_base_ms: self.backoff_base_ms,
             backoff_max_ms: self.backoff_max_ms,
             handshake_resends: self.handshake_resends,
+            auth_failed_retries: self.auth_failed_retries,
             first_msg_id: self.first_msg_id,
         };
         Ok((device, opts))
@@ -150,6 +157,7 @@ pub(crate) struct Options {
     pub(crate) backoff_base_ms: u64,
     pub(crate) backoff_max_ms: u64,
     pub(crate) handshake_resends: u32,
+    pub(crate) auth_failed_retries: u32,
     pub(crate) first_msg_id: u64,
 }
 

@@ -67,17 +67,21 @@ pub struct Transmit {
 /// The answer to the request in flight, as the transport got it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Response<'a> {
-    /// HTTP: the status and the body. 200 carries the answer (Retry, M2, or a batch of
-    /// acknowledgement records). Any other status is a refusal: the 2-byte alert of the body
-    /// (docs/protocol.md §4.5) if there is one; else, from the status alone, 429 and 503 are
-    /// Busy, 404 is UnknownSession, another 5xx is no answer (a proxy or load balancer that
-    /// could not reach the gateway: as [`crate::Engine::handle_transport_error`]), anything
-    /// else is Malformed.
+    /// HTTP (docs/protocol.md §18.9): the status and the body. 200 carries the answer (Retry,
+    /// M2, or a batch of acknowledgement records). Any other status is a refusal: the 2-byte
+    /// alert of the body (§4.5) if there is one; else, from the status alone, 429 and 503 are
+    /// Busy, 404 is UnknownSession, 408 and any 5xx are no answer (the request timed out, or a
+    /// proxy could not reach the gateway: as [`crate::Engine::handle_transport_error`]),
+    /// anything else is Malformed. A 413 (or a Malformed refusal of a request carrying
+    /// records) halves the request budget ([`crate::Engine::request_budget`]).
     Status {
         /// HTTP status code.
         status: u16,
         /// Response body.
         body: &'a [u8],
+        /// The `Retry-After` header in seconds, if there was one (with 503 and 429): the
+        /// backoff lasts at least that long.
+        retry_after_secs: Option<u32>,
     },
     /// MQTT: the payload the gateway published on the device's inbox with the request's
     /// correlation data. The binding has no status: a refusal is the whole payload
@@ -86,6 +90,17 @@ pub enum Response<'a> {
     /// An answer that does not arrive within the transport's timeout is
     /// [`crate::Engine::handle_transport_error`].
     Payload(&'a [u8]),
+}
+
+impl<'a> Response<'a> {
+    /// An HTTP answer without `Retry-After`.
+    pub fn http(status: u16, body: &'a [u8]) -> Self {
+        Self::Status {
+            status,
+            body,
+            retry_after_secs: None,
+        }
+    }
 }
 
 /// A response sorted out.
@@ -98,13 +113,15 @@ enum Answer<'a> {
 impl<'a> Response<'a> {
     fn classify(self) -> Answer<'a> {
         match self {
-            Self::Status { status: 200, body } => Answer::Body(body),
-            Self::Status { status, body } => match decode_alert(body) {
+            Self::Status {
+                status: 200, body, ..
+            } => Answer::Body(body),
+            Self::Status { status, body, .. } => match decode_alert(body) {
                 Some(r) => Answer::Refused(r),
                 None => match status {
                     429 | 503 => Answer::Refused(Refusal::Busy),
                     404 => Answer::Refused(Refusal::UnknownSession),
-                    500..=599 => Answer::Lost,
+                    408 | 500..=599 => Answer::Lost,
                     _ => Answer::Refused(Refusal::Malformed),
                 },
             },
@@ -133,6 +150,8 @@ struct HelloState {
 struct FinishState {
     session: Box<Session>,
     flight: Vec<u8>,
+    /// The length of M3 itself (records follow it in `flight`).
+    finish_len: usize,
     first_sent: Time,
     sends: u32,
     clock_adjusted_ms: Option<i64>,
@@ -199,6 +218,12 @@ pub struct Engine {
     clock_offset_ms: i64,
     connect_requested: bool,
     queue_full_reported: bool,
+    /// The most bytes a request may have: `max_request_len`, halved at each 413.
+    request_budget: usize,
+    /// The `Retry-After` of the response being handled, ms (a floor for its backoff).
+    retry_after_ms: u64,
+    /// AuthFailed refusals of handshakes since the last completed one.
+    auth_failed: u32,
     events: VecDeque<Event>,
     stats: Stats,
 }
@@ -221,6 +246,9 @@ impl Engine {
             clock_offset_ms: 0,
             connect_requested: false,
             queue_full_reported: false,
+            request_budget: opts.max_request_len,
+            retry_after_ms: 0,
+            auth_failed: 0,
             events: VecDeque::new(),
             stats: Stats::default(),
         })
@@ -257,6 +285,12 @@ impl Engine {
     /// The message id the next pushed reading gets.
     pub fn next_msg_id(&self) -> MsgId {
         MsgId(self.queue.next_msg_id())
+    }
+
+    /// The most bytes a request may have now: `max_request_len`, halved (down to
+    /// [`crate::MIN_REQUEST_LEN`]) each time the gateway refused a request as too large.
+    pub fn request_budget(&self) -> usize {
+        self.request_budget
     }
 
     /// Whether a session is open.
@@ -379,6 +413,7 @@ impl Engine {
             self.phase = Phase::Idle;
             self.backoff.reset();
             self.backoff_until = None;
+            self.auth_failed = 0;
         }
     }
 
@@ -392,11 +427,29 @@ impl Engine {
             self.stats.stray_answers += 1;
             return;
         };
-        match response.classify() {
+        let mut too_large = false;
+        if let Response::Status {
+            status,
+            retry_after_secs,
+            ..
+        } = response
+        {
+            self.retry_after_ms = retry_after_secs.map_or(0, |s| u64::from(s) * 1000);
+            too_large = status == 413;
+        }
+        let answer = response.classify();
+        // Over MQTT an oversized request is refused Malformed (no 413).
+        let carried_records = flight.endpoint == Endpoint::Records
+            || matches!(&self.phase, Phase::Finish(f) if f.flight.len() > f.finish_len);
+        if too_large || (matches!(answer, Answer::Refused(Refusal::Malformed)) && carried_records) {
+            self.shrink_requests();
+        }
+        match answer {
             Answer::Body(body) => self.on_answer(now, flight, body),
             Answer::Refused(r) => self.on_refusal(now, r),
             Answer::Lost => self.on_lost(now),
         }
+        self.retry_after_ms = 0;
     }
 
     /// The request in flight got no answer (connection failed or reset, timeout): it may or
@@ -489,7 +542,7 @@ impl Engine {
                     }
                     let dev_now = self.device_time(now);
                     let mut body = Vec::new();
-                    match self.seal_into(&mut s, dev_now, &mut body, self.opts.max_request_len) {
+                    match self.seal_into(&mut s, dev_now, &mut body, self.request_budget) {
                         Ok(0) => {
                             // Cannot happen (the budget holds any one reading); stay put.
                             self.phase = Phase::Open(s);
@@ -557,8 +610,16 @@ impl Engine {
         self.events.push_back(e);
     }
 
+    /// Requests too large for the gateway: half the budget from now on.
+    fn shrink_requests(&mut self) {
+        self.request_budget = (self.request_budget / 2).max(crate::config::MIN_REQUEST_LEN);
+    }
+
     fn back_off(&mut self, now: Time, cause: Cause) {
-        let delay = self.backoff.next_delay(self.config.provider.random);
+        let delay = self
+            .backoff
+            .next_delay(self.config.provider.random)
+            .max(self.retry_after_ms);
         let until = now.plus_millis(delay);
         self.backoff_until = Some(until);
         self.stats.backoffs += 1;
@@ -643,16 +704,18 @@ impl Engine {
                         self.sent.clear();
                         self.acked_epoch = 0;
                         let mut flight = est.finish;
+                        let finish_len = flight.len();
                         if self.opts.piggyback {
                             // On the adopted clock, as the session is.
                             let dev_now = self.device_time(now);
-                            let budget = self.opts.max_request_len;
+                            let budget = self.request_budget;
                             // A session that cannot seal at its start sends M3 alone.
                             let _ = self.seal_into(&mut session, dev_now, &mut flight, budget);
                         }
                         self.phase = Phase::Finish(Box::new(FinishState {
                             session,
                             flight,
+                            finish_len,
                             first_sent: now,
                             sends: 0,
                             clock_adjusted_ms,
@@ -678,6 +741,7 @@ impl Engine {
                     return;
                 }
                 self.stats.handshakes += 1;
+                self.auth_failed = 0;
                 // Only acknowledged readings are progress: a gateway that completes
                 // handshakes and then forgets the sessions must not get a handshake loop.
                 if !out.newly.is_empty() {
@@ -726,12 +790,25 @@ impl Engine {
         }
     }
 
+    /// AuthFailed to a handshake message: terminal, unless `auth_failed_retries` fresh
+    /// handshakes are still allowed (the alert is unauthenticated, §4.5).
+    fn handshake_auth_failed(&mut self, now: Time) {
+        if self.auth_failed < self.opts.auth_failed_retries {
+            self.auth_failed += 1;
+            self.sent.clear();
+            self.back_off(now, Cause::Refused(Refusal::AuthFailed));
+        } else {
+            self.terminal(Refusal::AuthFailed);
+        }
+    }
+
     fn on_refusal(&mut self, now: Time, r: Refusal) {
         self.stats.refusals[refusal_index(r)] += 1;
         let cause = Cause::Refused(r);
         match mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Hello(h) => match r {
-                Refusal::NoCommonSuite | Refusal::AuthFailed => self.terminal(r),
+                Refusal::NoCommonSuite => self.terminal(r),
+                Refusal::AuthFailed => self.handshake_auth_failed(now),
                 Refusal::Busy => {
                     // Nothing was kept for a refused hello: the same bytes may go again.
                     if self.may_resend(now, h.first_sent, h.sends) {
@@ -742,7 +819,8 @@ impl Engine {
                 _ => self.back_off(now, cause),
             },
             Phase::Finish(f) => match r {
-                Refusal::NoCommonSuite | Refusal::AuthFailed => self.terminal(r),
+                Refusal::NoCommonSuite => self.terminal(r),
+                Refusal::AuthFailed => self.handshake_auth_failed(now),
                 Refusal::Busy => {
                     // The half-open handshake stays until it expires: M3 may go again.
                     if self.may_resend(now, f.first_sent, f.sends) {

@@ -35,12 +35,14 @@
 //!   record of the session (within the gateway's 1024-wide window), so a late or repeated
 //!   acknowledgement of an earlier copy counts too; each message id is reported once in
 //!   [`Event::Acknowledged`]. The gateway stores each (device, message id) once.
-//! - **Refusals.** NoCommonSuite, and AuthFailed during the handshake, are terminal
+//! - **Refusals** (docs/protocol.md §18.9). NoCommonSuite, and AuthFailed during the
+//!   handshake (after `auth_failed_retries` fresh attempts, 0 by default), are terminal
 //!   ([`Event::Refused`]): the engine stops until [`Engine::resume`]. Busy and transport
-//!   failures back off (exponential with jitter from the provider's random source; progress
-//!   resets it). UnknownSession and SessionEnded drop the session and handshake again at
-//!   once (with backoff if that happens again before any progress). Other refusals of
-//!   records drop the session and back off.
+//!   failures back off (exponential with jitter from the provider's random source, at least
+//!   `Retry-After`; acknowledged readings reset it). UnknownSession and SessionEnded drop the
+//!   session and handshake again at once (with backoff if that happens again before any
+//!   progress). Other refusals of records (AuthFailed, Malformed, Stale) drop the session and
+//!   back off; Replay keeps it. A 413 halves the request budget.
 //! - **Time.** Every call takes the caller's `now`. The engine adds the clock correction
 //!   adopted from a verified M2 ([`Engine::clock_offset_ms`], §10) before giving time to
 //!   the core; the times it returns ([`Engine::poll_timeout`], [`Event::BackingOff`]) are
@@ -88,10 +90,12 @@
 //! let hello = engine.poll_transmit(now).unwrap();
 //! assert_eq!(hello.endpoint.path(), "/v1/handshake");
 //! assert!(engine.poll_transmit(now).is_none(), "one request in flight");
-//! // The gateway is busy: 503 with a Busy alert. The engine backs off.
-//! engine.handle_response(now, Response::Status { status: 503, body: &[0x7f, 6] });
+//! // The gateway is busy: 503 with a Busy alert and Retry-After: 1. The engine backs off.
+//! let busy = Response::Status { status: 503, body: &[0x7f, 6], retry_after_secs: Some(1) };
+//! engine.handle_response(now, busy);
 //! assert!(engine.poll_transmit(now).is_none());
 //! let later = engine.poll_timeout().unwrap();
+//! assert!(later.millis_since(now) >= 1000, "at least Retry-After");
 //! assert!(engine.poll_transmit(later).is_some(), "the same hello again");
 //! assert_eq!(engine.pending(), 1, "reading {id} stays queued");
 //! ```

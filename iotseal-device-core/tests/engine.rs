@@ -553,9 +553,10 @@ fn session_expiry_rehandshakes() {
 /// How HTTP statuses without an alert body, and MQTT alerts of unknown codes, are read.
 #[test]
 fn statuses_without_alerts() {
-    let cases: [(u16, Option<Cause>); 5] = [
+    let cases: [(u16, Option<Cause>); 6] = [
         (429, Some(Cause::Refused(Refusal::Busy))),
         (503, Some(Cause::Refused(Refusal::Busy))),
+        (408, Some(Cause::Transport)),
         (502, Some(Cause::Transport)),
         (504, Some(Cause::Transport)),
         (403, Some(Cause::Refused(Refusal::Malformed))),
@@ -565,13 +566,8 @@ fn statuses_without_alerts() {
         h.push(1);
         let t = h.engine.poll_transmit(h.now).unwrap();
         assert_eq!(t.endpoint, Endpoint::Handshake);
-        h.engine.handle_response(
-            h.now,
-            Response::Status {
-                status,
-                body: b"<html>",
-            },
-        );
+        h.engine
+            .handle_response(h.now, Response::http(status, b"<html>"));
         let e: Vec<Event> = std::iter::from_fn(|| h.engine.poll_event()).collect();
         match (&e[..], cause) {
             ([Event::BackingOff { cause: c, .. }], Some(cause)) => {
@@ -741,4 +737,86 @@ fn restored_queue_is_delivered() {
     assert_eq!(h.pushed[3..], [MsgId(43), MsgId(44)]);
     h.run(10);
     h.assert_all_delivered_once();
+}
+
+/// `Retry-After` is a floor for the backoff.
+#[test]
+fn retry_after_is_a_floor() {
+    let mut h = harness(18, |_| {}, |_| {});
+    h.push(1);
+    h.engine.poll_transmit(h.now).unwrap();
+    let busy = Response::Status {
+        status: 503,
+        body: &[0x7f, 6],
+        retry_after_secs: Some(2),
+    };
+    h.engine.handle_response(h.now, busy);
+    let d = h.engine.poll_timeout().unwrap().millis_since(h.now);
+    assert!((2000..=2100).contains(&d), "{d}");
+    assert!(h.engine.poll_transmit(h.now.plus_millis(1999)).is_none());
+    assert!(h.engine.poll_transmit(h.now.plus_millis(2000)).is_some());
+}
+
+/// Requests larger than the gateway takes (413, or a Malformed alert over MQTT) halve the
+/// request budget until they fit; everything is delivered once.
+#[test]
+fn oversized_requests_shrink() {
+    for binding in [Binding::Http, Binding::Mqtt] {
+        let mut h = harness(
+            19,
+            |c| {
+                c.readings_per_record = 100;
+                c.records_per_request = 8;
+            },
+            |_| {},
+        );
+        h.gw.binding = binding;
+        h.gw.max_body = Some(40_000);
+        for i in 0..800u64 {
+            let mut s = sample(i);
+            s.extra.resize(100, 0);
+            let id = h.engine.push(h.now, s).unwrap();
+            h.pushed.push(id);
+        }
+        h.run(200);
+        assert!(
+            h.engine.request_budget() <= 40_000,
+            "{}",
+            h.engine.request_budget()
+        );
+        assert!(
+            h.engine.request_budget() >= 20_000,
+            "{}",
+            h.engine.request_budget()
+        );
+        assert!(h.gw.requests.iter().all(|t| t.body.len() <= 40_000));
+        assert_eq!(h.gw.stored.len(), 800);
+        let acked = h.acknowledged();
+        assert_eq!(acked.iter().collect::<HashSet<_>>().len(), 800);
+        assert_eq!(acked.len(), 800, "{binding:?}");
+        assert_eq!(h.engine.refusal(), None);
+    }
+}
+
+/// `auth_failed_retries`: that many fresh handshakes (with backoff) after an AuthFailed
+/// one, then the engine stops.
+#[test]
+fn auth_failed_retries_then_stops() {
+    let mut h = harness(20, |c| c.auth_failed_retries = 2, |_| {});
+    h.gw.registry.clear();
+    h.push(1);
+    for _ in 0..20 {
+        if !h.next() {
+            break;
+        }
+    }
+    let m3s = h.gw.requests.iter().filter(|t| t.body[0] == 0x04).count();
+    assert_eq!(m3s, 3);
+    let auth_backoffs = backoffs(&h)
+        .iter()
+        .filter(|(_, c)| *c == Cause::Refused(Refusal::AuthFailed))
+        .count();
+    assert_eq!(auth_backoffs, 2);
+    assert_eq!(h.events.last(), Some(&Event::Refused(Refusal::AuthFailed)));
+    assert_eq!(h.engine.poll_timeout(), None);
 }

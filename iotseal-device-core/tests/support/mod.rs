@@ -108,6 +108,9 @@ pub struct Gateway {
     pub corrupt: Vec<usize>,
     /// Refuse the next records request with this refusal (without processing it).
     pub refuse_records: Option<Refusal>,
+    /// Refuse requests larger than this (HTTP 413 with a Malformed alert; over MQTT the
+    /// Malformed alert alone), as `limits.max_body` does.
+    pub max_body: Option<usize>,
     /// Every request that reached the gateway, in order.
     pub requests: Vec<Transmit>,
     /// The ranges of every acknowledgement sealed, in order.
@@ -134,6 +137,9 @@ impl Gateway {
         let mut t = t.clone();
         if t.endpoint == Endpoint::Records && !self.corrupt.is_empty() {
             t.body = corrupt_records(&t.body, &std::mem::take(&mut self.corrupt));
+        }
+        if self.max_body.is_some_and(|m| t.body.len() > m) {
+            return Outcome::Answer(413, encode_alert(Refusal::Malformed).to_vec());
         }
         self.requests.push(t.clone());
         let answer = if self.busy > 0 {
@@ -163,13 +169,9 @@ impl Gateway {
     pub fn deliver(&self, engine: &mut Engine, now: Time, o: &Outcome) {
         match (o, self.binding) {
             (Outcome::Lost, _) => engine.handle_transport_error(now),
-            (Outcome::Answer(status, body), Binding::Http) => engine.handle_response(
-                now,
-                Response::Status {
-                    status: *status,
-                    body,
-                },
-            ),
+            (Outcome::Answer(status, body), Binding::Http) => {
+                engine.handle_response(now, Response::http(*status, body))
+            }
             (Outcome::Answer(_, body), Binding::Mqtt) => {
                 engine.handle_response(now, Response::Payload(body))
             }
@@ -400,6 +402,7 @@ pub fn harness_with(
         drop_after: 0,
         corrupt: Vec::new(),
         refuse_records: None,
+        max_body: None,
         requests: Vec::new(),
         acks: Vec::new(),
         binding: Binding::Http,
