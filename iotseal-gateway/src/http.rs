@@ -83,6 +83,8 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
             "/v1/devices/{id}" => "/v1/devices/{id}",
             "/v1/devices/{id}/revoke" => "/v1/devices/{id}/revoke",
             "/v1/devices/{id}/readings" => "/v1/devices/{id}/readings",
+            "/v1/cluster" => "/v1/cluster",
+            "/v1/openapi.json" => "/v1/openapi.json",
             _ => "other",
         });
     let limit = Duration::from_secs(sh.settings.limits.request_timeout_secs);
@@ -584,7 +586,6 @@ struct Processed {
 #[derive(Default)]
 struct GroupWork {
     pending: Vec<u64>,
-    readings: u64,
     replays: usize,
     close: bool,
     ended: bool,
@@ -634,10 +635,9 @@ async fn process(sh: &Shared, now: Time, groups: &mut [Group<'_, '_>]) -> Proces
                 Ok(o) => match o.content_type {
                     ContentType::Data => {
                         match push_readings(&mut new_readings, device_id, o.plaintext, now) {
-                            Ok(n) => {
+                            Ok(_) => {
                                 seen.insert(o.seq);
                                 w.pending.push(o.seq);
-                                w.readings += n as u64;
                             }
                             Err(e) => {
                                 warn!(session = g.entry.id, error = ?e, "authenticated record with malformed readings");
@@ -683,6 +683,13 @@ async fn process(sh: &Shared, now: Time, groups: &mut [Group<'_, '_>]) -> Proces
         match r {
             Ok(o) => {
                 sh.metrics.readings(o.inserted as u64, o.duplicates as u64);
+                // The device counters count rows stored, not readings received: a reading
+                // sent again in another record is a duplicate and adds nothing.
+                for (device, n) in &o.per_device {
+                    if let Some(g) = groups.iter().find(|g| g.entry.device.id == *device) {
+                        g.entry.device.stored(*n as u64);
+                    }
+                }
                 true
             }
             Err(e) => {
@@ -709,9 +716,7 @@ async fn process(sh: &Shared, now: Time, groups: &mut [Group<'_, '_>]) -> Proces
             }
             if accepted > 0 {
                 sh.metrics.records_accepted(accepted);
-                g.entry
-                    .device
-                    .accepted(accepted, if w.close { 0 } else { w.readings });
+                g.entry.device.accepted(accepted);
                 g.entry.device.seen(now.as_millis());
             }
         }

@@ -70,9 +70,15 @@ impl DeviceState {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts accepted records and stored readings.
-    pub fn accepted(&self, records: u64, readings: u64) {
+    /// Counts accepted records.
+    pub fn accepted(&self, records: u64) {
         self.records.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Counts readings stored: new rows, as the storage reported them
+    /// ([`StoreOutcome::per_device`](crate::storage::StoreOutcome::per_device)); a reading
+    /// received again (same message id) is not counted twice.
+    pub fn stored(&self, readings: u64) {
         self.readings_stored.fetch_add(readings, Ordering::Relaxed);
     }
 
@@ -85,7 +91,8 @@ impl DeviceState {
         )
     }
 
-    /// Readings in storage when loaded plus those stored since.
+    /// Readings in storage when loaded plus those this gateway stored since (rows, after
+    /// deduplication by message id).
     pub fn readings_total(&self) -> u64 {
         self.stored_before + self.readings_stored.load(Ordering::Relaxed)
     }

@@ -85,6 +85,13 @@ impl Storage for MemoryStorage {
         m.store_calls += 1;
         let mut out = StoreOutcome::default();
         for r in readings {
+            let i = match out.per_device.iter().position(|(d, _)| *d == r.device_id) {
+                Some(i) => i,
+                None => {
+                    out.per_device.push((r.device_id.clone(), 0));
+                    out.per_device.len() - 1
+                }
+            };
             let k = (r.device_id.clone(), r.msg_id);
             if m.readings.contains_key(&k) {
                 out.duplicates += 1;
@@ -94,6 +101,7 @@ impl Storage for MemoryStorage {
                 }
                 m.readings.insert(k, r);
                 out.inserted += 1;
+                out.per_device[i].1 += 1;
             }
         }
         ready(Ok(out))

@@ -145,6 +145,15 @@ fn reading(device_id: &str, msg_id: u64, device_time_ms: u64) -> NewReading {
     }
 }
 
+/// The outcome of a store call whose readings are all `device`'s.
+fn outcome(device: &str, inserted: usize, duplicates: usize) -> StoreOutcome {
+    StoreOutcome {
+        inserted,
+        duplicates,
+        per_device: vec![(device.into(), inserted)],
+    }
+}
+
 /// Holds an exclusive lock on `devices` from another connection, so the writer blocks on its
 /// first statement and the requests sent meanwhile queue up into the next batch.
 struct WriteLock(Client);
@@ -261,38 +270,20 @@ async fn store_and_dedup() {
         ])
         .await
         .unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 2,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 2, 1));
 
     // Across calls.
     let out = s
         .store_readings(vec![reading("dev", 2, 1001), reading("dev", 3, 1002)])
         .await
         .unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 1,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 1, 1));
 
     // A duplicate keeps the first version.
     let mut changed = reading("dev", 3, 9999);
     changed.payload = b"other".to_vec().into();
     let out = s.store_readings(vec![changed]).await.unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 0,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 0, 1));
 
     assert_eq!(
         s.store_readings(vec![]).await.unwrap(),
@@ -320,6 +311,136 @@ async fn store_and_dedup() {
     let c = t.client().await;
     assert_eq!(count(&c, "SELECT count(*) FROM readings").await, 3);
     assert_eq!(count(&c, "SELECT count(*) FROM reading_values").await, 9);
+}
+
+/// A call's outcome counts the rows written per device (in the order of each device's first
+/// reading; a device whose readings were all duplicates with 0), alone and when several calls
+/// share one statement; the device counters add exactly those: `readings` is the number of
+/// rows stored (docs/decisions.md D17).
+#[tokio::test(flavor = "multi_thread")]
+async fn store_reports_the_rows_written_per_device() {
+    let Some(t) = TestSchema::new("per_device").await else {
+        return;
+    };
+    let s = Arc::new(t.open().await);
+    s.add_device(device("a", 1)).await.unwrap();
+    s.add_device(device("b", 2)).await.unwrap();
+
+    // One reading three times (as three records of one request carry it): one row.
+    let three = vec![reading("a", 1, 1000); 3];
+    assert_eq!(s.store_readings(three).await.unwrap(), outcome("a", 1, 2));
+    // Interleaved devices; b's message 1 is not a's.
+    let out = s
+        .store_readings(vec![
+            reading("b", 1, 1000),
+            reading("a", 1, 1000),
+            reading("b", 2, 1001),
+            reading("a", 2, 1001),
+            reading("b", 1, 1000),
+        ])
+        .await
+        .unwrap();
+    let expected = StoreOutcome {
+        inserted: 3,
+        duplicates: 2,
+        per_device: vec![("b".into(), 2), ("a".into(), 1)],
+    };
+    assert_eq!(out, expected);
+    assert_eq!((out.inserted_for("a"), out.inserted_for("c")), (1, 0));
+
+    // Three calls in one batch (one statement): split per call and per device, a message in
+    // two calls counted as written by the first.
+    let lock = WriteLock::take(&t).await;
+    let blocked = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.store_readings(vec![reading("a", 9, 9)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut calls = Vec::new();
+    for batch in [
+        vec![reading("a", 2, 1001), reading("b", 3, 1002)],
+        vec![
+            reading("b", 3, 1002),
+            reading("a", 3, 1003),
+            reading("b", 4, 1004),
+        ],
+        vec![reading("a", 3, 1003)],
+    ] {
+        let s = Arc::clone(&s);
+        calls.push(tokio::spawn(async move { s.store_readings(batch).await }));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    lock.release().await;
+    assert_eq!(blocked.await.unwrap().unwrap(), outcome("a", 1, 0));
+    let mut per_call = Vec::new();
+    for c in calls {
+        per_call.push(c.await.unwrap().unwrap().per_device);
+    }
+    assert_eq!(
+        per_call,
+        [
+            vec![("a".into(), 0), ("b".into(), 1)],
+            vec![("b".into(), 1), ("a".into(), 1)],
+            vec![("a".into(), 0)],
+        ]
+    );
+
+    let c = t.client().await;
+    for (id, rows) in [("a", 4), ("b", 4)] {
+        let d = s.device(id.into()).await.unwrap().unwrap();
+        assert_eq!(d.readings, rows, "{id}");
+        let q = format!("SELECT count(*) FROM readings WHERE device_id = '{id}'");
+        assert_eq!(count(&c, &q).await as u64, rows, "{id}");
+    }
+}
+
+/// Schema version 5 recomputes every device's `readings` from the rows stored
+/// (docs/decisions.md D17): a version-4 schema whose counters are off (set by hand here)
+/// opens with counters equal to its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_5_recounts_the_device_counters() {
+    let Some(t) = TestSchema::new("recount").await else {
+        return;
+    };
+    {
+        let s = t.open().await;
+        for (i, id) in ["a", "b", "idle"].into_iter().enumerate() {
+            s.add_device(device(id, i as u8 + 1)).await.unwrap();
+        }
+        let run: Vec<_> = (1..=40).map(|m| reading("a", m, m)).collect();
+        s.store_readings(run).await.unwrap();
+        s.store_readings(vec![reading("a", 100, 100), reading("b", 1, 1)])
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    t.client()
+        .await
+        .batch_execute(
+            "UPDATE devices SET readings = 1000 + key; UPDATE schema_version SET version = 4",
+        )
+        .await
+        .unwrap();
+
+    let s = t.open().await;
+    let counters: Vec<(String, u64)> = s
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.readings))
+        .collect();
+    assert_eq!(
+        counters,
+        [("a".into(), 41), ("b".into(), 1), ("idle".into(), 0)]
+    );
+    assert_eq!(s.count_readings().await.unwrap(), 42);
+    let c = t.client().await;
+    let version = c
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .unwrap();
+    assert_eq!(version.get::<_, i32>(0) as u32, PgStorage::SCHEMA_VERSION);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -384,13 +505,7 @@ async fn failing_request_is_isolated_in_its_batch() {
 
     assert!(bad.await.unwrap().is_err());
     for task in tasks {
-        assert_eq!(
-            task.await.unwrap().unwrap(),
-            StoreOutcome {
-                inserted: 5,
-                duplicates: 0
-            }
-        );
+        assert_eq!(task.await.unwrap().unwrap(), outcome("dev", 5, 0));
     }
     assert_eq!(s.count_readings().await.unwrap(), 100);
     let c = t.client().await;
@@ -477,11 +592,13 @@ async fn mixed_batch_keeps_order_and_isolates_failures() {
         }
         v
     };
-    let o = |inserted, duplicates| StoreOutcome {
-        inserted,
-        duplicates,
+    let o = |inserted, duplicates| outcome("dev", inserted, duplicates);
+    let late_and_dev = StoreOutcome {
+        inserted: 2,
+        duplicates: 0,
+        per_device: vec![("late".into(), 1), ("dev".into(), 1)],
     };
-    assert_eq!(outcomes, [o(2, 0), o(1, 1), o(2, 0), o(1, 0)]);
+    assert_eq!(outcomes, [o(2, 0), o(1, 1), late_and_dev, o(1, 0)]);
     let err = bad.await.unwrap().unwrap_err();
     assert!(
         err.to_string().contains("unknown device \"ghost\""),

@@ -49,6 +49,15 @@ fn reading(device_id: &str, msg_id: u64, device_time_ms: u64) -> NewReading {
     }
 }
 
+/// The outcome of a store call whose readings are all `device`'s.
+fn outcome(device: &str, inserted: usize, duplicates: usize) -> StoreOutcome {
+    StoreOutcome {
+        inserted,
+        duplicates,
+        per_device: vec![(device.into(), inserted)],
+    }
+}
+
 /// Every reading of a device (up to the default limit), oldest first.
 async fn all_readings(s: &SqliteStorage, device_id: &str) -> Vec<StoredReading> {
     s.readings(ReadingQuery {
@@ -181,38 +190,20 @@ async fn store_and_dedup() {
         ])
         .await
         .unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 2,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 2, 1));
 
     // Across calls.
     let out = s
         .store_readings(vec![reading("dev", 2, 1001), reading("dev", 3, 1002)])
         .await
         .unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 1,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 1, 1));
 
     // A duplicate keeps the first version.
     let mut changed = reading("dev", 3, 9999);
     changed.payload = b"other".to_vec().into();
     let out = s.store_readings(vec![changed]).await.unwrap();
-    assert_eq!(
-        out,
-        StoreOutcome {
-            inserted: 0,
-            duplicates: 1
-        }
-    );
+    assert_eq!(out, outcome("dev", 0, 1));
 
     assert_eq!(
         s.store_readings(vec![]).await.unwrap(),
@@ -230,6 +221,107 @@ async fn store_and_dedup() {
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(got[2].device_time_ms, 1002);
     assert_eq!(got[2].payload_hex, hex::encode(3u64.to_be_bytes()));
+}
+
+/// A call's outcome counts the rows written per device (in the order of each device's first
+/// reading; a device whose readings were all duplicates with 0), and the device counters add
+/// exactly those: `readings` is the number of rows stored (docs/decisions.md D17).
+#[tokio::test(flavor = "multi_thread")]
+async fn store_reports_the_rows_written_per_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&db_path(&dir));
+    s.add_device(device("a", 1)).await.unwrap();
+    s.add_device(device("b", 2)).await.unwrap();
+
+    // One reading three times (as three records of one request carry it): one row.
+    let three = vec![reading("a", 1, 1000); 3];
+    assert_eq!(s.store_readings(three).await.unwrap(), outcome("a", 1, 2));
+    // Interleaved devices; b's message 1 is not a's.
+    let out = s
+        .store_readings(vec![
+            reading("b", 1, 1000),
+            reading("a", 1, 1000),
+            reading("b", 2, 1001),
+            reading("a", 2, 1001),
+            reading("b", 1, 1000),
+        ])
+        .await
+        .unwrap();
+    let expected = StoreOutcome {
+        inserted: 3,
+        duplicates: 2,
+        per_device: vec![("b".into(), 2), ("a".into(), 1)],
+    };
+    assert_eq!(out, expected);
+    assert_eq!((out.inserted_for("a"), out.inserted_for("c")), (1, 0));
+    // Nothing new for "a": listed with 0.
+    let out = s
+        .store_readings(vec![reading("a", 2, 1001), reading("b", 3, 1002)])
+        .await
+        .unwrap();
+    assert_eq!(out.per_device, vec![("a".into(), 0), ("b".into(), 1)]);
+
+    for (id, rows) in [("a", 2), ("b", 3)] {
+        let d = s.device(id.into()).await.unwrap().unwrap();
+        assert_eq!(d.readings, rows, "{id}");
+        assert_eq!(all_readings(&s, id).await.len() as u64, rows, "{id}");
+    }
+    assert_eq!(s.count_readings().await.unwrap(), 5);
+}
+
+/// Schema version 5 recomputes every device's `readings` from the rows stored, in the chunks
+/// and in the inbox (docs/decisions.md D17): a version-4 file whose counters are off (set by
+/// hand here) opens with counters equal to its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_5_recounts_the_device_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let s = open(&path);
+        for (i, id) in ["a", "b", "idle"].into_iter().enumerate() {
+            s.add_device(device(id, i as u8 + 1)).await.unwrap();
+        }
+        // A run long enough for a chunk, and a gap, for "a"; short runs for "b".
+        let run: Vec<_> = (1..=40).map(|m| reading("a", m, m)).collect();
+        s.store_readings(run).await.unwrap();
+        s.store_readings(vec![reading("a", 100, 100), reading("b", 1, 1)])
+            .await
+            .unwrap();
+    }
+    let c = raw(&path);
+    // Closing merged the inbox: put a row back (as a crash leaves one), then break the counters
+    // and go back to version 4.
+    c.execute_batch(
+        "INSERT INTO reading_inbox (device, first_msg, last_msg, t_min, t_max, body) \
+         SELECT key, 5, 7, 5, 7, '[[5,5,5,\"00\",[]],[6,6,6,\"00\",[]],[7,7,7,\"00\",[]]]' \
+         FROM devices WHERE id = 'b';
+         UPDATE devices SET readings = 1000 + key;
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(c);
+
+    let s = open(&path);
+    let counters: Vec<(String, u64)> = s
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.readings))
+        .collect();
+    assert_eq!(
+        counters,
+        [("a".into(), 41), ("b".into(), 4), ("idle".into(), 0)]
+    );
+    for (id, rows) in &counters {
+        assert_eq!(all_readings(&s, id).await.len() as u64, *rows, "{id}");
+    }
+    assert_eq!(s.count_readings().await.unwrap(), 45);
+    drop(s);
+    let version: u32 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SqliteStorage::SCHEMA_VERSION);
 }
 
 /// Readings are stored in chunks of consecutive message ids: a call that overlaps stored
@@ -474,13 +566,7 @@ async fn failing_request_is_isolated_in_its_batch() {
     assert!(bad.await.unwrap().is_err());
     for t in tasks {
         let (_, r) = t.await.unwrap();
-        assert_eq!(
-            r.unwrap(),
-            StoreOutcome {
-                inserted: 5,
-                duplicates: 0
-            }
-        );
+        assert_eq!(r.unwrap(), outcome("dev", 5, 0));
     }
     assert_eq!(s.count_readings().await.unwrap(), 100);
     let c = raw(&path);
@@ -494,10 +580,7 @@ async fn failing_request_is_isolated_in_its_batch() {
         s.store_readings(vec![reading("dev", 9000, 1)])
             .await
             .unwrap(),
-        StoreOutcome {
-            inserted: 1,
-            duplicates: 0
-        }
+        outcome("dev", 1, 0)
     );
 }
 
@@ -509,10 +592,6 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let ids = |got: &[StoredReading]| got.iter().map(|r| r.msg_id).collect::<Vec<_>>();
-    let outcome = |inserted, duplicates| StoreOutcome {
-        inserted,
-        duplicates,
-    };
     {
         let s = SqliteStorage::open(
             &path,
@@ -526,7 +605,7 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
         s.add_device(device("other", 2)).await.unwrap();
         for m in 1..=300 {
             let out = s.store_readings(vec![reading("dev", m, 1000 + m)]).await;
-            assert_eq!(out.unwrap(), outcome(1, 0));
+            assert_eq!(out.unwrap(), outcome("dev", 1, 0));
         }
         s.store_readings(vec![reading("other", 7, 5)])
             .await
@@ -537,9 +616,12 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
 
         // Retransmits, against the inbox; a long run crossing it goes to the chunks.
         let out = s.store_readings(vec![reading("dev", 5, 1), reading("dev", 150, 1)]);
-        assert_eq!(out.await.unwrap(), outcome(0, 2));
+        assert_eq!(out.await.unwrap(), outcome("dev", 0, 2));
         let long: Vec<_> = (290..=340).map(|m| reading("dev", m, 1000 + m)).collect();
-        assert_eq!(s.store_readings(long).await.unwrap(), outcome(40, 11));
+        assert_eq!(
+            s.store_readings(long).await.unwrap(),
+            outcome("dev", 40, 11)
+        );
         assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_chunks"), 1);
         let before = all_readings(&s, "dev").await;
         assert_eq!(ids(&before), (1..=340).collect::<Vec<_>>());
@@ -558,10 +640,10 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
         assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_chunks"), 3);
         assert_eq!(all_readings(&s, "dev").await, before);
         let out = s.store_readings(vec![reading("dev", 5, 1), reading("dev", 341, 2341)]);
-        assert_eq!(out.await.unwrap(), outcome(1, 1));
+        assert_eq!(out.await.unwrap(), outcome("dev", 1, 1));
         // "other" had no chunk before the merge: its reading is found in its new chunk.
         let out = s.store_readings(vec![reading("other", 7, 5)]).await;
-        assert_eq!(out.unwrap(), outcome(0, 1));
+        assert_eq!(out.unwrap(), outcome("other", 0, 1));
         assert_eq!(s.count_readings().await.unwrap(), 342);
         assert_eq!(raw_count(&c, "SELECT count(*) FROM reading_inbox"), 1);
     }
@@ -578,7 +660,7 @@ async fn the_inbox_deduplicates_merges_and_survives_a_restart() {
     drop(c);
     let s = open(&path);
     let out = s.store_readings(vec![reading("dev", 501, 2), reading("dev", 502, 3)]);
-    assert_eq!(out.await.unwrap(), outcome(1, 1));
+    assert_eq!(out.await.unwrap(), outcome("dev", 1, 1));
     let got = all_readings(&s, "dev").await;
     assert_eq!(got.len(), 341 + 3);
     // Oldest device times first: 500, 501 and 502 have times 1, 2 and 3.
@@ -655,13 +737,7 @@ async fn transaction_failure_fails_every_caller_of_the_batch() {
                 assert_eq!(present, 0);
                 failed += 1;
                 let again: Vec<_> = (0..5).map(|i| reading("dev", t * 100 + i, i)).collect();
-                assert_eq!(
-                    s.store_readings(again).await.unwrap(),
-                    StoreOutcome {
-                        inserted: 5,
-                        duplicates: 0
-                    }
-                );
+                assert_eq!(s.store_readings(again).await.unwrap(), outcome("dev", 5, 0));
             }
         }
     }

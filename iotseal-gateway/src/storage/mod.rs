@@ -55,12 +55,27 @@ pub struct NewReading {
 }
 
 /// Result of a store call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreOutcome {
-    /// Readings written.
+    /// Readings written: new rows (the sum of [`StoreOutcome::per_device`]).
     pub inserted: usize,
-    /// Readings already stored before (same device and message id).
+    /// Readings not written: already stored (same device and message id), by an earlier call
+    /// or earlier in the same call.
     pub duplicates: usize,
+    /// Readings written per device: every device of the call once, in the order of its first
+    /// reading in the call, with 0 when all of its readings were duplicates. What the device
+    /// counters (`readings` of the admin API) add.
+    pub per_device: Vec<(Arc<str>, usize)>,
+}
+
+impl StoreOutcome {
+    /// Readings written for `device` by the call (0 if the call had none of its readings).
+    pub fn inserted_for(&self, device: &str) -> usize {
+        self.per_device
+            .iter()
+            .find(|(d, _)| &**d == device)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// A registered device.
@@ -82,20 +97,33 @@ pub struct DeviceRecord {
     pub readings: u64,
 }
 
-/// A stored reading, as queried.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// A stored reading, as queried. The admin API shows it as it is: the field comments are its
+/// OpenAPI schema's descriptions.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[schema(description = "A reading stored for a device.")]
 pub struct StoredReading {
-    /// Device id.
+    /// The device's id.
     pub device_id: String,
-    /// Message id.
+    /// The reading's message id, chosen by the device and unique per device: a reading
+    /// received again with the same id is stored once (at most 2^63 − 1).
     pub msg_id: u64,
-    /// Device timestamp, ms.
+    /// When the reading was taken, by the device's clock: ms since the Unix epoch (`time_ms`
+    /// of docs/protocol.md §8.12). `from` and `to` select on it.
     pub device_time_ms: u64,
-    /// Gateway receive time, ms.
+    /// When the gateway received the reading (its first stored copy): ms since the Unix
+    /// epoch, gateway clock.
     pub received_ms: u64,
-    /// Payload, hex.
+    /// The reading's encoding as the device sent it, lowercase hex: `msg_id`, `time_ms`, `n`,
+    /// the `n` (sensor kind, f32) values and the `extra` bytes of docs/protocol.md §8.12. One
+    /// reading of the record's batch, without the batch's `count` prefix. `extra` (opaque
+    /// application bytes) is only here.
+    #[schema(
+        pattern = "^([0-9a-f]{2})+$",
+        example = "11c000019b76daa800020141ac0000024220000000"
+    )]
     pub payload_hex: String,
-    /// Parsed values.
+    /// Values parsed from the payload: (sensor name, value), in payload order.
+    #[schema(schema_with = crate::admin::values_schema)]
     pub values: Vec<(String, f64)>,
 }
 

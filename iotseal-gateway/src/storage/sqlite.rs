@@ -33,7 +33,7 @@
 //! applied in one transaction at open. A file written by a newer build, or an SQLite file that
 //! is not an iotseal database, is refused.
 //!
-//! Tables (schema version 4, docs/decisions.md D11 and D14): `devices` (integer `key`, unique
+//! Tables (schema versions 4 and 5, docs/decisions.md D11, D14): `devices` (integer `key`, unique
 //! text `id`), `reading_chunks`, `reading_inbox` and `session_events`. A chunk is one device's
 //! run of consecutive message ids (at most 1,024 readings within 10 minutes of device time):
 //! `first_msg`, `last_msg`, `t_min`, `t_max` and a JSON `body` with one `[msg_id,

@@ -87,6 +87,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     SELECT 1;
     ",
+    // 5: the device counters recomputed from the readings stored (docs/decisions.md D17):
+    // `devices.readings` is the number of rows, after deduplication by message id. Counted
+    // on the primary key's index, one device at a time; only the rows that differ are written.
+    r"
+    UPDATE devices d SET readings = c.n
+    FROM (SELECT id, (SELECT count(*) FROM readings r WHERE r.device_id = devices.id) AS n
+          FROM devices) AS c
+    WHERE c.id = d.id AND d.readings <> c.n;
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -650,10 +650,19 @@ async fn store_many(
     // The first copy of each message, and the call it belongs to.
     let mut first: HashMap<(&str, i64), usize> = HashMap::new();
     let mut unique: Vec<&ReadingRow> = Vec::new();
+    // Each call's devices in the order of their first reading, and (call, device) → index.
+    let mut outcomes = vec![StoreOutcome::default(); calls.len()];
+    let mut slot: HashMap<(usize, &str), usize> = HashMap::new();
     for (call, readings) in calls.iter().enumerate() {
         for r in *readings {
             let t = last.entry(&*r.device_id).or_insert(r.received_ms);
             *t = (*t).max(r.received_ms);
+            if let Entry::Vacant(v) = slot.entry((call, &*r.device_id)) {
+                v.insert(outcomes[call].per_device.len());
+                outcomes[call]
+                    .per_device
+                    .push((Arc::clone(&r.device_id), 0));
+            }
             if let Entry::Vacant(v) = first.entry((&*r.device_id, r.msg_id)) {
                 v.insert(call);
                 unique.push(r);
@@ -698,17 +707,20 @@ async fn store_many(
             ],
         )
         .await?;
-    let mut outcomes = vec![StoreOutcome::default(); calls.len()];
     for row in &rows {
         let device_id: &str = row.try_get(0)?;
         let msg_id: i64 = row.try_get(1)?;
-        let Some(&call) = first.get(&(device_id, msg_id)) else {
+        let found = first
+            .get(&(device_id, msg_id))
+            .and_then(|&call| Some((call, *slot.get(&(call, device_id))?)));
+        let Some((call, i)) = found else {
             return Err(ExecError::Invalid(StorageError(format!(
                 "postgres: the server reports an insert that was not asked for: \
                  ({device_id:?}, {msg_id})"
             ))));
         };
         outcomes[call].inserted += 1;
+        outcomes[call].per_device[i].1 += 1;
     }
     for (o, readings) in outcomes.iter_mut().zip(calls) {
         o.duplicates = readings.len() - o.inserted;

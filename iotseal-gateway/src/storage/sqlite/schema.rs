@@ -194,6 +194,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
         JOIN devices d ON d.key = c.device, json_each(c.body) AS r,
              json_each(r.value, '$[4]') AS v;
     ",
+    // 5: the device counters recomputed from the readings stored (docs/decisions.md D17):
+    // `devices.readings` is the number of rows, after deduplication by message id. A chunk
+    // (either table) holds the consecutive ids first_msg..=last_msg, each once, and no id of a
+    // device is in two chunks, so its readings are last_msg - first_msg + 1; the bodies are
+    // not read.
+    r"
+    UPDATE devices SET readings = 0;
+    UPDATE devices SET readings = c.n
+    FROM (SELECT device, sum(last_msg - first_msg + 1) AS n
+          FROM (SELECT device, first_msg, last_msg FROM reading_chunks
+                UNION ALL SELECT device, first_msg, last_msg FROM reading_inbox)
+          GROUP BY device) AS c
+    WHERE c.device = devices.key;
+    ",
 ];
 
 /// Runs of fewer readings than this go to the inbox of schema version 4; longer ones straight

@@ -565,6 +565,9 @@ fn store(
         }
         outcome.inserted += inserted;
         outcome.duplicates += dups;
+        outcome
+            .per_device
+            .push((Arc::clone(&d.device_id), inserted));
         update
             .execute(params![inserted as i64, d.last_received, key])
             .map_err(db)?;
