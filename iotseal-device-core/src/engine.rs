@@ -282,6 +282,19 @@ impl Engine {
         self.queue.iter().map(|q| &q.reading)
     }
 
+    /// A queued reading (as it will be sealed: with its message id and time), to journal it.
+    pub fn reading(&self, id: MsgId) -> Option<&Reading> {
+        self.queue.get(id.0)
+    }
+
+    /// The open session, read-only (epochs, sequence numbers, its window of acks).
+    pub fn session(&self) -> Option<&Session> {
+        match &self.phase {
+            Phase::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The message id the next pushed reading gets.
     pub fn next_msg_id(&self) -> MsgId {
         MsgId(self.queue.next_msg_id())

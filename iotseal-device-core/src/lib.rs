@@ -48,6 +48,10 @@
 //!   the core; the times it returns ([`Engine::poll_timeout`], [`Event::BackingOff`]) are
 //!   on the caller's clock. `now` must not go backwards during a handshake.
 //! - **Randomness** (handshake keys, nonces, backoff jitter) comes from the provider.
+//! - **Persistence** is the driver's: the queue is in memory. A driver that keeps readings
+//!   across restarts journals each push ([`Engine::reading`] gives the stamped reading) and
+//!   each [`Event::Acknowledged`], and gives the survivors back with [`Engine::restore`].
+//!   Sessions are never persisted (docs/protocol.md §9.4).
 //!
 //! # Driver contract
 //!

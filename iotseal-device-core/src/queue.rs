@@ -190,6 +190,10 @@ impl Queue {
         self.items.values()
     }
 
+    pub(crate) fn get(&self, id: u64) -> Option<&Reading> {
+        self.items.get(&id).map(|q| &q.reading)
+    }
+
     /// Forgets an acknowledged reading; whether it was still queued.
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         self.items.remove(&id).is_some()

@@ -374,8 +374,15 @@ fn clock_retry_and_adoption() {
     // Readings taken now carry the gateway's time (within the 1 s of wire-time precision).
     let id = h.engine.push(h.now, sample(9)).unwrap();
     h.pushed.push(id);
+    let queued_time = h.engine.reading(id).unwrap().time_ms;
+    assert!(h.engine.session().is_some());
     h.run(10);
+    assert!(
+        h.engine.reading(id).is_none(),
+        "forgotten once acknowledged"
+    );
     let stored = &h.gw.stored[&id.0];
+    assert_eq!(stored.time_ms, queued_time);
     let gw_now = h.gw.now(h.now).as_millis();
     assert!(
         stored.time_ms.abs_diff(gw_now) <= 1000,
