@@ -118,6 +118,8 @@ mod backoff;
 mod config;
 mod engine;
 mod event;
+#[cfg(feature = "files")]
+pub mod files;
 mod queue;
 
 pub use config::{ConfigError, EngineConfig, MIN_REQUEST_LEN};

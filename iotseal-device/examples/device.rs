@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use iotseal_device::{DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile};
+use iotseal_device::{
+    DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile, IdentityFileExt,
+};
 use iotseal_proto::reading::SensorKind;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! use iotseal_device::{DeviceClient, DeviceOptions, GatewayPins, IdentityFile, HttpsTransport};
+//! use iotseal_device::{DeviceClient, DeviceOptions, GatewayPins, IdentityFile, IdentityFileExt, HttpsTransport};
 //! use iotseal_proto::reading::SensorKind;
 //! let pins = GatewayPins::load("gateway.pub.toml".as_ref())?;
 //! let identity = IdentityFile::load("device.key".as_ref())?;
@@ -32,7 +32,7 @@ mod transport;
 pub use admin::{AdminClient, StoredReadingJson};
 pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushReport};
 pub use clock::Clock;
-pub use files::{GatewayPins, IdentityFile, PinnedIdentity};
+pub use files::{FileError, GatewayPins, IdentityFile, IdentityFileExt, PinnedIdentity};
 pub use https::HttpsTransport;
 pub use mqtt::{MqttConfig, MqttTransport};
 pub use pin::pinned_tls_config;

@@ -733,7 +733,7 @@ mod tests {
             assert_eq!(ids(&q), [2, 3], "cut at {cut}");
         }
         // A flipped bit in the last entry: its CRC fails, it is cut like a torn one.
-        let mut bad = bytes.clone();
+        let mut bad = bytes;
         bad[full as usize - 1] ^= 0x40;
         std::fs::write(&file, &bad).unwrap();
         let q = DurableQueue::open(&file, 100, SyncPolicy::Never).unwrap();

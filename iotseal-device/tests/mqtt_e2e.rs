@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use iotseal_device::sim::{Impairments, Scenario, Simulation, Summary, TransportKind};
 use iotseal_device::{
-    AdminClient, DeviceClient, DeviceOptions, GatewayPins, IdentityFile, MqttConfig, MqttTransport,
+    AdminClient, DeviceClient, DeviceOptions, GatewayPins, IdentityFile, IdentityFileExt,
+    MqttConfig, MqttTransport,
 };
 use iotseal_gateway::local::{LocalGateway, start_local};
 use iotseal_gateway::mqtt::TestBroker;

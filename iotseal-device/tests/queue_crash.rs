@@ -42,7 +42,7 @@ fn queue_crash_child() {
         assert_eq!(got, id);
         writeln!(out.lock(), "P {id}").unwrap();
         n += 1;
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             let acked: HashSet<u64> = q.front(5).map(|r| r.msg_id).collect();
             let mut ids = String::new();
             for id in &acked {

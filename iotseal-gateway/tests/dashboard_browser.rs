@@ -17,9 +17,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use iotseal_device::IdentityFile;
 use iotseal_device::sim::{Scenario, Simulation};
 use iotseal_device::{AdminClient, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport};
+use iotseal_device::{IdentityFile, IdentityFileExt};
 use iotseal_gateway::Gateway;
 use iotseal_gateway::client::Client;
 use iotseal_gateway::local::start_local;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iotseal_device::{
-    Clock, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile, Transport,
-    TransportError,
+    Clock, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile, IdentityFileExt,
+    Transport, TransportError,
 };
 use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
 use iotseal_proto::reading::{Reading, SensorKind, encode_batch};

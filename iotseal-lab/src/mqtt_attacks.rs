@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iotseal_device::{DeviceClient, DeviceOptions, IdentityFile, MqttConfig, MqttTransport};
+use iotseal_device::{
+    DeviceClient, DeviceOptions, IdentityFile, IdentityFileExt, MqttConfig, MqttTransport,
+};
 use iotseal_proto::handshake::messages::{decode_alert, encode_alert};
 use iotseal_proto::reading::{Reading, SensorKind};
 use iotseal_proto::{CryptoProvider, Refusal, SigAlg};
