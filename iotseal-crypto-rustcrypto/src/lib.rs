@@ -78,6 +78,7 @@ extern crate std;
 pub mod aead;
 pub mod hash;
 pub mod kx;
+pub mod pubkey;
 pub mod rng;
 pub mod sign;
 
@@ -93,6 +94,7 @@ use iotseal_proto::crypto::{
 pub use aead::{Aes128Gcm, Aes256CtrHmacSha256, Aes256Gcm, ChaCha20Poly1305};
 pub use hash::{HkdfSha256, HmacSha256, Sha256};
 pub use kx::{MlKem768, P256, X25519};
+pub use pubkey::{WeakKey, check_public_key};
 #[cfg(feature = "std")]
 pub use rng::OsRandom;
 pub use sign::{EcdsaP256, Ed25519, MlDsa65};

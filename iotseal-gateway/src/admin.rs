@@ -160,7 +160,7 @@ async fn require_token(State(sh): State<Arc<Shared>>, req: Request, next: Next) 
 /// A device as the admin API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct DeviceInfo {
-    /// The device's id: 1 to 32 bytes of UTF-8, no control characters or `/`.
+    /// The device's id: 1 to 32 bytes of UTF-8 (the characters allowed: see the registration).
     #[schema(min_length = 1, max_length = 32, example = "sensor-0042")]
     id: String,
     /// The signature algorithm of the device's identity key.
@@ -305,7 +305,10 @@ struct DeviceId {
 #[schema(example = json!({"id": "sensor-0042", "alg": "ed25519", "public_key": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"}))]
 struct RegisterReq {
     /// The new device's id: 1 to 32 bytes of UTF-8 (`maxLength` counts characters: at most
-    /// 32 *bytes* are accepted), no control characters, no `/`. Unique.
+    /// 32 *bytes* are accepted). Refused: control (Cc), format (Cf: bidi controls such as
+    /// U+202E, the BOM, zero-width joiners), surrogate, private-use and unassigned code points,
+    /// line and paragraph separators (U+2028, U+2029), `/`, white space at either end, and
+    /// an id of white space only. Unique.
     #[schema(
         min_length = 1,
         max_length = 32,
@@ -316,7 +319,8 @@ struct RegisterReq {
     #[schema(schema_with = alg_schema)]
     alg: String,
     /// The device's public key in hex (either case; surrounding whitespace ignored), of the
-    /// length `alg` sets. Unique: a key registered to another device is refused.
+    /// length `alg` sets, and not weak (see the 400 answer). Unique: a key registered to
+    /// another device is refused.
     public_key: String,
 }
 
@@ -335,7 +339,7 @@ struct RegisterReq {
     ),
     responses(
         (status = 201, description = "Registered (stored durably).", body = DeviceInfo),
-        (status = 400, description = "Not JSON with exactly `id`, `alg` and `public_key` (or not sent as `application/json`, or larger than `limits.max_body`); an invalid id; an unknown algorithm; a public key that is not hex or not of the algorithm's length.", body = ErrorBody),
+        (status = 400, description = "Not JSON with exactly `id`, `alg` and `public_key` (or not sent as `application/json`, or larger than `limits.max_body`); an invalid id; an unknown algorithm; a public key that is not hex or not of the algorithm's length; a weak public key (Ed25519: small order, the identity or all zeros, non-canonical, not a point; ECDSA P-256: not an uncompressed point on the curve; ed25519+mldsa65: its Ed25519 half likewise).", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 409, description = "The id or the public key is already registered; also when the storage refused the registration (a concurrent registration of the same id or key, or a storage failure: see the gateway's log).", body = ErrorBody),
     )
@@ -350,14 +354,9 @@ async fn register(
             "expected JSON {id, alg, public_key}",
         );
     };
-    if req.id.is_empty()
-        || req.id.len() > MAX_DEVICE_ID
-        || req.id.chars().any(|c| c.is_control() || c == '/')
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "id: 1 to 32 bytes of UTF-8, no control characters or '/'",
-        );
+    if let Err(why) = check_device_id(&req.id) {
+        sh.metrics.refusal("registration");
+        return error(StatusCode::BAD_REQUEST, &format!("id: {why}"));
     }
     let Ok(alg) = req.alg.parse::<SigAlg>() else {
         return error(
@@ -372,6 +371,15 @@ async fn register(
         return error(
             StatusCode::BAD_REQUEST,
             &format!("public_key: {alg} keys are {} bytes", alg.public_key_len()),
+        );
+    }
+    // A weak key (small order, off the curve, non-canonical) is refused whatever provider
+    // verifies signatures later: checked with the RustCrypto implementations.
+    if let Err(weak) = iotseal_crypto_rustcrypto::check_public_key(alg, &pk) {
+        sh.metrics.refusal("registration");
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("public_key: {alg} key refused: {weak}"),
         );
     }
     let rec = DeviceRecord {
@@ -587,6 +595,38 @@ async fn readings(
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response()
 }
 
+/// The characters a device id may hold (docs/openapi.json, `id`): 1 to 32 bytes of UTF-8;
+/// no control (Cc), format (Cf: bidi controls, BOM, zero-width joiners), surrogate, private-use
+/// or unassigned code points, no line or paragraph separators, no `/`; not blank, and no white
+/// space at either end. The id appears in logs, URLs, CSV files and the dashboard: a character
+/// that renders as nothing or reorders text would let one id pass for another.
+pub(crate) fn check_device_id(id: &str) -> Result<(), &'static str> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    if id.is_empty() || id.len() > MAX_DEVICE_ID {
+        return Err("1 to 32 bytes of UTF-8");
+    }
+    if id.trim() != id || id.chars().all(char::is_whitespace) {
+        return Err("no white space at either end, and not blank");
+    }
+    for c in id.chars() {
+        if c == '/' {
+            return Err("no '/'");
+        }
+        match c.general_category() {
+            G::Control | G::Format | G::Surrogate | G::PrivateUse | G::Unassigned => {
+                return Err(
+                    "no control, format (bidi, BOM, zero-width), private-use or unassigned characters",
+                );
+            }
+            G::LineSeparator | G::ParagraphSeparator => {
+                return Err("no line or paragraph separators");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A CSV field, quoted when needed (RFC 4180); a leading formula character is prefixed with
 /// a quote so spreadsheets do not evaluate it.
 fn csv_field(s: &str) -> String {
@@ -761,6 +801,46 @@ pub(crate) fn values_schema() -> Schema {
         ])])
         .build()
         .into()
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::check_device_id;
+
+    #[test]
+    fn device_ids_refuse_invisible_and_reordering_characters() {
+        for ok in [
+            "sensor-1",
+            "Gewächshaus 3",
+            "温度计",
+            "a",
+            "x".repeat(32).as_str(),
+            "a b",
+        ] {
+            assert_eq!(check_device_id(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "   ",
+            " lead",
+            "trail ",
+            "a\tb",
+            "a\nb",
+            "evil\u{202e}gnp.exe",
+            "\u{feff}bom",
+            "zero\u{200d}width",
+            "line\u{2028}sep",
+            "para\u{2029}sep",
+            "a/b",
+            "priv\u{e000}",
+            "\u{0}",
+            &"x".repeat(33),
+            "\u{2066}isolate",
+        ] {
+            assert!(check_device_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
 
 #[cfg(test)]

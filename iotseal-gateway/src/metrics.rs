@@ -25,6 +25,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "oversize",
     "rate_limited",
     "unauthorized",
+    "registration",
     "protocol",
     "busy",
     "storage",

@@ -592,3 +592,92 @@ async fn cluster_status_carries_the_fields_of_its_schema() {
         .await
         .unwrap();
 }
+
+/// Registration refuses ids that could pass for another (bidi and format characters,
+/// separators, blank) and weak keys (small-order or all-zero Ed25519, off-curve P-256, the
+/// composite's Ed25519 half), each with a 400 that says why; a good key still registers.
+#[tokio::test]
+async fn registration_refuses_deceptive_ids_and_weak_keys() {
+    let env = Env::start(&[SigAlg::Ed25519], |_| {}).await;
+    let p = provider();
+    let good_ed = p
+        .signature(SigAlg::Ed25519)
+        .unwrap()
+        .generate(p.random)
+        .unwrap()
+        .public_key();
+    let register = |id: &str, alg: &str, pk: &[u8]| {
+        serde_json::json!({"id": id, "alg": alg, "public_key": hex::encode(pk)}).to_string()
+    };
+    for id in [
+        "evil\u{202e}gnp",
+        "\u{feff}sensor",
+        "a\u{2028}b",
+        "   ",
+        " sensor",
+        "zw\u{200d}j",
+    ] {
+        let r = env
+            .admin(
+                Method::POST,
+                "/v1/devices",
+                &register(id, "ed25519", &good_ed),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{id:?}");
+        let e: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(e["error"].as_str().unwrap().starts_with("id: "), "{e}");
+    }
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let order_8 =
+        hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a").unwrap();
+    let good_p256 = p
+        .signature(SigAlg::EcdsaP256)
+        .unwrap()
+        .generate(p.random)
+        .unwrap()
+        .public_key();
+    let mut off_curve = good_p256.clone();
+    off_curve[64] ^= 1;
+    let mldsa = p
+        .signature(SigAlg::MlDsa65)
+        .unwrap()
+        .generate(p.random)
+        .unwrap()
+        .public_key();
+    let composite_weak = [&[0u8; 32][..], &mldsa].concat();
+    for (alg, pk) in [
+        ("ed25519", vec![0u8; 32]),
+        ("ed25519", identity.to_vec()),
+        ("ed25519", order_8),
+        ("ecdsa-p256", off_curve),
+        ("ed25519+mldsa65", composite_weak),
+    ] {
+        let r = env
+            .admin(Method::POST, "/v1/devices", &register("weak", alg, &pk))
+            .await;
+        assert_eq!(r.status, 400, "{alg}");
+        let e: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            e["error"].as_str().unwrap().contains("key refused"),
+            "{alg}: {e}"
+        );
+    }
+    let r = env
+        .admin(
+            Method::POST,
+            "/v1/devices",
+            &register("Gewächshaus 3", "ed25519", &good_ed),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = env
+        .admin(
+            Method::POST,
+            "/v1/devices",
+            &register("meter-1", "ecdsa-p256", &good_p256),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+}
