@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iotseal_device::{
-    AdminClient, BoxFuture, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile,
-    Transport, TransportError,
+    AdminClient, BoxFuture, DeviceClient, DeviceOptions, Endpoint, GatewayPins, HttpsTransport,
+    IdentityFile, Reply, Transport, TransportError,
 };
 use iotseal_proto::reading::{Reading, SensorKind};
 use iotseal_proto::{Refusal, SigAlg, Suite};
@@ -115,15 +115,17 @@ impl RoundRobin {
 }
 
 impl Transport for RoundRobin {
-    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        let t = self.pick();
-        Box::pin(async move { t.handshake(body).await })
-    }
-    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
         let t = self.pick();
         Box::pin(async move {
-            let r = t.records(body.clone()).await;
-            if r.is_ok() {
+            let r = t.send(endpoint, body.clone()).await;
+            if endpoint == Endpoint::Records
+                && matches!(r.as_ref().map(Reply::refusal), Ok(Ok(None)))
+            {
                 self.acked_batches.lock().unwrap().push(body);
             }
             r

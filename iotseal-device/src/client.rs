@@ -1,15 +1,16 @@
-//! The device: handshake when needed, seal queued readings into batched records, send them,
-//! forget them only once acknowledged, retry with backoff and jitter otherwise.
+//! The device: a thin async driver around one [`Engine`] (docs/architecture.md, "Device
+//! side"). The engine decides everything the protocol decides (when to handshake, what to
+//! seal, what an answer means, whether and how long to back off, which refusals are final);
+//! this driver carries its requests over a [`Transport`], sleeps until its timers, keeps the
+//! optional queue journal ([`DurableQueue`]) in step with it, and measures ack latency.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
-use iotseal_proto::reading::encode_batch;
-use iotseal_proto::record::{ContentType, Session, batch};
+use iotseal_device_core::{Engine, EngineConfig, Event, MsgId, Sample};
+use iotseal_proto::handshake::DeviceConfig;
 use iotseal_proto::{Refusal, Time};
 
 use crate::clock::Clock;
@@ -30,7 +31,8 @@ pub struct DeviceOptions {
     pub queue_file: Option<PathBuf>,
     /// When the journal is forced to disk ([`SyncPolicy::Always`]: every push).
     pub queue_sync: SyncPolicy,
-    /// First retry delay; doubles per failure up to `backoff_max`, with full jitter.
+    /// First retry delay; doubles per failure up to `backoff_max`, with jitter (the engine's
+    /// backoff: at least the gateway's `Retry-After`).
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
@@ -65,7 +67,7 @@ pub struct DeviceStats {
     pub records_sent: u64,
     /// Readings acknowledged.
     pub acknowledged: u64,
-    /// Requests that got no answer and were retried.
+    /// Requests that got no answer (the engine retried them).
     pub retries: u64,
     /// Refusals by kind.
     pub refusals: HashMap<String, u64>,
@@ -88,7 +90,7 @@ pub struct FlushReport {
 /// Why the device could not deliver.
 #[derive(Debug)]
 pub enum DeviceError {
-    /// The protocol core refused something (see the error).
+    /// The protocol core refused something (see the error), e.g. an invalid configuration.
     Protocol(iotseal_proto::Error),
     /// The flush ran out of time; readings stay queued.
     Timeout {
@@ -135,71 +137,144 @@ impl From<iotseal_proto::Error> for DeviceError {
     }
 }
 
+impl From<iotseal_device_core::ConfigError> for DeviceError {
+    fn from(e: iotseal_device_core::ConfigError) -> Self {
+        match e {
+            iotseal_device_core::ConfigError::Device(e) => Self::Protocol(e),
+            other => Self::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                other.to_string(),
+            )),
+        }
+    }
+}
+
 impl From<std::io::Error> for DeviceError {
     fn from(e: std::io::Error) -> Self {
         Self::Io(e)
     }
 }
 
-/// A device talking to one gateway.
+/// A device talking to one gateway: one [`Engine`], a transport, and optionally the queue
+/// journal.
 pub struct DeviceClient<T: Transport> {
-    config: Arc<DeviceConfig>,
+    engine: Engine,
     transport: T,
     opts: DeviceOptions,
-    clock: Clock,
-    session: Option<Session>,
-    queue: DurableQueue,
+    /// The queue journal (with `queue_file`): every accepted push and every acknowledgement,
+    /// so a restarted device gives the engine back what it had not delivered.
+    journal: Option<DurableQueue>,
     stats: DeviceStats,
-    jitter: u64,
 }
 
 impl<T: Transport> fmt::Debug for DeviceClient<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeviceClient")
-            .field("pending", &self.queue.len())
+            .field("pending", &self.engine.pending())
             .finish_non_exhaustive()
     }
 }
 
-/// In-flight records: sequence number → message ids inside.
-type InFlight = HashMap<u64, Vec<u64>>;
+/// The caller's clock for the engine: the system clock, ms since the Unix epoch (the engine
+/// adds the correction adopted from M2).
+fn system_now() -> Time {
+    Time(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Builds the engine's configuration from the SDK's.
+fn engine_config(
+    config: DeviceConfig,
+    opts: &DeviceOptions,
+    store_and_forward: bool,
+) -> (EngineConfig, iotseal_proto::crypto::CryptoProvider) {
+    let DeviceConfig {
+        provider,
+        device_id,
+        identity,
+        offers,
+        pins,
+        skew_secs,
+        mut session,
+    } = config;
+    if store_and_forward {
+        // MQTT (§17): an acknowledgement may wait at the broker; its age is not checked.
+        session.max_record_age_secs = None;
+    }
+    let max_ms = (opts.backoff_max.as_millis() as u64).max(1);
+    let mut c = EngineConfig::new(device_id, identity, pins);
+    c.offers = offers;
+    c.skew_secs = skew_secs;
+    c.session = session;
+    c.queue_capacity = opts.queue_capacity.max(1);
+    c.readings_per_record = opts
+        .readings_per_record
+        .clamp(1, iotseal_proto::reading::MAX_READINGS);
+    c.records_per_request = opts
+        .records_per_request
+        .clamp(1, iotseal_proto::record::batch::MAX_BATCH_RECORDS);
+    c.piggyback = opts.piggyback;
+    c.backoff_max_ms = max_ms;
+    c.backoff_base_ms = (opts.backoff_base.as_millis() as u64).clamp(1, max_ms);
+    (c, provider)
+}
+
+fn push_error(e: iotseal_device_core::PushError) -> PushError {
+    match e {
+        iotseal_device_core::PushError::QueueFull { .. } => PushError::Full,
+        iotseal_device_core::PushError::TooManyValues(_)
+        | iotseal_device_core::PushError::ExtraTooLong(_) => PushError::TooLarge,
+        other => PushError::Io(std::io::Error::other(other.to_string())),
+    }
+}
 
 impl<T: Transport> DeviceClient<T> {
     /// A device with `config` (identity, pins, offers) over `transport`.
     ///
     /// # Panics
-    /// If `opts.queue_file` exists but cannot be read; use [`Self::try_new`] to handle that.
+    /// If `opts.queue_file` exists but cannot be read, or the configuration is invalid (no
+    /// pinned key of the identity's algorithm, a bad device id); use [`Self::try_new`] to
+    /// handle that.
     pub fn new(config: DeviceConfig, transport: T, opts: DeviceOptions) -> Self {
         Self::try_new(config, transport, opts).expect("queue file readable")
     }
 
-    /// A device, reading the persisted queue if there is one.
+    /// A device, reading the persisted queue if there is one: its readings go back into the
+    /// engine with their message ids, and new ones continue after every id ever given.
     pub fn try_new(
         config: DeviceConfig,
         transport: T,
         opts: DeviceOptions,
     ) -> std::io::Result<Self> {
-        let queue = match &opts.queue_file {
-            Some(path) => DurableQueue::open(path, opts.queue_capacity, opts.queue_sync)?,
-            None => DurableQueue::in_memory(opts.queue_capacity),
+        let (cfg, provider) = engine_config(config, &opts, transport.store_and_forward());
+        let mut engine = Engine::new(cfg, provider)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let journal = match &opts.queue_file {
+            Some(path) => {
+                let q = DurableQueue::open(path, opts.queue_capacity.max(1), opts.queue_sync)?;
+                let readings = q.front(q.len()).map(|p| p.to_reading()).collect();
+                engine
+                    .restore(MsgId(q.next_msg_id()), readings)
+                    .map_err(|e| std::io::Error::other(format!("queue journal: {e}")))?;
+                Some(q)
+            }
+            None => None,
         };
-        let mut seed = [0u8; 8];
-        let _ = config.provider.random.fill(&mut seed);
         Ok(Self {
-            config: Arc::new(config),
+            engine,
             transport,
             opts,
-            clock: Clock::default(),
-            session: None,
-            queue,
+            journal,
             stats: DeviceStats::default(),
-            jitter: u64::from_le_bytes(seed) | 1,
         })
     }
 
     /// The device id.
     pub fn id(&self) -> String {
-        String::from_utf8_lossy(&self.config.device_id).into_owned()
+        String::from_utf8_lossy(self.engine.device_id()).into_owned()
     }
 
     /// Counters so far.
@@ -207,24 +282,37 @@ impl<T: Transport> DeviceClient<T> {
         &self.stats
     }
 
+    /// The engine's own counters (handshake attempts, resends, backoffs, ...).
+    pub fn engine_stats(&self) -> &iotseal_device_core::Stats {
+        self.engine.stats()
+    }
+
     /// Readings waiting for acknowledgement.
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.engine.pending()
+    }
+
+    /// The message id the next pushed reading gets.
+    pub fn next_msg_id(&self) -> u64 {
+        self.engine.next_msg_id().0
     }
 
     /// The device clock (with any adopted correction).
     pub fn clock(&self) -> Clock {
-        self.clock
+        Clock {
+            offset_ms: self.engine.clock_offset_ms(),
+        }
     }
 
     /// Sets the device clock (tests simulate wrong clocks with it).
     pub fn set_clock(&mut self, clock: Clock) {
-        self.clock = clock;
+        self.engine.set_clock_offset_ms(clock.offset_ms);
     }
 
     /// Forgets the session (as after a reboot); the next flush handshakes again.
     pub fn drop_session(&mut self) {
-        self.session = None;
+        self.engine.drop_session();
+        self.drain_events(None, &mut None);
     }
 
     /// Queues a reading stamped with the device clock; returns its message id.
@@ -233,280 +321,185 @@ impl<T: Transport> DeviceClient<T> {
         values: Vec<(iotseal_proto::reading::SensorKind, f32)>,
         extra: Vec<u8>,
     ) -> Result<u64, PushError> {
-        let t = self.clock.now().0;
+        let t = self.engine.device_time(system_now()).0;
         self.push_at(t, values, extra)
     }
 
-    /// Queues a reading with an explicit timestamp.
+    /// Queues a reading with an explicit timestamp (device time, ms since the Unix epoch).
+    /// With a queue file it returns once the reading is journaled.
     pub fn push_at(
         &mut self,
         time_ms: u64,
         values: Vec<(iotseal_proto::reading::SensorKind, f32)>,
         extra: Vec<u8>,
     ) -> Result<u64, PushError> {
-        let v = values.into_iter().map(|(k, x)| (k.code(), x)).collect();
-        self.queue.push(time_ms, v, extra)
+        let now = system_now();
+        let sample = |values, extra| Sample {
+            time: Some(Time(time_ms)),
+            values,
+            extra,
+        };
+        let Some(journal) = &mut self.journal else {
+            return self
+                .engine
+                .push(now, sample(values, extra))
+                .map(|id| id.0)
+                .map_err(push_error);
+        };
+        // Journal first (the push returns only once the reading is on disk), under the id
+        // the engine gives next: both hold the same readings and the same next id, so the
+        // checks below are the engine's own and its push cannot fail after the journal's.
+        if self.engine.pending() >= self.opts.queue_capacity.max(1) {
+            return Err(PushError::Full);
+        }
+        debug_assert_eq!(journal.next_msg_id(), self.engine.next_msg_id().0);
+        let codes = values.iter().map(|(k, x)| (k.code(), *x)).collect();
+        let id = journal.push(time_ms, codes, extra.clone())?;
+        match self.engine.push(now, sample(values, extra)) {
+            Ok(m) if m.0 == id => Ok(id),
+            Ok(m) => {
+                // Cannot happen (both count from the journal's next id); keep them agreeing.
+                let _ = journal.remove(&HashSet::from([id]));
+                Err(PushError::Io(std::io::Error::other(format!(
+                    "queue journal out of step (journal id {id}, engine id {m})"
+                ))))
+            }
+            Err(e) => {
+                let _ = journal.remove(&HashSet::from([id]));
+                Err(push_error(e))
+            }
+        }
     }
 
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        // xorshift for jitter; no security role.
-        self.jitter ^= self.jitter << 13;
-        self.jitter ^= self.jitter >> 7;
-        self.jitter ^= self.jitter << 17;
-        let cap = self.opts.backoff_max.as_millis() as u64;
-        let exp = (self.opts.backoff_base.as_millis() as u64)
-            .saturating_mul(1 << attempt.min(16))
-            .min(cap)
-            .max(1);
-        Duration::from_millis(self.jitter % exp + 1)
-    }
-
-    fn refused(&mut self, r: Refusal) {
-        *self.stats.refusals.entry(format!("{r:?}")).or_default() += 1;
-    }
-
-    /// Delivers every queued reading: handshakes when needed, retries until each reading is
-    /// acknowledged or `flush_timeout` passes.
+    /// Delivers every queued reading: the engine handshakes when needed, seals, re-sends
+    /// what was not acknowledged and backs off; this returns once nothing is pending, the
+    /// engine stops on a refusal retrying cannot fix ([`DeviceError::Refused`], the
+    /// readings stay queued; the next flush tries again), or `flush_timeout` passes.
     pub async fn flush(&mut self) -> Result<FlushReport, DeviceError> {
-        let start = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.opts.flush_timeout;
         let mut report = FlushReport::default();
-        let mut attempt = 0u32;
-        let mut last = None;
-        while !self.queue.is_empty() {
-            if start.elapsed() > self.opts.flush_timeout {
+        let mut last: Option<TransportError> = None;
+        self.engine.resume();
+        loop {
+            if let Some(refusal) = self.drain_events(Some(&mut report), &mut last) {
+                self.sync_stats();
+                return Err(DeviceError::Refused {
+                    refusal,
+                    pending: self.engine.pending(),
+                });
+            }
+            self.sync_stats();
+            if self.engine.pending() == 0 && !self.engine.is_waiting() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
                 return Err(DeviceError::Timeout {
-                    pending: self.queue.len(),
+                    pending: self.engine.pending(),
                     last,
                 });
             }
-            // A refusal of a handshake message differs from one of a record (§18.9): an
-            // AuthFailed answer to M1/M3 means this device or its pins are wrong for good.
-            let handshaking = self
-                .session
-                .as_ref()
-                .is_none_or(|s| s.is_expired(self.clock.now()));
-            match self.round().await {
-                Ok(n) => {
-                    report.acknowledged += n;
-                    if n > 0 {
-                        attempt = 0;
-                    }
-                }
-                Err(e) => {
-                    match &e {
-                        TransportError::Refused(r) => {
-                            self.refused(*r);
-                            if matches!(r, Refusal::NoCommonSuite)
-                                || (handshaking && matches!(r, Refusal::AuthFailed))
-                            {
-                                return Err(DeviceError::Refused {
-                                    refusal: *r,
-                                    pending: self.queue.len(),
-                                });
-                            }
-                            if !matches!(r, Refusal::Busy) {
-                                // Anything else: start over with a fresh session.
-                                self.session = None;
-                            }
+            if let Some(t) = self.engine.poll_transmit(system_now()) {
+                let sent_at = std::time::Instant::now();
+                let acked = self.engine.stats().acknowledged;
+                match self.transport.send(t.endpoint, t.body).await {
+                    Ok(reply) => {
+                        match reply.refusal() {
+                            Ok(Some(r)) => last = Some(TransportError::Refused(r)),
+                            Err(e) => last = Some(e),
+                            Ok(None) => {}
                         }
-                        TransportError::Unavailable(_) => self.stats.retries += 1,
+                        self.engine.handle_response(system_now(), reply.response());
                     }
-                    last = Some(e);
-                    let d = self.backoff(attempt);
-                    attempt += 1;
-                    tokio::time::sleep(d).await;
+                    Err(e) => {
+                        tracing::debug!(error = %e, "request unanswered");
+                        self.engine.handle_transport_error(system_now());
+                        last = Some(e);
+                    }
                 }
+                if self.engine.stats().acknowledged > acked
+                    && self.stats.ack_latency_us.len() < 100_000
+                {
+                    let us = sent_at.elapsed().as_micros() as u64;
+                    self.stats.ack_latency_us.push(us);
+                }
+                continue;
             }
+            if self.engine.refusal().is_some() {
+                // Reported by the event above; nothing more to do until resumed.
+                continue;
+            }
+            // Backing off (or nothing to send yet): sleep until the engine's timer, within
+            // the flush's deadline.
+            let now = system_now();
+            let wait = match self.engine.poll_timeout() {
+                Some(t) => Duration::from_millis(t.millis_since(now).max(1)),
+                None => Duration::from_millis(10),
+            };
+            let until = (tokio::time::Instant::now() + wait).min(deadline);
+            tokio::time::sleep_until(until).await;
+            self.engine.handle_timeout(system_now());
         }
-        report.pending = self.queue.len();
+        report.pending = self.engine.pending();
         Ok(report)
     }
 
-    /// One exchange: a handshake (with records along) or one batch of records.
-    async fn round(&mut self) -> Result<u64, TransportError> {
-        let now = self.clock.now();
-        if self.session.as_ref().is_none_or(|s| s.is_expired(now)) {
-            self.session = None;
-            return self.handshake().await;
-        }
-        let mut session = self.session.take().expect("checked");
-        let mut body = Vec::new();
-        let inflight = self.seal_pending(&mut session, now, &mut body);
-        if inflight.is_empty() {
-            // The session can seal no more (lifetime or sequence space): handshake again.
-            return Ok(0);
-        }
-        let sent_at = std::time::Instant::now();
-        let res = self.transport.records(body).await;
-        let out = match res {
-            Ok(answer) => Ok(self.process_acks(&mut session, &answer, &inflight, sent_at)),
-            Err(e) => Err(e),
-        };
-        self.session = Some(session);
-        out
-    }
-
-    fn seal_pending(&mut self, session: &mut Session, now: Time, body: &mut Vec<u8>) -> InFlight {
-        let mut inflight = InFlight::new();
-        let n = self
-            .opts
-            .readings_per_record
-            .clamp(1, iotseal_proto::reading::MAX_READINGS);
-        let take = n * self.opts.records_per_request.max(1);
-        let pending: Vec<_> = self.queue.front(take).cloned().collect();
-        for chunk in pending.chunks(n) {
-            let readings: Vec<_> = chunk.iter().map(|p| p.to_reading()).collect();
-            let mut plain = encode_batch(&readings);
-            // Keep each record under the plaintext limit: split large batches.
-            if plain.len() > iotseal_proto::record::MAX_PLAINTEXT {
-                plain.truncate(0);
-            }
-            if plain.is_empty() {
-                for r in &readings {
-                    self.seal_one(session, now, std::slice::from_ref(r), body, &mut inflight);
-                }
-                continue;
-            }
-            let mut rec = Vec::with_capacity(plain.len() + 32);
-            if let Ok(seq) = session.seal(now, ContentType::Data, &plain, &mut rec) {
-                batch::push(body, &rec);
-                self.stats.records_sent += 1;
-                inflight.insert(seq, chunk.iter().map(|p| p.msg_id).collect());
-            }
-        }
-        inflight
-    }
-
-    fn seal_one(
+    /// Handles the engine's events: acknowledgements are journaled and counted; returns the
+    /// refusal the engine stopped on, if it did.
+    fn drain_events(
         &mut self,
-        session: &mut Session,
-        now: Time,
-        r: &[iotseal_proto::reading::Reading],
-        body: &mut Vec<u8>,
-        inflight: &mut InFlight,
-    ) {
-        let plain = encode_batch(r);
-        let mut rec = Vec::new();
-        if let Ok(seq) = session.seal(now, ContentType::Data, &plain, &mut rec) {
-            batch::push(body, &rec);
-            self.stats.records_sent += 1;
-            inflight.insert(seq, r.iter().map(|x| x.msg_id).collect());
-        }
-    }
-
-    /// Opens the acknowledgement records of an answer and forgets what they cover.
-    fn process_acks(
-        &mut self,
-        session: &mut Session,
-        answer: &[u8],
-        inflight: &InFlight,
-        sent_at: std::time::Instant,
-    ) -> u64 {
-        let now = self.clock.now();
-        let mut done = HashSet::new();
-        let Ok(records) = batch::split(answer) else {
-            return 0;
-        };
-        for r in records {
-            let mut r = r.to_vec();
-            let Ok(o) = session.open(now, &mut r) else {
-                continue;
-            };
-            if o.content_type != ContentType::Ack {
-                continue;
-            }
-            let seq = o.seq;
-            let Ok(ranges) = session.parse_ack(o.plaintext) else {
-                continue;
-            };
-            let _ = session.accept(seq);
-            for (a, b) in ranges {
-                for (s, ids) in inflight.iter() {
-                    if (a..=b).contains(s) {
-                        done.extend(ids.iter().copied());
+        mut report: Option<&mut FlushReport>,
+        last: &mut Option<TransportError>,
+    ) -> Option<Refusal> {
+        let mut refused = None;
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::Acknowledged { msg_ids } => {
+                    if let Some(r) = report.as_deref_mut() {
+                        r.acknowledged += msg_ids.len() as u64;
                     }
+                    self.journal_acks(&msg_ids);
                 }
+                Event::Refused(r) => refused = Some(r),
+                Event::HandshakeFailed(e) => {
+                    tracing::debug!(error = %e, "handshake answer refused by the device");
+                    *last = Some(TransportError::Unavailable(format!("handshake: {e}")));
+                }
+                Event::SessionLost(end) => tracing::debug!(?end, "session lost"),
+                Event::BackingOff { cause, .. } => tracing::debug!(?cause, "backing off"),
+                _ => {}
             }
         }
-        let n = match self.queue.remove(&done) {
-            Ok(n) => n as u64,
-            Err(e) => {
-                // Forgotten in memory all the same: a restart resends them, and the gateway
-                // deduplicates. Logged at the first failure and every 1,000th.
-                if self.stats.queue_write_errors.is_multiple_of(1000) {
-                    tracing::warn!(error = %e, failures = self.stats.queue_write_errors + 1, "queue journal");
-                }
-                self.stats.queue_write_errors += 1;
-                e.removed as u64
-            }
-        };
-        if n > 0 {
-            self.stats.acknowledged += n;
-            let us = sent_at.elapsed().as_micros() as u64;
-            if self.stats.ack_latency_us.len() < 100_000 {
-                self.stats.ack_latency_us.push(us);
-            }
-        }
-        n
+        refused
     }
 
-    /// Runs a handshake; with piggybacking, the first records ride on M3.
-    async fn handshake(&mut self) -> Result<u64, TransportError> {
-        let now = self.clock.now();
-        let (mut hs, mut hello) = DeviceHandshake::start(self.config.clone(), now)
-            .map_err(|e| TransportError::Unavailable(format!("start: {e}")))?;
-        let est = loop {
-            let answer = self.send_handshake(hello.clone()).await?;
-            let local = self.clock.now();
-            match hs.handle(local, &answer) {
-                Ok(DeviceNext::Retry {
-                    handshake,
-                    hello: h,
-                }) => {
-                    hs = handshake;
-                    hello = h;
-                }
-                Ok(DeviceNext::Established(e)) => break e,
-                Err(e) => {
-                    return Err(TransportError::Unavailable(format!("handshake: {e}")));
-                }
+    fn journal_acks(&mut self, msg_ids: &[MsgId]) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let ids: HashSet<u64> = msg_ids.iter().map(|m| m.0).collect();
+        if let Err(e) = journal.remove(&ids) {
+            // Forgotten in memory all the same: a restart resends them, and the gateway
+            // deduplicates. Logged at the first failure and every 1,000th.
+            if self.stats.queue_write_errors.is_multiple_of(1000) {
+                tracing::warn!(error = %e, failures = self.stats.queue_write_errors + 1, "queue journal");
             }
-        };
-        let local = self.clock.now();
-        if let Some(t) = est.gateway_time {
-            self.clock.adopt(t, local);
+            self.stats.queue_write_errors += 1;
         }
-        let mut session = est.session;
-        let mut flight = est.finish.clone();
-        let inflight = if self.opts.piggyback {
-            let now = self.clock.now();
-            self.seal_pending(&mut session, now, &mut flight)
-        } else {
-            InFlight::new()
-        };
-        let sent_at = std::time::Instant::now();
-        let answer = self.send_handshake(flight).await?;
-        self.stats.handshakes += 1;
-        let n = self.process_acks(&mut session, &answer, &inflight, sent_at);
-        self.session = Some(session);
-        Ok(n)
     }
 
-    /// Sends a handshake message; an unanswered one is resent with the same bytes (the
-    /// gateway answers from its cache), a few times.
-    async fn send_handshake(&mut self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        let mut attempt = 0;
-        loop {
-            match self.transport.handshake(body.clone()).await {
-                Ok(a) => return Ok(a),
-                Err(TransportError::Unavailable(e)) if attempt < 3 => {
-                    self.stats.retries += 1;
-                    let d = self.backoff(attempt);
-                    attempt += 1;
-                    tracing::debug!("handshake message unanswered ({e}); resending");
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => return Err(e),
+    /// Copies the engine's counters into [`DeviceStats`].
+    fn sync_stats(&mut self) {
+        let e = self.engine.stats();
+        self.stats.handshakes = e.handshakes;
+        self.stats.records_sent = e.records_sent;
+        self.stats.acknowledged = e.acknowledged;
+        self.stats.retries = e.transport_errors;
+        for (code, &n) in e.refusals.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if let Some(r) = u8::try_from(code).ok().and_then(Refusal::from_code) {
+                self.stats.refusals.insert(format!("{r:?}"), n);
             }
         }
     }

@@ -4,15 +4,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use iotseal_proto::Refusal;
-use iotseal_proto::handshake::messages::decode_alert;
+use iotseal_device_core::Endpoint;
 
 use crate::files::GatewayPins;
-use crate::transport::{BoxFuture, Transport, TransportError};
+use crate::transport::{BoxFuture, Reply, Transport, TransportError};
 
 /// Largest answer accepted from a gateway.
 const MAX_ANSWER: usize = 1 << 20;
@@ -67,7 +66,7 @@ impl HttpsTransport {
         self
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Reply, TransportError> {
         let req = Request::builder()
             .method(Method::POST)
             .uri(format!("{}{}", self.base, path))
@@ -80,24 +79,23 @@ impl HttpsTransport {
                 .request(req)
                 .await
                 .map_err(|e| TransportError::Unavailable(e.to_string()))?;
-            let status = resp.status();
+            let status = resp.status().as_u16();
+            // Retry-After in seconds (§18.9; the HTTP-date form is not used by the gateway).
+            let retry_after_secs = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok());
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| TransportError::Unavailable(e.to_string()))?
                 .to_bytes();
-            if status == StatusCode::OK {
-                Ok(body.to_vec())
-            } else {
-                let refusal = decode_alert(&body).unwrap_or(match status {
-                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                        Refusal::Busy
-                    }
-                    StatusCode::NOT_FOUND => Refusal::UnknownSession,
-                    _ => Refusal::Malformed,
-                });
-                Err(TransportError::Refused(refusal))
-            }
+            Ok(Reply::Http {
+                status,
+                body: body.to_vec(),
+                retry_after_secs,
+            })
         };
         tokio::time::timeout(self.timeout, fut)
             .await
@@ -106,12 +104,12 @@ impl HttpsTransport {
 }
 
 impl Transport for HttpsTransport {
-    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.post("/v1/handshake", body))
-    }
-
-    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.post("/v1/records", body))
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        Box::pin(self.post(endpoint.path(), body))
     }
 }
 

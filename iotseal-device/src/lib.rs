@@ -34,7 +34,8 @@ pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushRep
 pub use clock::Clock;
 pub use files::{FileError, GatewayPins, IdentityFile, IdentityFileExt, PinnedIdentity};
 pub use https::HttpsTransport;
+pub use iotseal_device_core::Endpoint;
 pub use mqtt::{MqttConfig, MqttTransport};
 pub use pin::pinned_tls_config;
 pub use queue::{AckWriteError, DurableQueue, PendingReading, PushError, QueueFull, SyncPolicy};
-pub use transport::{BoxFuture, Transport, TransportError};
+pub use transport::{BoxFuture, Reply, Transport, TransportError};

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use iotseal_proto::handshake::messages::decode_alert;
+use iotseal_device_core::Endpoint;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -25,7 +25,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::oneshot;
 
-use crate::transport::{BoxFuture, Transport, TransportError};
+use crate::transport::{BoxFuture, Reply, Transport, TransportError};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -236,7 +236,7 @@ impl MqttTransport {
         &self.inbox
     }
 
-    async fn request(&self, topic: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+    async fn request(&self, topic: &str, body: Vec<u8>) -> Result<Reply, TransportError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).insert(id, tx);
@@ -258,10 +258,7 @@ impl MqttTransport {
         };
         lock(&self.waiters).remove(&id);
         match answer {
-            Ok(Ok(payload)) => match decode_alert(&payload) {
-                Some(r) => Err(TransportError::Refused(r)),
-                None => Ok(payload.to_vec()),
-            },
+            Ok(Ok(payload)) => Ok(Reply::Payload(payload.to_vec())),
             _ => Err(TransportError::Unavailable(
                 "MQTT: no answer (timeout)".into(),
             )),
@@ -337,12 +334,20 @@ async fn poll(
 }
 
 impl Transport for MqttTransport {
-    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.request(&self.hs_topic, body))
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        let topic = match endpoint {
+            Endpoint::Handshake => &self.hs_topic,
+            Endpoint::Records => &self.rec_topic,
+        };
+        Box::pin(self.request(topic, body))
     }
 
-    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.request(&self.rec_topic, body))
+    fn store_and_forward(&self) -> bool {
+        true
     }
 }
 

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::{metric, provider, root_trusting_config};
 use iotseal_device::{
-    AdminClient, BoxFuture, DeviceClient, DeviceOptions, GatewayPins, IdentityFile, MqttConfig,
-    MqttTransport, Transport, TransportError,
+    AdminClient, BoxFuture, DeviceClient, DeviceOptions, Endpoint, GatewayPins, IdentityFile,
+    MqttConfig, MqttTransport, Reply, Transport, TransportError,
 };
 use iotseal_gateway::client::Client;
 use iotseal_gateway::mqtt::TestBroker;
@@ -347,19 +347,24 @@ struct Counting {
 }
 
 impl Transport for Counting {
-    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        self.published.fetch_add(1, Ordering::Relaxed);
-        self.inner.handshake(body)
-    }
-    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
         self.published.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
-            let r = self.inner.records(body.clone()).await;
-            if r.is_ok() {
+            let r = self.inner.send(endpoint, body.clone()).await;
+            if endpoint == Endpoint::Records
+                && matches!(r.as_ref().map(Reply::refusal), Ok(Ok(None)))
+            {
                 self.answered_batches.lock().unwrap().push(body);
             }
             r
         })
+    }
+    fn store_and_forward(&self) -> bool {
+        true
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rng::SimRng;
-use crate::transport::{BoxFuture, Transport, TransportError};
+use iotseal_device_core::Endpoint;
+
+use crate::transport::{BoxFuture, Reply, Transport, TransportError};
 
 /// Impairment settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -86,7 +88,7 @@ impl<T: Transport> Impaired<T> {
         )
     }
 
-    async fn go(&self, body: Vec<u8>, handshake: bool) -> Result<Vec<u8>, TransportError> {
+    async fn go(&self, endpoint: Endpoint, body: Vec<u8>) -> Result<Reply, TransportError> {
         let (delay, drop_req, drop_resp) = self.roll();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -96,11 +98,7 @@ impl<T: Transport> Impaired<T> {
                 "impairment: request lost".into(),
             ));
         }
-        let r = if handshake {
-            self.inner.handshake(body).await
-        } else {
-            self.inner.records(body).await
-        };
+        let r = self.inner.send(endpoint, body).await;
         if drop_resp && r.is_ok() {
             return Err(TransportError::Unavailable(
                 "impairment: answer lost".into(),
@@ -111,11 +109,15 @@ impl<T: Transport> Impaired<T> {
 }
 
 impl<T: Transport> Transport for Impaired<T> {
-    fn handshake(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.go(body, true))
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        Box::pin(self.go(endpoint, body))
     }
 
-    fn records(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(self.go(body, false))
+    fn store_and_forward(&self) -> bool {
+        self.inner.store_and_forward()
     }
 }
