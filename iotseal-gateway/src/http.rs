@@ -199,8 +199,10 @@ async fn read_body(sh: &Shared, req: Request) -> Result<Bytes, Response> {
         match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) if n > max as u64 => {
                 // Only a body that ends within the lingering budget is drained; a client
-                // announcing more than twice the limit is answered at once.
-                if n <= 2 * max as u64 {
+                // announcing more than twice the limit is answered at once, and so is one
+                // waiting for `100 Continue` (reading its body would send it, inviting the
+                // upload the 413 refuses; RFC 9110 §10.1.1 lets a server answer instead).
+                if n <= 2 * max as u64 && !expects_continue(req.headers()) {
                     linger(req.into_body(), max).await;
                 }
                 return Err(too_large(sh));
@@ -230,6 +232,14 @@ async fn read_body(sh: &Shared, req: Request) -> Result<Bytes, Response> {
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+fn expects_continue(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 /// Reads and discards at most `budget` more bytes of `body`, for at most [`LINGER_TIME`].

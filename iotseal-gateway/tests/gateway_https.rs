@@ -599,6 +599,28 @@ async fn oversized_bodies_get_413_without_being_read() {
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(t0.elapsed() < Duration::from_secs(2));
 
+    // Declared too large (within the lingering budget) with `Expect: 100-continue`: 413
+    // without `100 Continue` first, so the client never uploads the body.
+    let tcp = tokio::net::TcpStream::connect(env.gw().local_addr())
+        .await
+        .unwrap();
+    let mut s = tls
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/records HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 6000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(!head.contains("100 Continue"), "{head}");
+
     // Chunked (no length): cut off while streaming.
     let big = vec![0u8; 10_000];
     let r = env
@@ -620,7 +642,7 @@ async fn oversized_bodies_get_413_without_being_read() {
         .unwrap();
     assert_eq!(r.status, 413);
     let m = env.metrics().await;
-    assert_eq!(metric(&m, "iotseal_refusals_total{reason=\"oversize\"}"), 3);
+    assert_eq!(metric(&m, "iotseal_refusals_total{reason=\"oversize\"}"), 4);
 }
 
 /// A client that writes a whole body just over the limit before it reads (hyper's client
