@@ -18,7 +18,7 @@
 //! Errors raised here are the classes of `iotseal/_errors.py` (`ConfigError`, `QueueFull`),
 //! looked up when raised, and `ValueError`/`TypeError` for arguments.
 //!
-//! Built by maturin (`pyproject.toml`; the `abi3` feature gives one wheel for CPython ≥ 3.9).
+//! Built by maturin (`pyproject.toml`; the `abi3` feature gives one wheel for CPython ≥ 3.10).
 //! A plain `cargo build` links the build machine's libpython and is only a compile check.
 
 mod engine;

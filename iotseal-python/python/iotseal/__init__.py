@@ -230,6 +230,11 @@ class Device:
         self._last_now = 0
         #: What the driver did.
         self.transport = TransportStats()
+        # The engine's bound methods themselves, with the signatures below: no Python frame
+        # between the application and the engine (a third of the cost of a push,
+        # docs/performance.md "Devices in Python").
+        self.push = engine.push  # type: ignore[method-assign]
+        self.push_many = engine.push_many  # type: ignore[method-assign]
 
     # -- construction -------------------------------------------------------------------
 
