@@ -103,16 +103,24 @@ def main() -> None:
             for name, f in measures.items():
                 runs[name].append(f(rounds, batch))
         med = {k: statistics.median(v) for k, v in runs.items()}
+
+        def paired(name: str) -> float:
+            # Each run's Python figure over the Rust figure measured next to it, median.
+            return statistics.median(p / r for p, r in zip(runs[name], runs["rust"]))
+
         result["batches"][batch] = {
             "readings_per_s": med,
             "runs": runs,
-            "python_engine_over_rust": med["python_engine"] / med["rust"],
-            "python_device_over_rust": med["python_device"] / med["rust"],
+            "python_engine_over_rust": paired("python_engine"),
+            "python_device_over_rust": paired("python_device"),
         }
     if a.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['date']}, Python {result['python']}, medians of {a.repeat} runs, readings/s on one core")
+    print(
+        f"{result['date']}, Python {result['python']}, medians of {a.repeat} runs, readings/s on"
+        " one core; ratios: median of each run's Python/Rust pair"
+    )
     print(f"{'batch':>5} {'Rust':>10} {'Py Engine':>10} {'Py Device':>10} {'Engine/Rust':>12} {'Device/Rust':>12}")
     for batch, r in result["batches"].items():
         m = r["readings_per_s"]
