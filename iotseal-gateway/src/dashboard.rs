@@ -16,9 +16,17 @@
 //! **Authentication.** The dashboard shows readings, so it needs the admin token, presented
 //! as `Authorization: Bearer T` (scripts) or exchanged once, through the sign-in form or
 //! `?token=T`, for a cookie `iotseal_dashboard` (`HttpOnly; SameSite=Strict; Secure;
-//! Path=/dashboard`, 12 hours). The cookie holds an expiry and an HMAC-SHA256 of it under a
-//! key drawn at start (a restart signs everyone out); it grants the dashboard only, never the
-//! admin API, and it is not the token. Failures count as `unauthorized` refusals.
+//! Path=/dashboard`, 12 hours). The cookie holds an expiry, a random session id and an
+//! HMAC-SHA256 of both and of the admin token's hash, under a key drawn at start; the gateway
+//! also keeps the live session ids (at most [`MAX_COOKIE_SESSIONS`]; the one closest to expiry
+//! is dropped for a new one). Signing out forgets the session at once; a restart or a new admin
+//! token signs everyone out. The cookie grants the dashboard only, never the admin API, and it
+//! is not the token. Failures count as `unauthorized` refusals.
+//!
+//! `?token=T` puts the admin token in a URL: it can stay in the browser's history and in the
+//! logs of a proxy in front of the gateway (the answer is a redirect that drops it, and pages
+//! send no Referer). Prefer the sign-in form (a POST) or a Bearer header; `?token=` is kept for
+//! links from scripts on the operator's own machine.
 //!
 //! **Content Security Policy.** Dashboard responses get [`CSP`]: scripts, styles and
 //! connections from the gateway itself only, no inline script or style, no framing. Every
@@ -51,6 +59,7 @@ use iotseal_proto::CryptoProvider;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::warn;
 
 use crate::GatewayError;
 use crate::server::Shared;
@@ -78,9 +87,11 @@ pub const MAX_STREAMS: usize = 16;
 pub const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// The cookie's lifetime.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Dashboard sign-ins kept at once (each a browser that signed in and has not signed out).
+pub const MAX_COOKIE_SESSIONS: usize = 256;
 
 const COOKIE: &str = "iotseal_dashboard";
-const MAC_LABEL: &[u8] = b"iotseal dashboard cookie v1|";
+const MAC_LABEL: &[u8] = b"iotseal dashboard cookie v2|";
 /// Snapshots are shared by everyone asking within this interval.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(900);
 /// Rate history kept (and shown), seconds.
@@ -100,6 +111,8 @@ const CSS: &str = include_str!("../assets/dashboard/dashboard.css");
 pub(crate) struct Dashboard {
     recent: Arc<Recent>,
     cookie_key: [u8; 32],
+    /// Live sign-ins: session id → expiry (ms).
+    cookie_sessions: Mutex<HashMap<[u8; 16], u64>>,
     shutdown: watch::Receiver<bool>,
     streams: Arc<Semaphore>,
     history: Mutex<History>,
@@ -119,6 +132,7 @@ impl Dashboard {
         Ok(Self {
             recent: Arc::new(Recent::default()),
             cookie_key,
+            cookie_sessions: Mutex::new(HashMap::new()),
             shutdown,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             history: Mutex::new(History::default()),
@@ -760,29 +774,79 @@ fn token_ok(sh: &Shared, presented: &str) -> bool {
     bool::from(h.ct_eq(&sh.admin_token_sha256))
 }
 
-fn cookie_mac(key: &[u8; 32], provider: &CryptoProvider, expires_ms: &str) -> [u8; 32] {
-    provider.hmac.mac(key, &[MAC_LABEL, expires_ms.as_bytes()])
+fn cookie_mac(sh: &Shared, expires_ms: &str, sid: &[u8; 16]) -> [u8; 32] {
+    sh.provider.hmac.mac(
+        &sh.dashboard.cookie_key,
+        &[
+            MAC_LABEL,
+            &sh.admin_token_sha256,
+            expires_ms.as_bytes(),
+            b"|",
+            sid,
+        ],
+    )
 }
 
-/// A fresh cookie value: `EXPIRES_MS.HMAC`.
-fn issue_cookie(sh: &Shared) -> String {
-    let exp = (sh.now().as_millis() + COOKIE_LIFETIME.as_millis() as u64).to_string();
-    let mac = cookie_mac(&sh.dashboard.cookie_key, &sh.provider, &exp);
-    format!("{exp}.{}", hex::encode(mac))
+/// A fresh sign-in: `EXPIRES_MS.SESSION_ID.HMAC`, remembered until it expires or signs out.
+fn issue_cookie(sh: &Shared) -> Option<String> {
+    let now = sh.now().as_millis();
+    let exp_ms = now + COOKIE_LIFETIME.as_millis() as u64;
+    let exp = exp_ms.to_string();
+    let mut sid = [0u8; 16];
+    sh.provider.random.fill(&mut sid).ok()?;
+    let mac = cookie_mac(sh, &exp, &sid);
+    let mut live = sh
+        .dashboard
+        .cookie_sessions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|_, e| *e > now);
+    if live.len() >= MAX_COOKIE_SESSIONS
+        && let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+    {
+        live.remove(&oldest);
+        warn!(
+            max = MAX_COOKIE_SESSIONS,
+            "dashboard: sign-in table full; the sign-in closest to expiry was dropped"
+        );
+    }
+    live.insert(sid, exp_ms);
+    Some(format!("{exp}.{}.{}", hex::encode(sid), hex::encode(mac)))
+}
+
+/// The session id of a cookie whose MAC verifies and which has not expired (whether it is
+/// still signed in is the caller's question).
+fn cookie_session(sh: &Shared, value: &str) -> Option<[u8; 16]> {
+    let mut parts = value.split('.');
+    let (exp, sid, mac) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let sid: [u8; 16] = hex::decode(sid).ok()?.try_into().ok()?;
+    let mac = hex::decode(mac).ok()?;
+    let exp_ms = exp.parse::<u64>().ok()?;
+    let want = cookie_mac(sh, exp, &sid);
+    (bool::from(want.as_slice().ct_eq(&mac)) && exp_ms > sh.now().as_millis()).then_some(sid)
 }
 
 fn cookie_valid(sh: &Shared, value: &str) -> bool {
-    let Some((exp, mac)) = value.split_once('.') else {
-        return false;
-    };
-    let Ok(mac) = hex::decode(mac) else {
-        return false;
-    };
-    let Ok(exp_ms) = exp.parse::<u64>() else {
-        return false;
-    };
-    let want = cookie_mac(&sh.dashboard.cookie_key, &sh.provider, exp);
-    bool::from(want.as_slice().ct_eq(&mac)) && exp_ms > sh.now().as_millis()
+    cookie_session(sh, value).is_some_and(|sid| {
+        sh.dashboard
+            .cookie_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&sid)
+    })
+}
+
+/// The dashboard cookies a request carries.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 /// Whether a request carries the admin token (Bearer) or a valid dashboard cookie.
@@ -793,14 +857,7 @@ fn authorized(sh: &Shared, headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .filter_map(|s| s.strip_prefix("Bearer "))
         .any(|t| token_ok(sh, t));
-    bearer
-        || headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .any(|v| cookie_valid(sh, v))
+    bearer || cookies(headers).any(|v| cookie_valid(sh, v))
 }
 
 fn set_cookie_header(sh: &Shared, value: &str, max_age: u64) -> HeaderValue {
@@ -853,8 +910,10 @@ async fn page(
         && let Some(t) = q.get("token")
     {
         // Exchange the token for the cookie, and drop it from the address bar.
-        if token_ok(&sh, t) {
-            return to_page(&sh, Some(issue_cookie(&sh)));
+        if token_ok(&sh, t)
+            && let Some(c) = issue_cookie(&sh)
+        {
+            return to_page(&sh, Some(c));
         }
         return unauthorized(&sh, true);
     }
@@ -893,12 +952,30 @@ async fn login(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Err(_) => return unauthorized(&sh, true),
     };
     match form_token(&body) {
-        Some(t) if token_ok(&sh, &t) => to_page(&sh, Some(issue_cookie(&sh))),
+        Some(t) if token_ok(&sh, &t) => match issue_cookie(&sh) {
+            Some(c) => to_page(&sh, Some(c)),
+            None => unauthorized(&sh, true),
+        },
         _ => unauthorized(&sh, true),
     }
 }
 
-async fn logout(State(sh): State<Arc<Shared>>) -> Response {
+/// Signs out: the presented sign-in is forgotten by the gateway (the cookie no longer works,
+/// even if the browser kept a copy) and the browser is told to drop it.
+async fn logout(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let sids: Vec<[u8; 16]> = cookies(&headers)
+        .filter_map(|v| cookie_session(&sh, v))
+        .collect();
+    if !sids.is_empty() {
+        let mut live = sh
+            .dashboard
+            .cookie_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for sid in &sids {
+            live.remove(sid);
+        }
+    }
     to_page(&sh, None)
 }
 

@@ -172,15 +172,26 @@ async fn authentication_and_headers() {
 
     // A forged or altered cookie is refused.
     let (name, value) = cookie.split_once('=').unwrap();
-    let (exp, mac) = value.split_once('.').unwrap();
-    let later = format!("{name}={}.{mac}", exp.parse::<u64>().unwrap() + 86_400_000);
+    let mut parts = value.split('.');
+    let (exp, sid, mac) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let later = format!(
+        "{name}={}.{sid}.{mac}",
+        exp.parse::<u64>().unwrap() + 86_400_000
+    );
     let mut flipped = mac.to_string().into_bytes();
     flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
-    let flipped = format!("{name}={exp}.{}", String::from_utf8(flipped).unwrap());
+    let flipped = format!("{name}={exp}.{sid}.{}", String::from_utf8(flipped).unwrap());
+    let other_sid = format!("{name}={exp}.{}.{mac}", "00".repeat(16));
     for bad in [
         later.as_str(),
         flipped.as_str(),
+        other_sid.as_str(),
         "iotseal_dashboard=1.00",
+        "iotseal_dashboard=1.00.00",
         "iotseal_dashboard=",
     ] {
         let r = d.get("/dashboard/data", &[("cookie", bad)]).await;
@@ -211,6 +222,44 @@ async fn authentication_and_headers() {
         .unwrap();
     assert_eq!(r.status, 303);
     assert!(header(&r, "set-cookie").contains("Max-Age=0"));
+    // Signing out with the cookie revokes it on the gateway: a copy kept by the browser (or
+    // stolen) no longer works, while another sign-in's cookie still does.
+    let r = d
+        .client
+        .request(Method::POST, "/dashboard/login", &[ct], form(&token))
+        .await
+        .unwrap();
+    let second = cookie_pair(&header(&r, "set-cookie"));
+    assert_eq!(
+        d.get("/dashboard/data", &[("cookie", cookie.as_str())])
+            .await
+            .status,
+        200
+    );
+    let r = d
+        .client
+        .request(
+            Method::POST,
+            "/dashboard/logout",
+            &[("cookie", cookie.as_str())],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        d.get("/dashboard/data", &[("cookie", cookie.as_str())])
+            .await
+            .status,
+        401,
+        "a signed-out cookie still works"
+    );
+    assert_eq!(
+        d.get("/dashboard/data", &[("cookie", second.as_str())])
+            .await
+            .status,
+        200
+    );
 
     // The assets are public (no data in them), with their types and the CSP.
     let r = d.get("/dashboard/assets/dashboard.js", &[]).await;
@@ -236,7 +285,7 @@ async fn authentication_and_headers() {
     // Failed attempts count as refusals (snapshots are shared for up to a second).
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let v = d.data().await;
-    assert_eq!(refusals(&v, "unauthorized"), 11, "{}", v["refusals"]);
+    assert_eq!(refusals(&v, "unauthorized"), 14, "{}", v["refusals"]);
     d.stop().await;
 }
 
