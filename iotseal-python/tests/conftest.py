@@ -58,8 +58,8 @@ class Gateway:
             raise AssertionError(f"iotseal {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
         return r.stdout
 
-    def start(self) -> None:
-        """Starts the gateway (again on the same port after a stop)."""
+    def start(self, *extra: str) -> None:
+        """Starts the gateway (again on the same port after a stop), with `extra` flags."""
         assert self.proc is None
         self.log = open(self.dir / "gateway.log", "ab")
         self.proc = subprocess.Popen(
@@ -71,6 +71,7 @@ class Gateway:
                 str(self.dir / "gateway.toml"),
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -86,6 +86,8 @@ hand back the answers. Over MQTT (docs/protocol.md §17) with paho-mqtt (v2, MQT
             engine.handle_transport_error()
         while (event := engine.poll_event()) is not None:
             print(event)
+    c.loop_stop()
+    c.disconnect()
 """
 
 from __future__ import annotations
