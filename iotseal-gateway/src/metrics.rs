@@ -179,6 +179,86 @@ pub struct Metrics {
     half_open: AtomicU64,
     open_connections: AtomicU64,
     storage_commit: Histogram,
+    refusal_log: RefusalLog,
+}
+
+/// How often at most one reason's refusals are logged.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate-limited warnings for refusals: at most one line per reason per
+/// [`REFUSAL_LOG_EVERY`], carrying how many were refused since the last line. Lock-free on
+/// the refusal path (a flood refuses at full speed).
+#[derive(Debug)]
+struct RefusalLog {
+    start: std::time::Instant,
+    /// Per reason of [`REFUSAL_REASONS`] (and one slot for any other): the time of the last
+    /// line (ms since `start`, +1 so 0 means never) and the refusals not yet logged.
+    last_ms: Vec<AtomicU64>,
+    pending: Vec<AtomicU64>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        let n = REFUSAL_REASONS.len() + 1;
+        Self {
+            start: std::time::Instant::now(),
+            last_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            pending: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// What each refusal reason means, for the log line.
+fn refusal_hint(reason: &str) -> &'static str {
+    match reason {
+        "limit" => "connection cap reached (limits.max_connections)",
+        "busy" => "a table is full (half-open handshakes, hello nonces) or storage is behind",
+        "rate_limited" => "per-address handshake rate (limits.handshake_rate_per_ip)",
+        "oversize" => "request body over limits.max_body",
+        "timeout" => "a client too slow to send its request",
+        "unauthorized" => "admin token or dashboard sign-in refused",
+        "registration" => "device registration refused (id or public key)",
+        "replay" => "replayed hellos or records",
+        "stale" | "future" => "timestamps outside the allowed skew or age",
+        "tamper" => "messages that failed authentication",
+        "unknown" | "revoked" | "policy" => "devices or suites refused at the handshake",
+        "malformed" | "protocol" => "messages that did not parse or broke the protocol",
+        "unknown_session" => "records for sessions the gateway does not hold",
+        "storage" => "storage failed",
+        _ => "refused",
+    }
+}
+
+impl RefusalLog {
+    fn note(&self, reason: &str, n: u64) {
+        let i = REFUSAL_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REFUSAL_REASONS.len());
+        let now = self.start.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms[i].load(Ordering::Relaxed);
+        let every = REFUSAL_LOG_EVERY.as_millis() as u64;
+        if last != 0 && now.saturating_sub(last) < every {
+            self.pending[i].fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        // One caller per window wins the right to log.
+        if self.last_ms[i]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.pending[i].fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let count = self.pending[i].swap(0, Ordering::Relaxed) + n;
+        tracing::warn!(
+            reason,
+            count,
+            window_secs = if last == 0 { 0 } else { (now - last) / 1000 },
+            "refused: {}",
+            refusal_hint(reason)
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -200,6 +280,7 @@ impl Default for Metrics {
             half_open: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
             storage_commit: Histogram::new(),
+            refusal_log: RefusalLog::default(),
         };
         for r in REFUSAL_REASONS {
             m.refusals.inc(&[r], 0);
@@ -222,10 +303,12 @@ impl Metrics {
         self.refusals_n(reason, 1);
     }
 
-    /// Counts `n` refusals by reason.
+    /// Counts `n` refusals by reason, and logs them (a warning per reason at most every
+    /// [`REFUSAL_LOG_EVERY`], with the count since the last one).
     pub fn refusals_n(&self, reason: &str, n: u64) {
         if n > 0 {
             self.refusals.inc(&[reason], n);
+            self.refusal_log.note(reason, n);
         }
     }
 
@@ -425,6 +508,59 @@ impl Metrics {
             &["route", "status"],
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    use super::*;
+
+    /// The first refusal of a reason is logged at once, the rest of its window only counted;
+    /// another reason has its own window.
+    #[test]
+    fn refusals_are_logged_at_most_once_per_window_per_reason() {
+        // A log whose clock started a minute ago (no sleeping: the window is moved by hand).
+        let log = RefusalLog {
+            start: std::time::Instant::now()
+                .checked_sub(Duration::from_secs(60))
+                .unwrap(),
+            ..RefusalLog::default()
+        };
+        let i = REFUSAL_REASONS.iter().position(|r| *r == "busy").unwrap();
+        let j = REFUSAL_REASONS.iter().position(|r| *r == "limit").unwrap();
+        log.note("busy", 1);
+        let first = log.last_ms[i].load(Ordering::Relaxed);
+        assert!(first >= 60_000);
+        for _ in 0..1000 {
+            log.note("busy", 2);
+        }
+        assert_eq!(
+            log.last_ms[i].load(Ordering::Relaxed),
+            first,
+            "no second line"
+        );
+        assert_eq!(
+            log.pending[i].load(Ordering::Relaxed),
+            2000,
+            "held for the next line"
+        );
+        log.note("limit", 5);
+        assert_ne!(log.last_ms[j].load(Ordering::Relaxed), 0);
+        assert_eq!(
+            log.pending[j].load(Ordering::Relaxed),
+            0,
+            "logged, not held"
+        );
+        // The last line a window ago: the next refusal logs (and clears) the held count.
+        log.last_ms[i].store(
+            first - REFUSAL_LOG_EVERY.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        log.note("busy", 1);
+        assert_eq!(log.pending[i].load(Ordering::Relaxed), 0);
+        assert!(log.last_ms[i].load(Ordering::Relaxed) >= first);
+        // Unknown reasons share one slot and never panic.
+        log.note("something-else", 1);
     }
 }
 

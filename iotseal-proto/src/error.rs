@@ -223,6 +223,10 @@ impl Error {
             Self::Future => "future",
             Self::UnknownSession => "unknown_session",
             Self::UnsupportedSuite | Self::PolicyRefused => "policy",
+            // Answered Busy (a table is full; try later): counted as such.
+            Self::Limit(Limit::HalfOpenFull | Limit::NonceCacheFull | Limit::TooManyPartitions) => {
+                "busy"
+            }
             Self::Limit(_) => "limit",
             Self::ApiMisuse(_) => "api_misuse",
         }
