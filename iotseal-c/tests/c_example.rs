@@ -1,0 +1,386 @@
+//! `examples/device.c`, built with `make` against `libiotseal.a`, sends readings over HTTPS
+//! (libcurl, certificate pin) to a real gateway running in this process; the admin API shows
+//! every reading stored once with the values sent. With `IOTSEAL_TEST_VALGRIND=1` (CI) the same
+//! runs under valgrind, which must find no invalid access and no definite leak.
+//!
+//! Needs a C compiler, make and libcurl's headers (Debian: `libcurl4-openssl-dev`); without them
+//! the tests say so and pass, unless `IOTSEAL_TEST_C=1` (CI) makes that a failure. The library
+//! is `$IOTSEAL_LIB_DIR/libiotseal.a` if set (CI: the release build), else the one cargo built
+//! for this test run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use iotseal_device::{AdminClient, GatewayPins, IdentityFile};
+use iotseal_gateway::local::{LocalGateway, start_local};
+use iotseal_proto::SigAlg;
+use iotseal_proto::reading::{SensorKind, decode_batch};
+use sha2::Digest;
+
+const COUNT: usize = 50;
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required() -> bool {
+    std::env::var_os("IOTSEAL_TEST_C").is_some_and(|v| v == "1")
+}
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("iotseal-c-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the C toolchain cannot build the example, if it cannot.
+fn missing_toolchain() -> Option<String> {
+    if !runs("cc", &["--version"]) {
+        return Some("no C compiler (cc)".into());
+    }
+    if !runs("make", &["--version"]) {
+        return Some("no make".into());
+    }
+    let dir = temp_dir("probe");
+    let probe = dir.join("probe.c");
+    std::fs::write(
+        &probe,
+        "#include <curl/curl.h>\nint main(void) { return curl_global_init(0); }\n",
+    )
+    .unwrap();
+    let ok = runs(
+        "cc",
+        &[
+            probe.to_str().unwrap(),
+            "-lcurl",
+            "-o",
+            dir.join("probe").to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    (!ok).then(|| "no libcurl development files (Debian: libcurl4-openssl-dev)".into())
+}
+
+/// The directory of the `libiotseal.a` to link.
+fn lib_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("IOTSEAL_LIB_DIR") {
+        let d = PathBuf::from(d);
+        let d = if d.is_relative() {
+            // Relative to the workspace, as CI passes it.
+            crate_dir().parent().unwrap().join(d)
+        } else {
+            d
+        };
+        assert!(
+            d.join("libiotseal.a").exists(),
+            "IOTSEAL_LIB_DIR={}: no libiotseal.a there",
+            d.display()
+        );
+        return d;
+    }
+    // This test binary is target/<profile>/deps/c_example-<hash>: cargo built the library's
+    // staticlib for this run in deps/ (and `cargo build` puts one in target/<profile>/).
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let profile = deps.parent().unwrap().to_path_buf();
+    let newest = [deps, profile]
+        .into_iter()
+        .filter_map(|d| {
+            let m = std::fs::metadata(d.join("libiotseal.a"))
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((m, d))
+        })
+        .max();
+    newest
+        .map(|(_, d)| d)
+        .expect("no libiotseal.a next to this test binary: cargo build -p iotseal-c")
+}
+
+/// Builds the example once per test run: `make -C examples` into `target/<profile>/iotseal-c/`.
+/// `None` (with the reason printed) when the toolchain is missing and not required.
+fn device_binary() -> Option<&'static Path> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(why) = missing_toolchain() {
+            assert!(!required(), "IOTSEAL_TEST_C=1 but {why}");
+            eprintln!("SKIPPED: examples/device.c cannot be built here: {why}");
+            return None;
+        }
+        let lib = lib_dir();
+        // target/<profile>/iotseal-c/device (this binary is target/<profile>/deps/…).
+        let exe = std::env::current_exe().unwrap();
+        let out = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("iotseal-c/device");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let made = Command::new("make")
+            .arg("-C")
+            .arg(crate_dir().join("examples"))
+            .arg(format!("IOTSEAL_LIB_DIR={}", lib.display()))
+            .arg(format!("OUT={}", out.display()))
+            .output()
+            .expect("running make");
+        assert!(
+            made.status.success(),
+            "make failed:\n{}{}",
+            String::from_utf8_lossy(&made.stdout),
+            String::from_utf8_lossy(&made.stderr)
+        );
+        eprintln!(
+            "built {} against {}/libiotseal.a",
+            out.display(),
+            lib.display()
+        );
+        Some(out)
+    })
+    .as_deref()
+}
+
+/// Runs `cmd` to its end, killing it after `limit`.
+fn run(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the device");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    gw: LocalGateway,
+    admin: AdminClient,
+    pins_path: PathBuf,
+    dir: PathBuf,
+}
+
+fn gateway() -> Setup {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = temp_dir("gw");
+    let gw = rt.block_on(start_local(&dir, |_| {})).expect("gateway");
+    let pins_path = dir.join("gateway.pub.toml");
+    let pins = GatewayPins::load(&pins_path).unwrap();
+    let admin = AdminClient::new(&pins, &gw.token).unwrap();
+    Setup {
+        rt,
+        gw,
+        admin,
+        pins_path,
+        dir,
+    }
+}
+
+impl Setup {
+    /// A device key file in the `iotseal device keygen` format, registered if `register`.
+    fn device(&self, id: &str, register: bool) -> PathBuf {
+        let p = iotseal_crypto_rustcrypto::default_provider();
+        let ident = IdentityFile::generate(&p, id, SigAlg::Ed25519).unwrap();
+        let path = self.dir.join(format!("{id}.key"));
+        ident.save(&path).unwrap();
+        if register {
+            self.rt
+                .block_on(self.admin.add_device(id, ident.alg, &ident.public_key))
+                .unwrap();
+        }
+        path
+    }
+
+    fn stop(self) {
+        let Self { rt, gw, dir, .. } = self;
+        rt.block_on(gw.handle.stop()).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every reading the device sent is stored exactly once, with its values: the example sends
+/// temperature 20 + i/4 and humidity 40 + i mod 20 for its i-th reading, with consecutive
+/// message ids.
+fn check_stored(s: &Setup, id: &str) {
+    let stored = s.rt.block_on(s.admin.readings(id)).unwrap();
+    assert_eq!(stored.len(), COUNT, "rows stored for {id}");
+    let mut ids: Vec<u64> = stored.iter().map(|r| r.msg_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), COUNT, "distinct message ids");
+    let first = ids[0];
+    assert_eq!(ids[COUNT - 1] - first, COUNT as u64 - 1, "consecutive ids");
+    for r in &stored {
+        let mut batch = vec![1u8];
+        batch.extend(hex::decode(&r.payload_hex).unwrap());
+        let reading = decode_batch(&batch).unwrap().remove(0);
+        assert_eq!(reading.msg_id, r.msg_id);
+        let i = (r.msg_id - first) as f32;
+        assert_eq!(
+            reading.values,
+            vec![
+                (SensorKind::Temperature, 20.0 + i * 0.25),
+                (SensorKind::Humidity, 40.0 + (i as u64 % 20) as f32)
+            ],
+            "values of reading {}",
+            r.msg_id
+        );
+    }
+}
+
+#[test]
+fn c_device_sends_every_reading_once_over_pinned_https() {
+    let Some(bin) = device_binary() else { return };
+    let s = gateway();
+    let key = s.device("c-device-1", true);
+    let mut cmd = Command::new(bin);
+    cmd.arg(&s.pins_path)
+        .arg(&key)
+        .arg(COUNT.to_string())
+        .arg(s.gw.handle.url());
+    let out = run(cmd, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{COUNT} readings acknowledged")),
+        "{}",
+        text(&out)
+    );
+    check_stored(&s, "c-device-1");
+
+    // The URL from the pins file when none is given.
+    let out = run(
+        {
+            let mut c = Command::new(bin);
+            c.arg(&s.pins_path).arg(&key).arg("3");
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    if std::env::var_os("IOTSEAL_TEST_VALGRIND").is_some_and(|v| v == "1") {
+        assert!(
+            runs("valgrind", &["--version"]),
+            "IOTSEAL_TEST_VALGRIND=1 but valgrind is not installed"
+        );
+        let key = s.device("c-device-vg", true);
+        let mut cmd = Command::new("valgrind");
+        cmd.args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+        ])
+        .arg(bin)
+        .arg(&s.pins_path)
+        .arg(&key)
+        .arg(COUNT.to_string())
+        .arg(s.gw.handle.url());
+        let out = run(cmd, Duration::from_secs(300));
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "under valgrind:\n{report}");
+        assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
+        assert!(
+            !report.contains("definitely lost: ") || report.contains("definitely lost: 0 bytes"),
+            "{report}"
+        );
+        check_stored(&s, "c-device-vg");
+        eprintln!("valgrind: no invalid access, no definite leak");
+    } else {
+        eprintln!("valgrind run skipped (IOTSEAL_TEST_VALGRIND=1 runs it)");
+    }
+    s.stop();
+}
+
+#[test]
+fn c_device_stops_on_a_refusal_and_on_a_foreign_certificate() {
+    let Some(bin) = device_binary() else { return };
+    let s = gateway();
+
+    // Not registered: the gateway refuses M3 (AuthFailed); the device stops at once.
+    let key = s.device("c-device-unknown", false);
+    let mut cmd = Command::new(bin);
+    cmd.arg(&s.pins_path)
+        .arg(&key)
+        .arg("5")
+        .arg(s.gw.handle.url());
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused by the gateway: auth_failed"),
+        "{}",
+        text(&out)
+    );
+
+    // A pins file naming another certificate (with its correct hash): curl's pin fails.
+    let key = s.device("c-device-2", true);
+    let other = iotseal_gateway::keys::self_signed_cert(&[]).unwrap();
+    let der = iotseal_gateway::keys::first_cert_der(&other.cert_pem).unwrap();
+    let mut pins = GatewayPins::load(&s.pins_path).unwrap();
+    pins.tls_cert_pem = other.cert_pem.clone();
+    pins.tls_cert_sha256 = hex::encode(sha2::Sha256::digest(&der));
+    let foreign = s.dir.join("foreign.pub.toml");
+    std::fs::write(&foreign, pins.to_toml().unwrap()).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(&foreign).arg(&key).arg("5").arg(s.gw.handle.url());
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the pins file"),
+        "{}",
+        text(&out)
+    );
+
+    // A pins file whose certificate does not match its own hash: refused before any I/O.
+    let mut damaged = GatewayPins::load(&s.pins_path).unwrap();
+    damaged.tls_cert_pem = other.cert_pem;
+    let damaged_path = s.dir.join("damaged.pub.toml");
+    std::fs::write(&damaged_path, damaged.to_toml().unwrap()).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(&damaged_path).arg(&key).arg("5");
+    let out = run(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("IOTSEAL_ERR_PIN"),
+        "{}",
+        text(&out)
+    );
+    s.stop();
+}
