@@ -96,7 +96,7 @@ def test_from_strings_and_many_readings(gateway: Gateway) -> None:
     assert device.flush() == 1000
     stored = gateway.readings("py-many")
     assert [r["msg_id"] for r in stored] == list(range(1, 1001))
-    assert device.stats.records_sent == 20
+    assert device.stats.records_sent >= 20  # 50 a record (more only if a request was resent)
 
 
 def test_wrong_certificate_pin_is_refused(gateway: Gateway, tmp_path) -> None:
