@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addrlimit;
 mod admin;
 pub mod client;
 pub mod cluster;

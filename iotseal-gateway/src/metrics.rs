@@ -22,6 +22,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "malformed",
     "unknown_session",
     "limit",
+    "limit_per_ip",
     "oversize",
     "rate_limited",
     "unauthorized",
@@ -212,6 +213,7 @@ impl Default for RefusalLog {
 fn refusal_hint(reason: &str) -> &'static str {
     match reason {
         "limit" => "connection cap reached (limits.max_connections)",
+        "limit_per_ip" => "one address at its connection cap (limits.max_connections_per_ip)",
         "busy" => "a table is full (half-open handshakes, hello nonces) or storage is behind",
         "rate_limited" => "per-address handshake rate (limits.handshake_rate_per_ip)",
         "oversize" => "request body over limits.max_body",

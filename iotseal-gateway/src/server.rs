@@ -430,6 +430,7 @@ async fn run(
     ));
     let sweeper = tokio::spawn(sweeper(shared.clone(), shutdown.clone()));
     let permits = Arc::new(tokio::sync::Semaphore::new(l.max_connections));
+    let per_source = crate::addrlimit::ConnectionsPerSource::new(l.max_connections_per_ip);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -445,6 +446,12 @@ async fn run(
                         continue;
                     }
                 };
+                // The source's share first: one source at its cap never uses a global slot.
+                let Some(slot) = per_source.acquire(peer.ip()) else {
+                    shared.metrics.refusal("limit_per_ip");
+                    debug!(%peer, "per-address connection limit reached");
+                    continue;
+                };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     shared.metrics.refusal("limit");
                     debug!(%peer, "connection limit reached");
@@ -458,7 +465,7 @@ async fn run(
                     tcp,
                     peer,
                     shutdown.clone(),
-                    permit,
+                    (permit, slot),
                 ));
             }
         }
@@ -497,7 +504,10 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: (
+        tokio::sync::OwnedSemaphorePermit,
+        crate::addrlimit::SourceSlot,
+    ),
 ) {
     let m = shared.metrics.clone();
     m.connection_opened();

@@ -128,6 +128,9 @@ pub struct Limits {
     pub replay_ack_interval_ms: u64,
     /// Most open client connections.
     pub max_connections: usize,
+    /// Most open connections from one source (an IPv4 address or an IPv6 /64), so that no
+    /// single source takes every slot.
+    pub max_connections_per_ip: usize,
     /// A client must send a request's headers within this time (also the keep-alive idle
     /// limit), seconds.
     pub header_read_timeout_secs: u64,
@@ -389,6 +392,7 @@ impl Default for Limits {
             rate_limit_table: 65536,
             replay_ack_interval_ms: 1000,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             header_read_timeout_secs: 30,
             request_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
@@ -500,8 +504,14 @@ impl Settings {
                 "limits: storage_queue, storage_batch and storage_read_connections must be > 0",
             );
         }
-        if l.half_open == 0 || l.nonce_cache == 0 || l.max_connections == 0 {
-            return bad("limits: half_open, nonce_cache and max_connections must be > 0");
+        if l.half_open == 0
+            || l.nonce_cache == 0
+            || l.max_connections == 0
+            || l.max_connections_per_ip == 0
+        {
+            return bad(
+                "limits: half_open, nonce_cache, max_connections and max_connections_per_ip must be > 0",
+            );
         }
         if l.handshake_rate_per_ip.is_nan()
             || l.handshake_rate_per_ip <= 0.0
@@ -698,6 +708,9 @@ rate_limit_table = {rate_table}
 replay_ack_interval_ms = {replay_ack}
 # Most open client connections.
 max_connections = {max_conn}
+# Most open connections from one source (an IPv4 address or an IPv6 /64): no single source
+# takes every slot. Raise it for many devices behind one NAT address.
+max_connections_per_ip = {max_conn_ip}
 # Request headers must arrive within this time (also the keep-alive idle limit), seconds.
 header_read_timeout_secs = {hrt}
 # A whole request must complete within this time, seconds.
@@ -803,6 +816,7 @@ forward_timeout_ms = {c_fwd}
             rate_table = l.rate_limit_table,
             replay_ack = l.replay_ack_interval_ms,
             max_conn = l.max_connections,
+            max_conn_ip = l.max_connections_per_ip,
             hrt = l.header_read_timeout_secs,
             rt = l.request_timeout_secs,
             tht = l.tls_handshake_timeout_secs,

@@ -452,6 +452,53 @@ async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
 
 /// `limits.max_connections` at its edge: the connection over the limit is closed before TLS
 /// (counted as a `limit` refusal); once one closes, a new one is served.
+/// One address at its own cap is refused before TLS while another address is still served
+/// (no single source takes every slot: the connection hog of the threat model).
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let env = Env::start(&[SigAlg::Ed25519], |s| {
+        s.limits.max_connections = 10;
+        s.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let mut first = env.conn().await;
+    let mut second = env.conn().await;
+    for c in [&mut first, &mut second] {
+        let r = c.request(Method::GET, "/healthz", &[], vec![]).await;
+        assert_eq!(r.unwrap().status, 200);
+    }
+    let tls = tokio_rustls::TlsConnector::from(root_trusting_config(&env.cert_pem));
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let addr = env.gw().local_addr();
+        let tls = tls.clone();
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind((ip, 0).into()).unwrap();
+            let tcp = sock.connect(addr).await.unwrap();
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tls.connect("127.0.0.1".try_into().unwrap(), tcp),
+            )
+            .await
+            .expect("answered, not left hanging")
+        }
+    };
+    assert!(
+        from("127.0.0.1").await.is_err(),
+        "a third connection from one address gets no TLS"
+    );
+    let other = from("127.0.0.2").await;
+    assert!(other.is_ok(), "another address is served: {other:?}");
+    let r = first.request(Method::GET, "/metrics", &[], vec![]).await;
+    let m = String::from_utf8(r.unwrap().body).unwrap();
+    assert!(
+        metric(&m, "iotseal_refusals_total{reason=\"limit_per_ip\"}") >= 1,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "iotseal_refusals_total{reason=\"limit\"}"), 0);
+}
+
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_before_tls() {
     let env = Env::start(&[SigAlg::Ed25519], |s| s.limits.max_connections = 2).await;

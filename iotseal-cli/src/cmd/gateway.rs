@@ -127,6 +127,7 @@ overrides! {
     rate_limit_table = "limits.rate_limit_table", "IOTSEAL_RATE_LIMIT_TABLE";
     replay_ack_interval_ms = "limits.replay_ack_interval_ms", "IOTSEAL_REPLAY_ACK_INTERVAL_MS";
     max_connections = "limits.max_connections", "IOTSEAL_MAX_CONNECTIONS";
+    max_connections_per_ip = "limits.max_connections_per_ip", "IOTSEAL_MAX_CONNECTIONS_PER_IP";
     header_read_timeout_secs = "limits.header_read_timeout_secs", "IOTSEAL_HEADER_READ_TIMEOUT_SECS";
     request_timeout_secs = "limits.request_timeout_secs", "IOTSEAL_REQUEST_TIMEOUT_SECS";
     tls_handshake_timeout_secs = "limits.tls_handshake_timeout_secs", "IOTSEAL_TLS_HANDSHAKE_TIMEOUT_SECS";
