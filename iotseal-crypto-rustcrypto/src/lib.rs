@@ -78,6 +78,8 @@ extern crate std;
 pub mod aead;
 pub mod hash;
 pub mod kx;
+#[cfg(feature = "rustls")]
+pub mod pin;
 pub mod pubkey;
 pub mod rng;
 pub mod sign;

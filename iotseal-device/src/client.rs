@@ -186,7 +186,7 @@ fn system_now() -> Time {
 }
 
 /// Builds the engine's configuration from the SDK's.
-fn engine_config(
+pub(crate) fn engine_config(
     config: DeviceConfig,
     opts: &DeviceOptions,
     store_and_forward: bool,

@@ -1,5 +1,6 @@
 //! The files a device uses: [`iotseal_device_core::files`] (the one reader of
-//! `gateway.pub.toml` and device identity files), plus configurations on the aws-lc provider.
+//! `gateway.pub.toml` and device identity files), plus configurations on the SDK's default
+//! provider ([`crate::default_provider`]).
 
 use iotseal_proto::Suite;
 use iotseal_proto::handshake::DeviceConfig;
@@ -9,7 +10,8 @@ pub use iotseal_device_core::files::{FileError, GatewayPins, IdentityFile, Pinne
 /// The SDK's default provider for an identity file.
 pub trait IdentityFileExt {
     /// The core configuration: this identity, the pins, and `offers` (default: the default
-    /// suite with this identity's algorithm), on the aws-lc provider.
+    /// suite with this identity's algorithm), on [`crate::default_provider`] (aws-lc-rs with
+    /// the default feature `aws-lc`, else RustCrypto).
     ///
     /// # Errors
     /// A bad key or pin, or a configuration the core refuses.
@@ -26,6 +28,6 @@ impl IdentityFileExt for IdentityFile {
         pins: &GatewayPins,
         offers: Option<Vec<Suite>>,
     ) -> Result<DeviceConfig, FileError> {
-        self.device_config_with(iotseal_crypto_awslc::default_provider(), pins, offers)
+        self.device_config_with(crate::default_provider(), pins, offers)
     }
 }

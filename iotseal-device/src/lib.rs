@@ -1,5 +1,10 @@
 //! iotseal device SDK: a device that pins its gateway, runs the handshake, seals batched
-//! readings, and keeps every reading until the gateway acknowledges it.
+//! readings, and keeps every reading until the gateway acknowledges it: an async driver over
+//! the sans-IO device engine ([`iotseal_device_core::Engine`]).
+//!
+//! Feature `aws-lc` (default): aws-lc-rs for the protocol and for TLS. Without it
+//! (`--no-default-features --features ring`) the SDK uses the RustCrypto provider and rustls
+//! on ring, with the same certificate pin.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -36,6 +41,15 @@ pub use files::{FileError, GatewayPins, IdentityFile, IdentityFileExt, PinnedIde
 pub use https::HttpsTransport;
 pub use iotseal_device_core::Endpoint;
 pub use mqtt::{MqttConfig, MqttTransport};
-pub use pin::pinned_tls_config;
+pub use pin::{pinned_tls_config, tls_provider};
 pub use queue::{AckWriteError, DurableQueue, PendingReading, PushError, QueueFull, SyncPolicy};
 pub use transport::{BoxFuture, Reply, Transport, TransportError};
+
+/// The SDK's protocol crypto provider: aws-lc-rs with the feature `aws-lc` (the default),
+/// else RustCrypto (pure Rust). Identity files, the load generator and MQTT client ids use it.
+pub fn default_provider() -> iotseal_proto::crypto::CryptoProvider {
+    #[cfg(feature = "aws-lc")]
+    return iotseal_crypto_awslc::default_provider();
+    #[cfg(not(feature = "aws-lc"))]
+    return iotseal_crypto_rustcrypto::default_provider();
+}

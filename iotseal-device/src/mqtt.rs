@@ -120,8 +120,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error
     if roots.is_empty() {
         return Err("no CA certificates to verify the broker with".into());
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::pin::tls_provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -174,7 +173,7 @@ impl MqttTransport {
         // 23 characters, the most every broker must accept (MQTT 3.1.1 §3.1.3.1); 72 random bits.
         let client_id = format!(
             "iots-{}",
-            hex::encode(iotseal_crypto_awslc::default_provider().random_vec(9)?)
+            hex::encode(crate::default_provider().random_vec(9)?)
         );
         let mut opts = MqttOptions::new(client_id.clone(), host, port);
         opts.set_keep_alive(Duration::from_secs(30));

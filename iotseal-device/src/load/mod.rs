@@ -3,10 +3,13 @@
 //! at a fixed total rate), measuring throughput, acknowledgement latency (HDR histogram),
 //! refusals and errors, and the gateway process's CPU and memory from `/proc`.
 //!
-//! Each device is registered through the admin API, handshakes once, then loops: seal one
-//! record of `batch` readings, POST it to `/v1/records`, open the acknowledgement and check
-//! that it covers the record. A request counts only if it was sent after the warm-up and
-//! acknowledged before the end of the measured window.
+//! Each device is registered through the admin API and driven by its own device engine
+//! ([`iotseal_device_core::Engine`], piggybacking off): it handshakes before the warm-up
+//! ([`Engine::connect`]), then loops: queue `batch` readings, send the engine's request to
+//! `/v1/records`, and hand the answer back. A request counts as acknowledged when nothing is
+//! left pending after its answer; it counts only if it was sent after the warm-up and
+//! answered before the end of the measured window. What a refusal or a lost answer means
+//! (a new session, a backoff) is the engine's decision.
 //!
 //! With [`LoadTransport::Mqtt`] each device instead holds one MQTT connection to a broker
 //! (the SDK's [`MqttTransport`]: QoS 1 requests with a response topic and correlation data)
@@ -43,19 +46,18 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hyper::StatusCode;
-use iotseal_proto::handshake::messages::{decode_alert, encode_alert};
-use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
-use iotseal_proto::reading::{MAX_READINGS, Reading, SensorKind, encode_batch};
-use iotseal_proto::record::{ContentType, Session, batch};
-use iotseal_proto::{Refusal, Suite};
+use iotseal_device_core::{Engine, Event, Sample, Transmit};
+use iotseal_proto::handshake::messages::decode_alert;
+use iotseal_proto::reading::{MAX_READINGS, SensorKind};
+use iotseal_proto::{Refusal, Suite, Time};
 use serde::Serialize;
 
 use self::conn::{Conn, Endpoint};
 use crate::admin::AdminClient;
-use crate::clock::Clock;
+use crate::client::{DeviceOptions, engine_config};
 use crate::files::{GatewayPins, IdentityFile};
 use crate::mqtt::{MqttConfig, MqttTransport};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Reply, Transport};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -239,12 +241,18 @@ pub struct LoadReport {
     pub cpus: usize,
 }
 
-/// A device's part of the run.
+/// A device's part of the run: its engine.
 struct Device {
-    config: Arc<DeviceConfig>,
-    clock: Clock,
-    session: Option<Session>,
-    next_msg_id: u64,
+    engine: Engine,
+}
+
+/// The engine's clock: system time, ms since the Unix epoch.
+fn now() -> Time {
+    Time(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
 }
 
 /// What the workers share.
@@ -283,15 +291,8 @@ fn new_hist() -> Histogram<u64> {
 }
 
 fn random_tag() -> String {
-    let p = iotseal_crypto_awslc::default_provider();
+    let p = crate::default_provider();
     hex::encode(p.random_vec(3).unwrap_or_else(|_| vec![0, 0, 0]))
-}
-
-fn refusal_name(status: StatusCode, body: &[u8]) -> String {
-    match decode_alert(body) {
-        Some(r) => format!("{r:?}"),
-        None => format!("http_{}", status.as_u16()),
-    }
 }
 
 /// Runs the load and returns the report. Sealed mode registers `connections` new devices
@@ -339,8 +340,17 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
             let prefix = prefix
                 .clone()
                 .unwrap_or_else(|| format!("load-{}-", random_tag()));
-            let devices =
-                register(pins, token, *suite, &prefix, cfg.connections, &progress).await?;
+            let opts = load_options(cfg.batch);
+            let devices = register(
+                pins,
+                token,
+                *suite,
+                &prefix,
+                cfg.connections,
+                (&opts, mqtt.is_some()),
+                &progress,
+            )
+            .await?;
             (endpoint, "/v1/records".to_string(), None, devices)
         }
         Target::Raw { url, body_len } => {
@@ -499,17 +509,32 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
     Ok(report)
 }
 
-/// Registers `n` devices (a few calls at a time) and builds their configurations.
+/// The engine settings of a load device: `batch` readings in one request, no piggybacking
+/// (the handshake is done before the warm-up), a short backoff.
+fn load_options(batch: usize) -> DeviceOptions {
+    DeviceOptions {
+        readings_per_record: batch.clamp(1, MAX_READINGS),
+        records_per_request: batch.div_ceil(MAX_READINGS).max(1),
+        queue_capacity: batch.max(1),
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(500),
+        piggyback: false,
+        ..DeviceOptions::default()
+    }
+}
+
+/// Registers `n` devices (a few calls at a time) and builds their engines.
 async fn register(
     pins: &GatewayPins,
     token: &str,
     suite: Suite,
     prefix: &str,
     n: usize,
+    (opts, mqtt): (&DeviceOptions, bool),
     progress: &LoadProgress,
 ) -> Result<Vec<Option<Device>>, Error> {
     let admin = AdminClient::new(pins, token)?;
-    let provider = iotseal_crypto_awslc::default_provider();
+    let provider = crate::default_provider();
     let mut out: Vec<Option<Device>> = (0..n).map(|_| None).collect();
     let mut set = tokio::task::JoinSet::new();
     let mut next = 0usize;
@@ -542,12 +567,9 @@ async fn register(
         let (i, r, config) = done?;
         r?;
         progress.registered.fetch_add(1, Ordering::Relaxed);
-        out[i] = Some(Device {
-            config: Arc::new(config),
-            clock: Clock::default(),
-            session: None,
-            next_msg_id: 1,
-        });
+        let (engine_cfg, provider) = engine_config(config, opts, mqtt);
+        let engine = Engine::new(engine_cfg, provider).map_err(|e| e.to_string())?;
+        out[i] = Some(Device { engine });
     }
     Ok(out)
 }
@@ -571,31 +593,28 @@ impl Shared {
 }
 
 impl Link {
-    /// A request to `path` (`/v1/handshake` or `/v1/records`, or the baseline's path); the
-    /// status (an MQTT answer: 200, or 400 with the refusal's alert as the answer) and the answer.
-    /// An error means the connection is no longer usable (over MQTT: no answer in time).
-    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>), String> {
+    /// A request to `path` (the baseline's); the status and the answer. An error means the
+    /// connection is no longer usable.
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<StatusCode, String> {
+        match self {
+            Self::Http(c) => c.post(path, OCTET, body).await.map(|(s, _)| s),
+            Self::Mqtt(_) => Err("the baseline is measured over HTTP only".into()),
+        }
+    }
+
+    /// The engine's request; the answer as received. An error means the connection is no
+    /// longer usable (over MQTT: no answer in time).
+    async fn send(&mut self, t: Transmit) -> Result<Reply, String> {
         match self {
             Self::Http(c) => c
-                .post(path, OCTET, body)
+                .post(t.endpoint.path(), OCTET, t.body)
                 .await
-                .map(|(s, b)| (s, b.to_vec())),
-            Self::Mqtt(t) => {
-                let r = if path == "/v1/handshake" {
-                    t.handshake(body).await
-                } else {
-                    t.records(body).await
-                };
-                match r {
-                    Ok(b) => Ok((StatusCode::OK, b)),
-                    // MQTT answers carry no status; callers read the refusal from the alert
-                    // (only "not 200" is taken from the status).
-                    Err(TransportError::Refused(r)) => {
-                        Ok((StatusCode::BAD_REQUEST, encode_alert(r).to_vec()))
-                    }
-                    Err(TransportError::Unavailable(e)) => Err(e),
-                }
-            }
+                .map(|(s, b)| Reply::Http {
+                    status: s.as_u16(),
+                    body: b.to_vec(),
+                    retry_after_secs: None,
+                }),
+            Self::Mqtt(m) => m.send(t.endpoint, t.body).await.map_err(|e| e.to_string()),
         }
     }
 }
@@ -607,144 +626,124 @@ enum Fail {
     /// The connection is unusable.
     Transport(String),
     /// The server refused (kind).
-    Refused(String, Option<Refusal>),
+    Refused(String),
     /// The answer did not acknowledge what was sent, or did not parse.
     Protocol(String),
 }
 
-/// Runs the handshake on `conn`; the device gets its session.
-async fn handshake(conn: &mut Link, d: &mut Device) -> Result<(), Fail> {
-    let now = d.clock.now();
-    let (mut hs, mut hello) = DeviceHandshake::start(d.config.clone(), now)
-        .map_err(|e| Fail::Protocol(format!("start: {e}")))?;
-    let est = loop {
-        let (status, body) = conn
-            .post("/v1/handshake", hello)
-            .await
-            .map_err(Fail::Transport)?;
-        if status != StatusCode::OK {
-            return Err(Fail::Refused(
-                refusal_name(status, &body),
-                decode_alert(&body),
-            ));
-        }
-        match hs.handle(d.clock.now(), &body) {
-            Ok(DeviceNext::Retry {
-                handshake,
-                hello: h,
-            }) => {
-                hs = handshake;
-                hello = h;
+/// The refusal an answer is, named as in the report (`Busy`, `http_503` ...), if it is one.
+fn refusal_name(reply: &Reply) -> Option<String> {
+    match reply {
+        Reply::Http { status: 200, .. } => None,
+        Reply::Http { status, body, .. } => Some(match decode_alert(body) {
+            Some(r) => format!("{r:?}"),
+            None => format!("http_{status}"),
+        }),
+        Reply::Payload(p) => match p.as_slice() {
+            [iotseal_proto::handshake::messages::msg_type::ALERT, code] => {
+                Some(match Refusal::from_code(*code) {
+                    Some(r) => format!("{r:?}"),
+                    None => format!("alert_{code}"),
+                })
             }
-            Ok(DeviceNext::Established(e)) => break e,
-            Err(e) => return Err(Fail::Protocol(format!("handshake: {e}"))),
-        }
-    };
-    if let Some(t) = est.gateway_time {
-        let local = d.clock.now();
-        d.clock.adopt(t, local);
+            _ => None,
+        },
     }
-    let mut session = est.session;
-    let (status, body) = conn
-        .post("/v1/handshake", est.finish)
-        .await
-        .map_err(Fail::Transport)?;
-    if status != StatusCode::OK {
-        return Err(Fail::Refused(
-            refusal_name(status, &body),
-            decode_alert(&body),
-        ));
-    }
-    // The answer is the session's first acknowledgement.
-    open_acks(&mut session, d.clock, &body);
-    d.session = Some(session);
-    Ok(())
 }
 
-/// Opens the acknowledgement records of an answer; returns the acknowledged ranges.
-fn open_acks(session: &mut Session, clock: Clock, answer: &[u8]) -> Vec<(u64, u64)> {
-    let mut ranges = Vec::new();
-    let Ok(records) = batch::split(answer) else {
-        return ranges;
+/// Sends the engine's request `t` and hands the answer (or the transport failure) back to
+/// the engine; returns the readings it acknowledged. An answer that is a refusal, or that the
+/// engine could not use for a handshake, is a failure (the engine has already decided what
+/// comes next: a new session, a backoff).
+async fn request(conn: &mut Link, d: &mut Device, t: Transmit) -> Result<u64, Fail> {
+    let reply = match conn.send(t).await {
+        Ok(r) => r,
+        Err(e) => {
+            d.engine.handle_transport_error(now());
+            drain(d);
+            return Err(Fail::Transport(e));
+        }
     };
-    for r in records {
-        let mut r = r.to_vec();
-        let Ok(o) = session.open(clock.now(), &mut r) else {
-            continue;
+    let refused = refusal_name(&reply);
+    d.engine.handle_response(now(), reply.response());
+    let (acked, handshake_failed) = drain(d);
+    if let Some(kind) = refused {
+        return Err(Fail::Refused(kind));
+    }
+    if let Some(e) = handshake_failed {
+        return Err(Fail::Protocol(format!("handshake: {e}")));
+    }
+    Ok(acked)
+}
+
+/// Polls the engine's events: the readings acknowledged, and a failed handshake.
+fn drain(d: &mut Device) -> (u64, Option<iotseal_proto::Error>) {
+    let (mut acked, mut failed) = (0, None);
+    while let Some(e) = d.engine.poll_event() {
+        match e {
+            Event::Acknowledged { msg_ids } => acked += msg_ids.len() as u64,
+            Event::HandshakeFailed(e) => failed = Some(e),
+            _ => {}
+        }
+    }
+    (acked, failed)
+}
+
+/// Queues `n` readings (stamped by the engine).
+fn queue_readings(d: &mut Device, n: usize) {
+    let t = now();
+    for _ in 0..n {
+        let id = d.engine.next_msg_id().0;
+        let sample = Sample {
+            time: None,
+            values: vec![(SensorKind::Temperature, 20.0 + (id % 100) as f32 / 10.0)],
+            extra: Vec::new(),
         };
-        if o.content_type != ContentType::Ack {
-            continue;
-        }
-        let seq = o.seq;
-        if let Ok(rs) = session.parse_ack(o.plaintext) {
-            ranges.extend(rs);
-            let _ = session.accept(seq);
+        if d.engine.push(t, sample).is_err() {
+            break;
         }
     }
-    ranges
 }
 
-/// Seals `n` readings into records (at most [`MAX_READINGS`] each) appended to `body`;
-/// returns their sequence numbers.
-fn seal_readings(d: &mut Device, n: usize, body: &mut Vec<u8>) -> Result<Vec<u64>, Fail> {
-    let now = d.clock.now();
-    let session = d.session.as_mut().expect("session");
-    let mut seqs = Vec::with_capacity(n.div_ceil(MAX_READINGS));
-    let mut left = n;
-    let mut rec = Vec::new();
-    while left > 0 {
-        let k = left.min(MAX_READINGS);
-        left -= k;
-        let readings: Vec<Reading> = (0..k)
-            .map(|_| {
-                let id = d.next_msg_id;
-                d.next_msg_id += 1;
-                Reading {
-                    msg_id: id,
-                    time_ms: now.0,
-                    values: vec![(SensorKind::Temperature, 20.0 + (id % 100) as f32 / 10.0)],
-                    extra: Vec::new(),
-                }
-            })
-            .collect();
-        let plain = encode_batch(&readings);
-        rec.clear();
-        let seq = session
-            .seal(now, ContentType::Data, &plain, &mut rec)
-            .map_err(|e| Fail::Protocol(format!("seal: {e}")))?;
-        batch::push(body, &rec);
-        seqs.push(seq);
+/// How long until the engine has something to send (its backoff), at most `cap`.
+fn engine_wait(d: &Device, cap: Duration) -> Duration {
+    match d.engine.poll_timeout() {
+        Some(t) => Duration::from_millis(t.millis_since(now()).max(1)).min(cap),
+        None => cap,
     }
-    Ok(seqs)
 }
 
-/// One request: sealed readings (or the raw body); returns the readings acknowledged.
-async fn exchange(sh: &Shared, conn: &mut Link, d: Option<&mut Device>) -> Result<u64, Fail> {
-    let Some(d) = d else {
-        let body = sh.raw_body.clone().unwrap_or_default();
-        let (status, _) = conn.post(&sh.path, body).await.map_err(Fail::Transport)?;
-        return if status.is_success() {
-            Ok(1)
-        } else {
-            Err(Fail::Refused(format!("http_{}", status.as_u16()), None))
-        };
+/// The outcome of one turn of a sealed device.
+enum Turn {
+    /// A records request was answered and left nothing pending: readings acknowledged.
+    Acked(u64),
+    /// A handshake message was answered (the session is not open yet).
+    Handshaking,
+    /// Nothing may be sent yet (backoff): wait this long.
+    Wait(Duration),
+}
+
+/// One request of a sealed device: a handshake message, or `batch` readings (queued first
+/// when nothing is pending).
+async fn sealed_turn(sh: &Shared, conn: &mut Link, d: &mut Device) -> Result<Turn, Fail> {
+    if d.engine.refusal().is_some() {
+        // Stopped by a refusal retrying cannot fix: in a load run, try again after a pause.
+        d.engine.resume();
+        return Ok(Turn::Wait(Duration::from_millis(100)));
+    }
+    if d.engine.is_established() && d.engine.pending() == 0 {
+        queue_readings(d, sh.batch);
+    }
+    let Some(t) = d.engine.poll_transmit(now()) else {
+        return Ok(Turn::Wait(engine_wait(d, Duration::from_millis(500))));
     };
-    let mut body = Vec::with_capacity(64 + sh.batch * 24);
-    let seqs = seal_readings(d, sh.batch, &mut body)?;
-    let (status, answer) = conn.post(&sh.path, body).await.map_err(Fail::Transport)?;
-    if status != StatusCode::OK {
-        return Err(Fail::Refused(
-            refusal_name(status, &answer),
-            decode_alert(&answer),
-        ));
+    let records = t.endpoint == iotseal_device_core::Endpoint::Records;
+    let n = request(conn, d, t).await?;
+    if !records {
+        return Ok(Turn::Handshaking);
     }
-    let session = d.session.as_mut().expect("session");
-    let ranges = open_acks(session, d.clock, &answer);
-    if seqs
-        .iter()
-        .all(|s| ranges.iter().any(|(a, b)| (*a..=*b).contains(s)))
-    {
-        Ok(sh.batch as u64)
+    if d.engine.pending() == 0 {
+        Ok(Turn::Acked(n))
     } else {
         Err(Fail::Protocol("answer without the acknowledgement".into()))
     }
@@ -761,7 +760,10 @@ async fn worker(
     let mut conn: Option<Link> = None;
     let mut opened = 0u64;
     // Set up before the start: connect and handshake (a few tries).
-    for attempt in 0..20u32 {
+    if let Some(d) = device.as_mut() {
+        d.engine.connect();
+    }
+    for attempt in 0..40u32 {
         if conn.is_none() {
             match sh.connect().await {
                 Ok(c) => {
@@ -775,15 +777,15 @@ async fn worker(
             }
         }
         let Some(d) = device.as_mut() else { break };
-        match handshake(conn.as_mut().expect("connected"), d).await {
-            Ok(()) => {
-                res.handshakes += 1;
-                break;
-            }
+        if d.engine.is_established() {
+            break;
+        }
+        match sealed_turn(&sh, conn.as_mut().expect("connected"), d).await {
+            Ok(Turn::Wait(w)) => tokio::time::sleep(w).await,
+            Ok(_) => {}
             Err(Fail::Transport(_)) => conn = None,
             Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
     }
     progress.ready.fetch_add(1, Ordering::Relaxed);
     sh.barrier.wait().await;
@@ -825,26 +827,38 @@ async fn worker(
             }
         }
         let c = conn.as_mut().expect("connected");
-        if let Some(d) = device.as_mut()
-            && d.session.is_none()
-        {
-            match handshake(c, d).await {
-                Ok(()) => res.handshakes += 1,
-                Err(f) => {
-                    fail(&mut res, &progress, &f);
-                    res.ended_unreachable = matches!(f, Fail::Transport(_) | Fail::Connect(_));
-                    if res.ended_unreachable {
-                        conn = None;
+        let sent = Instant::now();
+        let outcome = match device.as_mut() {
+            // The handshake messages of a new session go out in the same turn.
+            Some(d) => loop {
+                match sealed_turn(&sh, c, d).await {
+                    Ok(Turn::Handshaking) => {
+                        res.ended_unreachable = false;
+                        if Instant::now() >= end {
+                            break Ok(None);
+                        }
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                    continue;
+                    Ok(Turn::Wait(w)) => {
+                        let w = w.min(end.saturating_duration_since(Instant::now()));
+                        tokio::time::sleep(w).await;
+                        break Ok(None);
+                    }
+                    Ok(Turn::Acked(n)) => break Ok(Some(n)),
+                    Err(f) => break Err(f),
+                }
+            },
+            None => {
+                let body = sh.raw_body.clone().unwrap_or_default();
+                match c.post(&sh.path, body).await {
+                    Ok(s) if s.is_success() => Ok(Some(1)),
+                    Ok(s) => Err(Fail::Refused(format!("http_{}", s.as_u16()))),
+                    Err(e) => Err(Fail::Transport(e)),
                 }
             }
-        }
-        let sent = Instant::now();
-        match exchange(&sh, c, device.as_mut()).await {
-            Ok(n) => {
+        };
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(n)) => {
                 let done = Instant::now();
                 res.ended_unreachable = false;
                 backoff = Duration::from_millis(5);
@@ -860,21 +874,18 @@ async fn worker(
             Err(f) => {
                 fail(&mut res, &progress, &f);
                 res.ended_unreachable = matches!(f, Fail::Transport(_) | Fail::Connect(_));
-                match &f {
-                    Fail::Transport(_) | Fail::Connect(_) => conn = None,
-                    Fail::Refused(_, Some(Refusal::Busy)) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
-                    }
-                    Fail::Refused(..) | Fail::Protocol(_) => {
-                        // Anything else: a fresh session.
-                        if let Some(d) = device.as_mut() {
-                            d.session = None;
-                        }
-                    }
+                if res.ended_unreachable {
+                    conn = None;
+                }
+                if device.is_none() && matches!(f, Fail::Refused(_)) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }
+    }
+    if let Some(d) = &device {
+        res.handshakes = d.engine.stats().handshakes;
     }
     res.reconnects = opened.saturating_sub(1);
     res.hist = Some(hist);
@@ -887,7 +898,7 @@ fn fail(res: &mut WorkerResult, progress: &LoadProgress, f: &Fail) {
     let kind = match f {
         Fail::Connect(_) => "connect".to_string(),
         Fail::Transport(_) => "transport".to_string(),
-        Fail::Refused(k, _) => {
+        Fail::Refused(k) => {
             res.refusals += 1;
             k.clone()
         }

@@ -149,7 +149,9 @@ impl Simulation {
             for i in 0..g.devices {
                 let id = format!("{}{}-{}", self.prefix, g.name, i);
                 let provider = match g.provider.as_str() {
+                    #[cfg(feature = "aws-lc")]
                     "aws-lc" => iotseal_crypto_awslc::default_provider(),
+                    // Without the `aws-lc` feature an aws-lc group runs on RustCrypto too.
                     _ => iotseal_crypto_rustcrypto::default_provider(),
                 };
                 let identity = IdentityFile::generate(&provider, &id, g.suite.sig)?;
