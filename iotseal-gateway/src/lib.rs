@@ -54,6 +54,7 @@ pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod mqtt;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

@@ -447,10 +447,17 @@ async fn run(
                     }
                 };
                 // The source's share first: one source at its cap never uses a global slot.
-                let Some(slot) = per_source.acquire(peer.ip()) else {
-                    shared.metrics.refusal("limit_per_ip");
-                    debug!(%peer, "per-address connection limit reached");
-                    continue;
+                // Behind a PROXY-protocol proxy the source is known only once the header is
+                // read: the connection task checks it then.
+                let slot = if shared.settings.proxy_protocol {
+                    None
+                } else {
+                    let Some(slot) = per_source.acquire(peer.ip()) else {
+                        shared.metrics.refusal("limit_per_ip");
+                        debug!(%peer, "per-address connection limit reached");
+                        continue;
+                    };
+                    Some(slot)
                 };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     shared.metrics.refusal("limit");
@@ -466,6 +473,7 @@ async fn run(
                     peer,
                     shutdown.clone(),
                     (permit, slot),
+                    per_source.clone(),
                 ));
             }
         }
@@ -501,17 +509,35 @@ async fn connection(
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-    _permit: (
+    mut held: (
         tokio::sync::OwnedSemaphorePermit,
-        crate::addrlimit::SourceSlot,
+        Option<crate::addrlimit::SourceSlot>,
     ),
+    per_source: Arc<crate::addrlimit::ConnectionsPerSource>,
 ) {
     let m = shared.metrics.clone();
-    m.connection_opened();
     let l = &shared.settings.limits;
+    if shared.settings.proxy_protocol {
+        let t = Duration::from_secs(l.tls_handshake_timeout_secs);
+        match crate::proxy_protocol::read_header(&mut tcp, peer, t).await {
+            Ok(client) => peer = client,
+            Err(e) => {
+                m.refusal("malformed");
+                debug!(%peer, error = %e, "connection closed");
+                return;
+            }
+        }
+        let Some(slot) = per_source.acquire(peer.ip()) else {
+            m.refusal("limit_per_ip");
+            debug!(%peer, "per-address connection limit reached");
+            return;
+        };
+        held.1 = Some(slot);
+    }
+    m.connection_opened();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

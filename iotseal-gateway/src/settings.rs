@@ -27,6 +27,10 @@ pub struct Settings {
     pub storage_sync: StorageSync,
     /// Serve plain HTTP instead of TLS (only behind a TLS-terminating proxy).
     pub plain_http: bool,
+    /// Every connection starts with a PROXY protocol v2 header (from a layer-4 proxy such as
+    /// HAProxy with `send-proxy-v2`), whose client address the gateway uses; a connection
+    /// without one is closed.
+    pub proxy_protocol: bool,
     /// Identity key files (several during a key rotation).
     pub identity_keys: Vec<PathBuf>,
     /// File holding the admin API token (hex).
@@ -347,6 +351,7 @@ impl Default for Settings {
             storage: "sqlite:iotseal.db".into(),
             storage_sync: StorageSync::Full,
             plain_http: false,
+            proxy_protocol: false,
             identity_keys: vec![PathBuf::from("identity-1.key")],
             admin_token_file: PathBuf::from("admin.token"),
             skew_secs: 30,
@@ -653,6 +658,10 @@ storage_sync = "{storage_sync}"
 # Serve plain HTTP instead of TLS 1.3: only behind a TLS-terminating proxy. Readings stay
 # sealed end to end either way.
 plain_http = {plain_http}
+# Every connection starts with a PROXY protocol v2 header (HAProxy `send-proxy-v2`); the
+# client address in it is used for the per-address limits and logs. A connection without
+# one is closed. Only behind such a proxy: anyone reaching the port could name any address.
+proxy_protocol = {proxy_protocol}
 # Gateway identity keys (`iotseal gateway rotate-key` adds one; during a rotation both are
 # listed and valid; the device's first pin picks the one that signs).
 identity_keys = [{keys}]
@@ -793,6 +802,7 @@ forward_timeout_ms = {c_fwd}
                 StorageSync::Normal => "normal",
             },
             plain_http = d.plain_http,
+            proxy_protocol = d.proxy_protocol,
             token = q(&d.admin_token_file),
             skew = d.skew_secs,
             cert = q(&d.tls.cert),

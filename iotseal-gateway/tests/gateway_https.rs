@@ -452,6 +452,65 @@ async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
 
 /// `limits.max_connections` at its edge: the connection over the limit is closed before TLS
 /// (counted as a `limit` refusal); once one closes, a new one is served.
+/// Behind a layer-4 proxy (`proxy_protocol = true`): a connection without a PROXY v2 header
+/// is closed; the address in the header is the one the per-address cap counts, so one client
+/// behind the proxy cannot take the others' share.
+#[tokio::test]
+async fn proxy_protocol_v2_gives_the_client_address() {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let env = Env::start(&[SigAlg::Ed25519], |s| {
+        s.proxy_protocol = true;
+        s.limits.max_connections_per_ip = 1;
+    })
+    .await;
+    let tls = tokio_rustls::TlsConnector::from(root_trusting_config(&env.cert_pem));
+    let addr = env.gw().local_addr();
+    let via_proxy = |client: Option<&str>| {
+        let tls = tls.clone();
+        let header = client.map(|c| {
+            let src: std::net::SocketAddr = c.parse().unwrap();
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, addr))
+                .build()
+                .unwrap()
+        });
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if let Some(h) = header {
+                tcp.write_all(&h).await.unwrap();
+            }
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tls.connect("127.0.0.1".try_into().unwrap(), tcp),
+            )
+            .await
+            .expect("answered, not left hanging")
+        }
+    };
+    assert!(via_proxy(None).await.is_err(), "no header: closed");
+    let mut a = via_proxy(Some("203.0.113.7:40000"))
+        .await
+        .expect("a client with a header is served");
+    a.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = a.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The same client again: at its cap (1). Another client through the same proxy: served.
+    assert!(via_proxy(Some("203.0.113.7:40001")).await.is_err());
+    assert!(via_proxy(Some("203.0.113.8:40000")).await.is_ok());
+    // (Read directly: the test client sends no PROXY header.)
+    let m = env.gw().metrics().render();
+    assert!(
+        metric(&m, "iotseal_refusals_total{reason=\"limit_per_ip\"}") >= 1,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "iotseal_refusals_total{reason=\"malformed\"}") >= 1,
+        "{m}"
+    );
+}
+
 /// One address at its own cap is refused before TLS while another address is still served
 /// (no single source takes every slot: the connection hog of the threat model).
 #[tokio::test]

@@ -101,6 +101,7 @@ overrides! {
     storage = "storage", "IOTSEAL_STORAGE";
     storage_sync = "storage_sync", "IOTSEAL_STORAGE_SYNC";
     plain_http = "plain_http", "IOTSEAL_PLAIN_HTTP";
+    proxy_protocol = "proxy_protocol", "IOTSEAL_PROXY_PROTOCOL";
     identity_keys = "identity_keys", "IOTSEAL_IDENTITY_KEYS";
     admin_token_file = "admin_token_file", "IOTSEAL_ADMIN_TOKEN_FILE";
     skew_secs = "skew_secs", "IOTSEAL_SKEW_SECS";
@@ -481,6 +482,7 @@ mod tests {
                 "storage_sync" => "normal",
                 "identity_keys" | "policy.allowed_suites" => "[]",
                 "plain_http"
+                | "proxy_protocol"
                 | "policy.require_pq_kem"
                 | "policy.require_pq_sig"
                 | "mqtt.tcp_nodelay" => "true",
