@@ -119,7 +119,7 @@ mod tests {
         );
         let local = header(Command::Local, "203.0.113.7:40000");
         assert_eq!(client_address(&local, peer).unwrap(), peer);
-        let mut bad = h.clone();
+        let mut bad = h;
         bad[12] = 0x11; // version 1 in the binary form
         assert_eq!(client_address(&bad, peer), Err(ProxyHeaderError::Invalid));
     }

@@ -472,8 +472,11 @@ async fn run(
                     tcp,
                     peer,
                     shutdown.clone(),
-                    (permit, slot),
-                    per_source.clone(),
+                    Admission {
+                        _permit: permit,
+                        slot,
+                        per_source: per_source.clone(),
+                    },
                 ));
             }
         }
@@ -505,6 +508,14 @@ async fn run(
     Ok(())
 }
 
+/// What a connection holds while it is open: a global slot and its source's share (taken
+/// at accept, or once the PROXY header has named the source).
+struct Admission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Option<crate::addrlimit::SourceSlot>,
+    per_source: Arc<crate::addrlimit::ConnectionsPerSource>,
+}
+
 async fn connection(
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
@@ -512,11 +523,7 @@ async fn connection(
     mut tcp: TcpStream,
     mut peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-    mut held: (
-        tokio::sync::OwnedSemaphorePermit,
-        Option<crate::addrlimit::SourceSlot>,
-    ),
-    per_source: Arc<crate::addrlimit::ConnectionsPerSource>,
+    mut admission: Admission,
 ) {
     let m = shared.metrics.clone();
     let l = &shared.settings.limits;
@@ -530,12 +537,12 @@ async fn connection(
                 return;
             }
         }
-        let Some(slot) = per_source.acquire(peer.ip()) else {
+        let Some(slot) = admission.per_source.acquire(peer.ip()) else {
             m.refusal("limit_per_ip");
             debug!(%peer, "per-address connection limit reached");
             return;
         };
-        held.1 = Some(slot);
+        admission.slot = Some(slot);
     }
     m.connection_opened();
     let mut builder = http1::Builder::new();
