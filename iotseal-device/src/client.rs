@@ -424,9 +424,12 @@ impl<T: Transport> DeviceClient<T> {
                 }
                 continue;
             }
-            if self.engine.refusal().is_some() {
-                // Reported by the event above; nothing more to do until resumed.
-                continue;
+            if let Some(refusal) = self.engine.refusal() {
+                // Normally reported by its event above; stopped until the next flush.
+                return Err(DeviceError::Refused {
+                    refusal,
+                    pending: self.engine.pending(),
+                });
             }
             // Backing off (or nothing to send yet): sleep until the engine's timer, within
             // the flush's deadline.
