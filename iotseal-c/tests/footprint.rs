@@ -12,7 +12,6 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc;
 
 use iotseal_device_core::{Engine, Event, Response, Sample, Transmit};
@@ -22,19 +21,26 @@ use support::{Outcome, T0};
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: live and peak bytes of the blocks allocated and freed while the current
-// thread is in the counted scope.
+// thread is in the counted scope, per thread (tests run in parallel).
 
 struct Counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 fn counted() -> bool {
     COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
+fn count(delta: isize) {
+    let live = LIVE.with(|l| {
+        l.set(l.get() + delta);
+        l.get()
+    });
+    PEAK.with(|p| p.set(p.get().max(live)));
 }
 
 // SAFETY: every call is passed to the system allocator unchanged; only counters are updated.
@@ -43,16 +49,14 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's layout, as GlobalAlloc::alloc requires.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() && counted() {
-            let live =
-                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counted() {
-            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            count(-(layout.size() as isize));
         }
         // SAFETY: a block of this allocator with its layout, as the caller guarantees.
         unsafe { System.dealloc(ptr, layout) }
@@ -71,15 +75,15 @@ fn counted_scope<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    LIVE.with(Cell::get)
 }
 
 fn reset_peak() {
-    PEAK.store(live(), Ordering::Relaxed);
+    PEAK.with(|p| p.set(live()));
 }
 
 fn peak() -> isize {
-    PEAK.load(Ordering::Relaxed)
+    PEAK.with(Cell::get)
 }
 
 // ---------------------------------------------------------------------------------------------
