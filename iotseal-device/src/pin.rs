@@ -27,7 +27,7 @@ pub(crate) fn any_certificate_tls_config() -> Result<ClientConfig, rustls::Error
 
 /// The rustls provider of the SDK's TLS: aws-lc-rs with the feature `aws-lc` (the default;
 /// X25519MLKEM768 preferred), else ring with the feature `ring` (X25519; the readings are
-/// protected end to end by the iotseal layer whatever TLS negotiates, docs/decisions.md D27).
+/// protected end to end by the iotseal layer whatever TLS negotiates, docs/decisions.md D28).
 pub fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
     #[cfg(feature = "aws-lc")]
     let p = rustls::crypto::aws_lc_rs::default_provider();
