@@ -2,58 +2,24 @@
 //! exit, `target_lost` said), its error kinds add up to its error count, and its rates are
 //! over the real measured time.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::Duration;
 
-fn iotseal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_iotseal"))
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{TestGateway, iotseal};
 
 #[test]
 fn bench_load_fails_when_its_target_dies() {
     let tmp = tempfile::tempdir().unwrap();
-    let gw = tmp.path().join("gw");
-    let init = iotseal()
-        .args(["gateway", "init", "--alg", "ed25519", "--dir"])
-        .arg(&gw)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let mut child = iotseal()
-        .args(["gateway", "run", "--config"])
-        .arg(gw.join("gateway.toml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
-    let pid = child.id().to_string();
-    let gateway = Running(child);
+    let gateway = TestGateway::start(&tmp.path().join("gw"), Some("ed25519"));
+    let (url, pid) = (gateway.url.clone(), gateway.pid().to_string());
 
     let load = iotseal()
         .args(["bench", "load", "--pins"])
-        .arg(gw.join("gateway.pub.toml"))
+        .arg(gateway.pins())
         .arg("--token-file")
-        .arg(gw.join("admin.token"))
+        .arg(gateway.token_file())
         .args(["--gateway", &url, "--gateway-pid", &pid])
         .args(["--suite", "x25519/ed25519/aes128gcm", "--connections", "2"])
         .args(["--duration", "3s", "--warmup", "200ms", "--json"])

@@ -3,22 +3,11 @@
 //! gw/admin.token`), briefly: exit 0, nothing lost, nothing duplicated, every group stored
 //! readings.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
-fn iotseal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_iotseal"))
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{TestGateway, iotseal};
 
 fn scenarios() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -36,31 +25,7 @@ fn every_shipped_scenario_runs_against_a_fresh_gateway() {
     let files = scenarios();
     assert!(files.len() >= 4, "{files:?}");
     let tmp = tempfile::tempdir().unwrap();
-    let gw = tmp.path().join("gw");
-    let init = iotseal()
-        .args(["gateway", "init", "--dir"])
-        .arg(&gw)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let mut child = iotseal()
-        .args(["gateway", "run", "--config"])
-        .arg(gw.join("gateway.toml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let _gw = Running(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let gw = TestGateway::start(&tmp.path().join("gw"), None);
 
     for file in files {
         let name = file.file_stem().unwrap().to_string_lossy().to_string();
@@ -70,10 +35,10 @@ fn every_shipped_scenario_runs_against_a_fresh_gateway() {
             .args(["simulate", "--scenario"])
             .arg(&file)
             .arg("--pins")
-            .arg(gw.join("gateway.pub.toml"))
+            .arg(gw.pins())
             .arg("--token-file")
-            .arg(gw.join("admin.token"))
-            .args(["--gateway", &url, "--devices", "3", "--duration", "2s"])
+            .arg(gw.token_file())
+            .args(["--gateway", &gw.url, "--devices", "3", "--duration", "2s"])
             .args(["--prefix", &format!("{name}-"), "--json"])
             .env("RUST_LOG", "error")
             .output()
