@@ -13,11 +13,19 @@
 //! per message, HKDF, AES-CFB, HMAC-SHA256 over data and timestamp, a 300-second window, no
 //! replay memory, a global server key rotated every 5 messages).
 //!
+//! Each outcome says what "blocked" means for its attack ([`criterion`], the same for both
+//! targets). Most attacks are judged by each attempt; floods and slow clients
+//! ([`Judged::Service`]) by whether honest devices running at the same time were served
+//! ([`Service`]): none of their requests refused, every reading stored within
+//! [`SERVICE_DEADLINE_MS`].
+//!
 //! ```no_run
 //! # async fn f() {
 //! use iotseal_lab::{LabOptions, Target, run_all};
 //! let outcomes = run_all(Target::Iotseal, &LabOptions::default()).await;
-//! assert!(outcomes.iter().all(|o| o.blocked == Some(true)));
+//! for o in &outcomes {
+//!     println!("{}: {} ({})", o.name, o.blocked_label(), o.criterion);
+//! }
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -32,6 +40,7 @@ mod net;
 mod outcome;
 mod proxy;
 mod report;
+mod service;
 mod target;
 mod wire;
 
@@ -42,9 +51,12 @@ use std::str::FromStr;
 use serde::Serialize;
 
 pub use net::Answer;
-pub use outcome::{AttackOutcome, Check};
+pub use outcome::{
+    AttackOutcome, Check, Judged, SERVICE_DEADLINE_MS, Service, criterion, judged_by,
+};
 pub use proxy::{Exchange, Hook, Proxy, Verdict};
 pub use report::{SideBySide, side_by_side_html, side_by_side_table, table};
+pub use service::{OPENING_A_SESSION, SENDING_READINGS};
 pub use target::{GatewayLimits, GatewaySpec};
 
 /// A lab failure (setup, I/O): not a verdict about the target.

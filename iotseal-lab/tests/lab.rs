@@ -1,10 +1,14 @@
 //! The whole lab in-process: every attack against iotseal is blocked with nothing forged in
-//! storage; against the legacy design the lab really detects successful attacks.
+//! storage, except that a flood of valid hellos keeps honest devices from opening new
+//! sessions while it runs (a known limitation, pinned here); against the legacy design the
+//! lab really detects successful attacks.
 
-use iotseal_lab::{ATTACKS, LabOptions, Target, run_all, table};
+use iotseal_lab::{
+    ATTACKS, Judged, LabOptions, OPENING_A_SESSION, Target, criterion, run_all, table,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iotseal_blocks_every_attack() {
+async fn iotseal_blocks_every_attack_but_the_flood_of_new_sessions() {
     let out = run_all(Target::Iotseal, &LabOptions::default()).await;
     println!("{}", table(&out));
     assert_eq!(out.len(), ATTACKS.len());
@@ -12,8 +16,12 @@ async fn iotseal_blocks_every_attack() {
         assert!(o.error.is_none(), "{}: {:?}", o.name, o.error);
         assert!(o.applicable, "{}", o.name);
         assert!(o.attempts > 0, "{}: no attempt", o.name);
-        assert_eq!(o.blocked, Some(true), "{} not blocked: {o:#?}", o.name);
         assert_eq!(o.stored_forgeries, 0, "{}", o.name);
+        assert_eq!(o.criterion, criterion(&o.name), "{}", o.name);
+        if o.name == "handshake-flood" {
+            continue;
+        }
+        assert_eq!(o.blocked, Some(true), "{} not blocked: {o:#?}", o.name);
         assert!(
             o.checks.iter().all(|c| c.held),
             "{}: {:?}",
@@ -21,6 +29,49 @@ async fn iotseal_blocks_every_attack() {
             o.checks
         );
     }
+    // Slow clients: judged by honest devices running meanwhile, which were served.
+    let slow = out.iter().find(|o| o.name == "slow-client").unwrap();
+    assert_eq!(slow.judged_by, Judged::Service);
+    let s = slow.service.as_ref().expect("measured");
+    assert!(
+        s.served() && s.handshakes_attempted > 0 && s.readings_sent > 0,
+        "{s:#?}"
+    );
+    // The flood of valid hellos (a known limitation, docs/security.md): while the half-open
+    // table is full, honest devices' hellos are refused with Busy and their readings wait for
+    // a session, so legitimate traffic is not served as it is without the flood. What does
+    // hold: the flood opens no session, stores nothing, stays within the half-open cap and
+    // memory, and requests through sessions already open are never refused. When the gateway
+    // serves new sessions under such a flood, this turns into `blocked` and this test fails:
+    // update it then.
+    let flood = out.iter().find(|o| o.name == "handshake-flood").unwrap();
+    assert_eq!(flood.judged_by, Judged::Service);
+    assert_eq!(flood.blocked, Some(false), "{flood:#?}");
+    let s = flood.service.as_ref().expect("measured");
+    assert!(s.requests_refused > 0, "{s:#?}");
+    assert!(
+        s.refusals
+            .keys()
+            .all(|k| k.starts_with(&format!("{OPENING_A_SESSION}: gateway refused: Busy"))),
+        "only new sessions refused, only with Busy: {s:#?}"
+    );
+    assert!(
+        s.handshakes_completed > 0 && s.readings_stored > 0,
+        "{s:#?}"
+    );
+    let failed: Vec<_> = flood.checks.iter().filter(|c| !c.held).collect();
+    assert_eq!(failed.len(), 1, "only the service check fails: {failed:#?}");
+    assert!(
+        failed[0].what.starts_with("honest devices were served"),
+        "{failed:#?}"
+    );
+    assert!(
+        flood
+            .evidence
+            .iter()
+            .any(|e| e.contains("answered with M2")),
+        "{flood:#?}"
+    );
     // The verdicts come from what the gateway counted.
     let replay = out.iter().find(|o| o.name == "replay-immediate").unwrap();
     assert!(
@@ -63,4 +114,22 @@ async fn legacy_design_falls_to_mitm_and_replays() {
         let o = get(n);
         assert!(!o.applicable && o.blocked.is_none(), "{o:#?}");
     }
+    // Judged the same way as iotseal: the same criterion, and for the flood and slow clients
+    // an honest device measured during the attack. Slow connections are never cut off by the
+    // legacy server (no timeouts), so slow-client is not blocked though the device is served.
+    for o in &out {
+        assert_eq!(o.criterion, criterion(&o.name), "{}", o.name);
+    }
+    let flood = get("handshake-flood");
+    assert_eq!(flood.judged_by, Judged::Service);
+    assert!(
+        flood.service.as_ref().is_some_and(|s| s.served()),
+        "{flood:#?}"
+    );
+    let slow = get("slow-client");
+    assert!(
+        slow.service.as_ref().is_some_and(|s| s.served()),
+        "{slow:#?}"
+    );
+    assert_eq!(slow.blocked, Some(false), "{slow:#?}");
 }

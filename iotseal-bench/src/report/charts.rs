@@ -96,11 +96,52 @@ pub(crate) struct Lines {
     pub(crate) legend: SeriesLabelPosition,
 }
 
+/// A verdict in a [`Verdicts`] grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Blocked,
+    NotBlocked,
+    /// The attack does not apply to this target.
+    NotApplicable,
+    /// Run, but without a verdict (the lab failed, or no attempt could be made).
+    NoVerdict,
+    /// Not run against this target.
+    NotRun,
+}
+
+/// One cell of a [`Verdicts`] grid: the verdict and a few words under it.
+#[derive(Clone, Debug)]
+pub(crate) struct VerdictCell {
+    pub(crate) mark: Mark,
+    pub(crate) note: String,
+}
+
+/// One row of a [`Verdicts`] grid.
+#[derive(Clone, Debug)]
+pub(crate) struct VerdictRow {
+    pub(crate) name: String,
+    /// What "blocked" means for this row, written beside the cells.
+    pub(crate) criterion: String,
+    /// One per column.
+    pub(crate) cells: Vec<VerdictCell>,
+}
+
+/// A grid of verdicts: one row per attack, one coloured cell per target, and what "blocked"
+/// means beside them.
+#[derive(Clone, Debug)]
+pub(crate) struct Verdicts {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<VerdictRow>,
+    /// A line under the grid.
+    pub(crate) footnote: String,
+}
+
 /// What to draw.
 #[derive(Clone, Debug)]
 pub(crate) enum Spec {
     HBars(HBars),
     Lines(Lines),
+    Verdicts(Verdicts),
 }
 
 /// A chart drawn for the report.
@@ -131,6 +172,11 @@ fn size(spec: &Spec) -> (u32, u32) {
             (WIDTH, 110 + b.categories.len() as u32 * row_px(b) + legend)
         }
         Spec::Lines(_) => (WIDTH, 500),
+        Spec::Verdicts(v) => {
+            let g = VGeom::of(v);
+            let rows: u32 = v.rows.iter().map(|r| g.row_h(r)).sum();
+            (WIDTH, VGeom::TOP + VGeom::HEAD + rows + VGeom::FOOT)
+        }
     }
 }
 
@@ -170,7 +216,232 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, spec: &S
     match spec {
         Spec::HBars(b) => draw_hbars(root, title, b),
         Spec::Lines(l) => draw_lines(root, title, l),
+        Spec::Verdicts(v) => draw_verdicts(root, title, v),
     }
+}
+
+/// The layout of a [`Verdicts`] grid, in pixels.
+struct VGeom {
+    /// Width of the name column.
+    name_w: u32,
+    /// Width of each verdict column.
+    cell_w: u32,
+    /// Left edge of the criterion column.
+    crit_x: u32,
+    /// Characters per line of the criterion.
+    crit_chars: usize,
+}
+
+impl VGeom {
+    /// Title band.
+    const TOP: u32 = 44;
+    /// Header row.
+    const HEAD: u32 = 26;
+    /// Footnote band.
+    const FOOT: u32 = 34;
+    const MARGIN: u32 = 12;
+    /// Line height of the criterion text (11 px).
+    const LINE: u32 = 14;
+
+    fn of(v: &Verdicts) -> Self {
+        // DejaVu Sans averages about 0.55 em per character.
+        let name_chars = v
+            .rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(6)
+            .max(6) as u32;
+        let name_w = name_chars * 7 + 16;
+        let cell_w = 168;
+        let crit_x = Self::MARGIN + name_w + cell_w * v.columns.len() as u32 + 10;
+        let crit_w = WIDTH.saturating_sub(crit_x + Self::MARGIN);
+        Self {
+            name_w,
+            cell_w,
+            crit_x,
+            crit_chars: (f64::from(crit_w) / 5.7).max(20.0) as usize,
+        }
+    }
+
+    fn lines(&self, r: &VerdictRow) -> Vec<String> {
+        wrap(&r.criterion, self.crit_chars)
+    }
+
+    fn row_h(&self, r: &VerdictRow) -> u32 {
+        let notes = r
+            .cells
+            .iter()
+            .map(|c| note_lines(&c.note).len())
+            .max()
+            .unwrap_or(0) as u32;
+        (Self::LINE * self.lines(r).len().max(1) as u32 + 12)
+            .max(36)
+            .max(16 + 12 * notes + 10)
+    }
+}
+
+/// A cell's note in lines that fit the cell (10 px text), at most three.
+fn note_lines(note: &str) -> Vec<String> {
+    let mut l = wrap(note, 30);
+    if l.len() > 3 {
+        l.truncate(3);
+        l[2].push('…');
+    }
+    l
+}
+
+/// `text` in lines of at most `width` characters (a longer word stays whole).
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for w in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + w.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(w);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+fn mark_style(m: Mark) -> (RGBColor, RGBColor, &'static str) {
+    match m {
+        Mark::Blocked => (RGBColor(206, 234, 214), RGBColor(19, 115, 51), "blocked"),
+        // Lower case: the PNG's text layout loses the space after a capital T ("NOTblocked").
+        Mark::NotBlocked => (
+            RGBColor(250, 210, 207),
+            RGBColor(165, 14, 14),
+            "not blocked",
+        ),
+        Mark::NotApplicable => (
+            RGBColor(236, 236, 236),
+            RGBColor(95, 99, 104),
+            "does not apply",
+        ),
+        Mark::NoVerdict => (RGBColor(254, 239, 195), RGBColor(120, 80, 0), "no verdict"),
+        Mark::NotRun => (WHITE, RGBColor(95, 99, 104), "not run"),
+    }
+}
+
+fn draw_verdicts<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    v: &Verdicts,
+) -> Result<()> {
+    let g = VGeom::of(v);
+    let px = |x: u32| x as i32;
+    let (w, h) = root.dim_in_pixel();
+    let text = |size: u32, h: HPos, c: RGBColor| {
+        (FONT, size)
+            .into_font()
+            .color(&c)
+            .pos(Pos::new(h, VPos::Center))
+    };
+    let dark = RGBColor(34, 34, 34);
+    let grey = RGBColor(95, 99, 104);
+    let rule = RGBColor(221, 221, 221);
+    root.draw(&Text::new(
+        title,
+        (px(w / 2), 22),
+        text(20, HPos::Center, dark),
+    ))
+    .map_err(err)?;
+    // Header.
+    let mut y = VGeom::TOP;
+    let mid = |y: u32, hh: u32| px(y + hh / 2);
+    root.draw(&Text::new(
+        "attack",
+        (px(VGeom::MARGIN), mid(y, VGeom::HEAD)),
+        text(14, HPos::Left, grey),
+    ))
+    .map_err(err)?;
+    for (j, c) in v.columns.iter().enumerate() {
+        let x = VGeom::MARGIN + g.name_w + g.cell_w * j as u32 + g.cell_w / 2;
+        root.draw(&Text::new(
+            c.as_str(),
+            (px(x), mid(y, VGeom::HEAD)),
+            text(14, HPos::Center, grey),
+        ))
+        .map_err(err)?;
+    }
+    root.draw(&Text::new(
+        "blocked means",
+        (px(g.crit_x), mid(y, VGeom::HEAD)),
+        text(14, HPos::Left, grey),
+    ))
+    .map_err(err)?;
+    y += VGeom::HEAD;
+    for r in &v.rows {
+        let rh = g.row_h(r);
+        root.draw(&PathElement::new(
+            vec![(px(VGeom::MARGIN), px(y)), (px(w - VGeom::MARGIN), px(y))],
+            rule,
+        ))
+        .map_err(err)?;
+        root.draw(&Text::new(
+            r.name.as_str(),
+            (px(VGeom::MARGIN), mid(y, rh)),
+            text(12, HPos::Left, dark),
+        ))
+        .map_err(err)?;
+        for (j, c) in r.cells.iter().enumerate() {
+            let (fill, ink, word) = mark_style(c.mark);
+            let x0 = VGeom::MARGIN + g.name_w + g.cell_w * j as u32 + 3;
+            let x1 = x0 + g.cell_w - 6;
+            root.draw(&Rectangle::new(
+                [(px(x0), px(y + 3)), (px(x1), px(y + rh - 3))],
+                fill.filled(),
+            ))
+            .map_err(err)?;
+            let cx = px((x0 + x1) / 2);
+            // The word and the note's lines, centred together in the cell.
+            let notes = note_lines(&c.note);
+            let block = 16 + 12 * notes.len() as i32;
+            let top = mid(y, rh) - block / 2;
+            root.draw(&Text::new(word, (cx, top + 8), text(14, HPos::Center, ink)))
+                .map_err(err)?;
+            for (i, l) in notes.iter().enumerate() {
+                root.draw(&Text::new(
+                    l.as_str(),
+                    (cx, top + 16 + 12 * i as i32 + 6),
+                    text(10, HPos::Center, ink),
+                ))
+                .map_err(err)?;
+            }
+        }
+        let lines = g.lines(r);
+        let top = y + (rh - VGeom::LINE * lines.len() as u32) / 2;
+        for (i, l) in lines.iter().enumerate() {
+            root.draw(&Text::new(
+                l.as_str(),
+                (
+                    px(g.crit_x),
+                    px(top + VGeom::LINE * i as u32 + VGeom::LINE / 2),
+                ),
+                text(11, HPos::Left, dark),
+            ))
+            .map_err(err)?;
+        }
+        y += rh;
+    }
+    root.draw(&PathElement::new(
+        vec![(px(VGeom::MARGIN), px(y)), (px(w - VGeom::MARGIN), px(y))],
+        rule,
+    ))
+    .map_err(err)?;
+    root.draw(&Text::new(
+        v.footnote.as_str(),
+        (px(VGeom::MARGIN), px(y + VGeom::FOOT / 2).min(px(h) - 10)),
+        text(11, HPos::Left, grey),
+    ))
+    .map_err(err)?;
+    Ok(())
 }
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -569,6 +840,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrap_keeps_words_and_width() {
+        let t = "an honest device served during the flood (every session opened)";
+        let lines = wrap(t, 20);
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
+        assert_eq!(lines.join(" "), t);
+        assert_eq!(wrap("", 10), Vec::<String>::new());
+        assert_eq!(
+            wrap("averyveryverylongword x", 5),
+            vec!["averyveryverylongword", "x"]
+        );
+    }
 
     #[test]
     fn number_format() {

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use plotters::prelude::SeriesLabelPosition;
 
-use super::charts::{Bars, Chart, HBars, Line, Lines, Spec, fmt_num, render};
-use super::{Attack, ReportInput, SensorSeries, by_sensor};
+use super::charts::{
+    Bars, Chart, HBars, Line, Lines, Mark, Spec, VerdictCell, VerdictRow, Verdicts, fmt_num, render,
+};
+use super::{Attack, COUNT_CRITERION, ReportInput, SensorSeries, by_sensor};
 use crate::matrix::{CryptoReport, HandshakeResult, SampleSet};
 use crate::stats::percentile_sorted;
 
@@ -36,18 +38,26 @@ figcaption{font-size:.95em;margin-top:.4em}\
 table{border-collapse:collapse;font-size:.85em;margin:1em 0;display:block;overflow-x:auto}\
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}\
 th{background:#f4f4f4}td.l,th.l{text-align:left}\
-.missing{background:#fff6e0;border-left:4px solid #f0b400;padding:.6em 1em}\
-.note{color:#555;font-size:.9em}.ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}";
+td.w,th.w{white-space:normal;min-width:14em}\
+.missing{background:#fafafa;border-left:4px solid #bbb;padding:.4em 1em}.missing li{margin:.3em 0}\
+.note{color:#555;font-size:.9em}ul.summary{background:#f6f8fa;border:1px solid #e4e4e4;border-radius:4px;padding:.6em 1em .6em 2em}ul.summary li{margin:.2em 0}.ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}";
 
 struct Page<'a> {
     body: String,
     charts: Vec<Chart>,
-    missing: Vec<String>,
+    /// Sections with results, in order: (id, short title) for the navigation.
+    shown: Vec<(String, String)>,
+    /// Sections not measured: (what, how to measure it), listed once at the end.
+    missing: Vec<(String, String)>,
+    /// One line per section with its main result, for the summary at the top: (id, text).
+    headlines: Vec<(String, String)>,
     png: &'a dyn Fn(&str) -> PathBuf,
 }
 
 impl Page<'_> {
+    /// Opens a section with results (only called once there is something to show).
     fn h2(&mut self, id: &str, title: &str) {
+        self.shown.push((id.to_string(), title.to_string()));
         let _ = writeln!(self.body, "<section id=\"{id}\"><h2>{}</h2>", esc(title));
     }
 
@@ -59,13 +69,14 @@ impl Page<'_> {
         let _ = writeln!(self.body, "<p>{html}</p>");
     }
 
+    /// The main result of section `id`, for the summary at the top of the page.
+    fn headline(&mut self, id: &str, text: String) {
+        self.headlines.push((id.to_string(), text));
+    }
+
+    /// A section without results: left out of the page, listed once at its end.
     fn missing(&mut self, what: &str, how: &str) {
-        self.missing.push(what.to_string());
-        let _ = writeln!(
-            self.body,
-            "<p class=\"missing\"><b>Not measured in this run.</b> {}</p>",
-            esc(how)
-        );
+        self.missing.push((what.to_string(), how.to_string()));
     }
 
     fn chart(&mut self, id: &str, title: &str, caption: String, spec: Spec) -> Result<()> {
@@ -88,17 +99,35 @@ impl Page<'_> {
     }
 
     fn table(&mut self, head: &[&str], rows: &[Vec<String>], left_cols: usize) {
+        self.table_wrapped(head, rows, left_cols, &[]);
+    }
+
+    /// A table whose columns `wrap` are left-aligned and wrap their text.
+    fn table_wrapped(
+        &mut self,
+        head: &[&str],
+        rows: &[Vec<String>],
+        left_cols: usize,
+        wrap: &[usize],
+    ) {
+        let cls = |i: usize| {
+            if wrap.contains(&i) {
+                " class=\"l w\""
+            } else if i < left_cols {
+                " class=\"l\""
+            } else {
+                ""
+            }
+        };
         self.body.push_str("<table><thead><tr>");
         for (i, h) in head.iter().enumerate() {
-            let cls = if i < left_cols { " class=\"l\"" } else { "" };
-            let _ = write!(self.body, "<th{cls}>{}</th>", esc(h));
+            let _ = write!(self.body, "<th{}>{}</th>", cls(i), esc(h));
         }
         self.body.push_str("</tr></thead><tbody>\n");
         for r in rows {
             self.body.push_str("<tr>");
             for (i, c) in r.iter().enumerate() {
-                let cls = if i < left_cols { " class=\"l\"" } else { "" };
-                let _ = write!(self.body, "<td{cls}>{}</td>", esc(c));
+                let _ = write!(self.body, "<td{}>{}</td>", cls(i), esc(c));
             }
             self.body.push_str("</tr>\n");
         }
@@ -118,7 +147,16 @@ fn optf(v: Option<f64>, decimals: usize) -> String {
     v.map_or("—".into(), |v| format!("{v:.decimals$}"))
 }
 
-/// Builds the page; returns (HTML, charts, missing sections).
+/// What the crypto sections need, and how to get it.
+const CRYPTO_MISSING: (&str, &str) = (
+    "crypto benchmarks (handshake cost per suite, record protection, memory per session, \
+     ciphertext analysis, latency distributions)",
+    "run `iotseal bench crypto --out DIR` (`--quick` takes seconds) and put crypto.json in the \
+     input directory",
+);
+
+/// Builds the page; returns (HTML, charts, sections not measured). Sections come in a fixed
+/// order, each only if it has results; the ones without are listed once, at the end.
 pub(crate) fn build(
     input: &ReportInput,
     png: &dyn Fn(&str) -> PathBuf,
@@ -126,32 +164,29 @@ pub(crate) fn build(
     let mut pg = Page {
         body: String::new(),
         charts: Vec::new(),
+        shown: Vec::new(),
         missing: Vec::new(),
+        headlines: Vec::new(),
         png,
     };
     match &input.crypto {
         Some(c) => crypto_sections(&mut pg, c)?,
-        None => {
-            for (id, t) in [
-                ("handshakes", "Handshake cost per suite"),
-                ("records", "Record protection: throughput and overhead"),
-                ("memory", "Memory per session"),
-                ("analysis", "Ciphertext analysis"),
-                ("latency", "Latency distributions"),
-            ] {
-                pg.h2(id, t);
-                pg.missing(
-                    t,
-                    "No crypto.json in the input directory: run `iotseal bench crypto --out DIR`.",
-                );
-                pg.end();
-            }
-        }
+        None => pg.missing(CRYPTO_MISSING.0, CRYPTO_MISSING.1),
     }
     load_section(&mut pg, input.load.as_deref())?;
     attacks_section(&mut pg, input.attacks.as_ref())?;
     simulation_section(&mut pg, input.simulation.as_ref())?;
     series_section(&mut pg, input.series.as_deref())?;
+
+    if !pg.missing.is_empty() {
+        pg.body.push_str(
+            "<section id=\"not-measured\" class=\"missing\"><h2>Not measured in this run</h2><ul>\n",
+        );
+        for (what, how) in &pg.missing {
+            let _ = writeln!(pg.body, "<li><b>{}</b>: {}.</li>", esc(what), code(how));
+        }
+        pg.body.push_str("</ul></section>\n");
+    }
 
     let mut head = String::new();
     let _ = write!(
@@ -184,27 +219,75 @@ pub(crate) fn build(
             m.cpus,
             esc(&m.kernel),
             esc(&m.features.join(" ")),
-            if c.config.quick { "--quick, " } else { "" },
+            if c.config.quick {
+                "a cut-down configuration (see the notes under Handshakes), "
+            } else {
+                ""
+            },
             c.elapsed_secs
         );
     }
     head.push_str("<nav><p>");
-    for (id, t) in [
-        ("handshakes", "Handshakes"),
-        ("records", "Records"),
-        ("memory", "Memory"),
-        ("analysis", "Ciphertext analysis"),
-        ("latency", "Latency"),
-        ("load", "Load"),
-        ("threats", "Threat lab"),
-        ("simulation", "Simulation"),
-        ("series", "Sensor data"),
-    ] {
-        let _ = write!(head, "<a href=\"#{id}\">{t}</a> · ");
+    let mut links: Vec<String> = pg
+        .shown
+        .iter()
+        .map(|(id, t)| format!("<a href=\"#{id}\">{}</a>", esc(nav_title(id, t))))
+        .collect();
+    if !pg.missing.is_empty() {
+        links.push("<a href=\"#not-measured\">Not measured</a>".into());
     }
+    head.push_str(&links.join(" · "));
     head.push_str("</p></nav>\n");
+    if !pg.headlines.is_empty() {
+        head.push_str("<ul class=\"summary\">\n");
+        for (id, text) in &pg.headlines {
+            let title = pg
+                .shown
+                .iter()
+                .find(|(i, _)| i == id)
+                .map_or(id.as_str(), |(i, t)| nav_title(i, t));
+            let _ = writeln!(
+                head,
+                "<li><a href=\"#{id}\">{}</a>: {}</li>",
+                esc(title),
+                esc(text)
+            );
+        }
+        head.push_str("</ul>\n");
+    }
     let page = format!("{head}{}</body></html>\n", pg.body);
-    Ok((page, pg.charts, pg.missing))
+    let missing = pg.missing.into_iter().map(|(w, _)| w).collect();
+    Ok((page, pg.charts, missing))
+}
+
+/// Short titles for the navigation.
+fn nav_title<'a>(id: &str, title: &'a str) -> &'a str {
+    match id {
+        "handshakes" => "Handshakes",
+        "records" => "Records",
+        "memory" => "Memory",
+        "analysis" => "Ciphertext analysis",
+        "latency" => "Latency",
+        "load" => "Load",
+        "threats" => "Threat lab",
+        "simulation" => "Simulation",
+        "series" => "Sensor data",
+        _ => title,
+    }
+}
+
+/// Escapes `s`, setting text between backquotes in `<code>`.
+fn code(s: &str) -> String {
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{}</code>", esc(part))
+            } else {
+                esc(part)
+            }
+        })
+        .collect()
 }
 
 fn providers_of(c: &CryptoReport) -> Vec<String> {
@@ -262,6 +345,29 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
             dearest.gateway_us.median,
             total(dearest) / total(cheapest)
         );
+        if !pg.headlines.iter().any(|h| h.0 == "handshakes") {
+            let (what, h) = match default {
+                Some(d) => ("the default suite", *d),
+                None => ("the cheapest suite", *cheapest),
+            };
+            let mut line = format!(
+                "{what} ({}) costs {:.0} µs of CPU on the device and {:.0} µs on the gateway \
+                 per handshake ({prov}, median of {})",
+                hs_label(h),
+                h.device_us.median,
+                h.gateway_us.median,
+                c.config.handshake_iterations
+            );
+            if rows.len() > 1 {
+                let _ = write!(
+                    line,
+                    "; the most expensive, {}, is {:.1}× the cheapest",
+                    hs_label(dearest),
+                    total(dearest) / total(cheapest)
+                );
+            }
+            pg.headline("handshakes", line);
+        }
         if let Some(d) = default {
             let _ = write!(
                 cap,
@@ -607,7 +713,6 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
     pg.end();
 
     // Memory.
-    pg.h2("memory", "Memory per session");
     let mem: Vec<_> = c
         .records
         .iter()
@@ -622,11 +727,15 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
         })
         .collect();
     if mem.is_empty() {
-        pg.missing(
-            "memory per session",
-            "No RSS figures in crypto.json (no /proc on the machine that ran it).",
-        );
+        let how = if c.records.iter().all(|r| r.memory_sessions == 0) {
+            "the crypto run left it out (it needs a process of its own: memory other work \
+             freed would hide the sessions' cost); run `iotseal bench crypto --out DIR`"
+        } else {
+            "crypto.json has no RSS figures (no /proc on the machine that ran it)"
+        };
+        pg.missing("memory per session", how);
     } else {
+        pg.h2("memory", "Memory per session");
         let lo = mem.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
         let hi = mem.iter().map(|m| m.1).fold(0.0, f64::max);
         pg.chart(
@@ -682,14 +791,14 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
             &rows,
             2,
         );
+        pg.end();
     }
-    pg.end();
 
     // Ciphertext analysis.
-    pg.h2("analysis", "Ciphertext analysis");
     if c.analysis.is_empty() {
-        pg.missing("ciphertext analysis", "crypto.json has no analysis rows.");
+        pg.missing("ciphertext analysis", "crypto.json has no analysis rows");
     } else {
+        pg.h2("analysis", "Ciphertext analysis");
         let cats: Vec<String> = c
             .analysis
             .iter()
@@ -834,10 +943,22 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
             &rows,
             2,
         );
+        pg.end();
     }
-    pg.end();
 
     // Latency CDFs.
+    const CDF_KINDS: [&str; 3] = ["handshake_device", "handshake_gateway", "record_seal_open"];
+    if !c
+        .samples
+        .iter()
+        .any(|s| CDF_KINDS.contains(&s.kind.as_str()))
+    {
+        pg.missing(
+            "latency distributions",
+            "crypto.json has no per-iteration samples",
+        );
+        return Ok(());
+    }
     pg.h2("latency", "Latency distributions");
     let cdf = |sets: Vec<&SampleSet>, with_provider_label: bool| -> Vec<Line> {
         sets.iter()
@@ -873,7 +994,6 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
         }
         format!("the widest p99/p50 spread is {:.1}× ({})", worst.1, worst.0)
     };
-    let mut any = false;
     for (kind, id, title, unit) in [
         (
             "handshake_device",
@@ -898,7 +1018,6 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
         if sets.is_empty() {
             continue;
         }
-        any = true;
         let n = sets[0].values.len();
         let cap = format!(
             "Cumulative share of {n} individually timed iterations at or below each latency \
@@ -929,12 +1048,6 @@ fn crypto_sections(pg: &mut Page<'_>, c: &CryptoReport) -> Result<()> {
             }),
         )?;
     }
-    if !any {
-        pg.missing(
-            "latency distributions",
-            "crypto.json has no per-iteration samples.",
-        );
-    }
     pg.end();
     Ok(())
 }
@@ -952,15 +1065,15 @@ fn slug(s: &str) -> String {
 }
 
 fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()> {
-    pg.h2("load", "Gateway load test");
     let Some(runs) = load.filter(|r| !r.is_empty()) else {
         pg.missing(
-            "load",
-            "No load.json in the input directory: run `iotseal bench load` and put its JSON there.",
+            "gateway load test",
+            "run `iotseal bench load --json` against a gateway and put its output in the input \
+             directory as load.json",
         );
-        pg.end();
         return Ok(());
     };
+    pg.h2("load", "Gateway load test");
     let best = runs
         .iter()
         .filter(|r| r.readings_per_s.is_some())
@@ -970,6 +1083,19 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
                 .total_cmp(&b.readings_per_s.unwrap_or(0.0))
         });
     let errors: u64 = runs.iter().filter_map(|r| r.errors).sum();
+    if let Some(b) = best {
+        pg.headline(
+            "load",
+            format!(
+                "best {:.0} readings/s stored and acknowledged ({}), p99 {} ms; {errors} failed \
+                 requests in {} runs",
+                b.readings_per_s.unwrap_or(0.0),
+                b.name(),
+                optf(b.p99_ms, 2),
+                runs.len()
+            ),
+        );
+    }
     let cap = match best {
         Some(b) => format!(
             "Readings stored and acknowledged per second per run. Best: {:.0} readings/s ({}), \
@@ -1082,17 +1208,91 @@ fn load_section(pg: &mut Page<'_>, load: Option<&[super::LoadRun]>) -> Result<()
     Ok(())
 }
 
+/// The verdict of one target and what it rests on, for the threat-lab table.
+fn verdict_text(x: Option<&Attack>) -> String {
+    let Some(x) = x else {
+        return "not run".into();
+    };
+    if !x.applicable {
+        return format!(
+            "does not apply: {}",
+            x.reason.trim_start_matches("not applicable: ")
+        );
+    }
+    let word = match x.verdict() {
+        Some(true) => "blocked",
+        Some(false) => "NOT blocked",
+        None => "no verdict",
+    };
+    let mut parts = Vec::new();
+    if x.stored_forgeries > 0 {
+        parts.push(format!("{} forged readings stored", x.stored_forgeries));
+    }
+    parts.push(match &x.service {
+        Some(s) => format!("honest device: {}", s.summary()),
+        None if x.judged_by_service() => "honest device: not measured".into(),
+        None => format!("{}/{} attempts stopped", x.blocked, x.attempts),
+    });
+    // The lab's reason repeats the verdict first.
+    let reason = x.reason.trim_start_matches("NOT blocked; ");
+    if !reason.is_empty() {
+        parts.push(reason.to_string());
+    }
+    format!("{word} — {}", parts.join("; "))
+}
+
+/// The chart cell of one target.
+fn verdict_cell(x: Option<&Attack>) -> VerdictCell {
+    let Some(x) = x else {
+        return VerdictCell {
+            mark: Mark::NotRun,
+            note: String::new(),
+        };
+    };
+    let mark = match (x.applicable, x.verdict()) {
+        (false, _) => Mark::NotApplicable,
+        (_, Some(true)) => Mark::Blocked,
+        (_, Some(false)) => Mark::NotBlocked,
+        (_, None) => Mark::NoVerdict,
+    };
+    let served = |s: &super::AttackService| {
+        format!(
+            "{}/{} sessions, {}/{} stored",
+            s.handshakes_completed, s.handshakes_attempted, s.readings_stored, s.readings_sent
+        )
+    };
+    let note = match mark {
+        Mark::NotApplicable | Mark::NotRun => String::new(),
+        Mark::NoVerdict => x.reason.clone(),
+        Mark::Blocked => match &x.service {
+            Some(s) => served(s),
+            None => format!("{}/{} attempts stopped", x.blocked, x.attempts),
+        },
+        Mark::NotBlocked => match (&x.service, x.failed_checks.first()) {
+            _ if x.stored_forgeries > 0 => format!("{} forged stored", x.stored_forgeries),
+            (Some(s), _) if s.requests_refused > 0 => format!(
+                "honest devices: {} requests refused; {}",
+                s.requests_refused,
+                served(s)
+            ),
+            (Some(s), _) if !s.all_served() => format!("honest: {}", served(s)),
+            (_, Some(c)) => format!("failed: {c}"),
+            _ => format!("{} of {} through", x.attempts - x.blocked, x.attempts),
+        },
+    };
+    VerdictCell { mark, note }
+}
+
 fn attacks_section(pg: &mut Page<'_>, attacks: Option<&super::Attacks>) -> Result<()> {
-    pg.h2("threats", "Threat lab: iotseal vs the legacy design");
     let Some(a) = attacks else {
         pg.missing(
             "threat lab",
-            "No attacks.json in the input directory (shape: {\"iotseal\": [{name, attempts, \
-             blocked, reason, stored_forgeries}], \"legacy\": [...]}).",
+            "run `iotseal attack --json > DIR/attacks.json` and `iotseal attack --target legacy \
+             --json >> DIR/attacks.json` (or `iotseal demo`, which writes it)",
         );
-        pg.end();
         return Ok(());
     };
+    pg.h2("threats", "Threat lab: iotseal vs the legacy design");
     let legacy = a.legacy.as_deref().unwrap_or(&[]);
     let mut names: Vec<String> = a.iotseal.iter().map(|x| x.name.clone()).collect();
     for l in legacy {
@@ -1100,121 +1300,134 @@ fn attacks_section(pg: &mut Page<'_>, attacks: Option<&super::Attacks>) -> Resul
             names.push(l.name.clone());
         }
     }
-    let find = |list: &[Attack], n: &str| list.iter().find(|x| x.name == n).cloned();
-    let pct = |x: &Attack| {
-        if x.attempts == 0 || !x.applicable {
-            f64::NAN
-        } else {
-            100.0 * x.blocked as f64 / x.attempts as f64
-        }
+    let find = |list: &'_ [Attack], n: &str| list.iter().find(|x| x.name == n).cloned();
+    let tally = |list: &[Attack]| {
+        let applicable = list.iter().filter(|x| x.applicable).count();
+        let blocked = list.iter().filter(|x| x.verdict() == Some(true)).count();
+        let forged: u64 = list.iter().map(|x| x.stored_forgeries).sum();
+        (blocked, applicable, forged)
     };
-    let sum = |list: &[Attack]| {
-        (
-            list.iter().map(|x| x.attempts).sum::<u64>(),
-            list.iter().map(|x| x.blocked).sum::<u64>(),
-            list.iter().map(|x| x.stored_forgeries).sum::<u64>(),
-        )
-    };
-    let (ia, ib, isf) = sum(&a.iotseal);
+    let (ib, ia, isf) = tally(&a.iotseal);
     let mut cap = format!(
-        "Share of attempts each target refused, per attack (n/a: the attack does not apply to \
-         that target or was not run). iotseal blocked {ib} of {ia} \
-         attempts and stored {isf} forged or replayed readings."
+        "Whether each attack was blocked, against each target, and what \"blocked\" means for \
+         it (the same criterion for both targets). iotseal blocked {ib} of {ia} applicable \
+         attacks and stored {isf} forged or replayed readings."
     );
-    let mut series = vec![Bars {
-        name: "iotseal: blocked (%)".into(),
-        values: names
-            .iter()
-            .map(|n| find(&a.iotseal, n).map_or(f64::NAN, |x| pct(&x)))
-            .collect(),
-    }];
+    let mut line = format!(
+        "iotseal blocked {ib} of {ia} applicable attacks and stored {isf} forged or replayed \
+         readings"
+    );
     if a.legacy.is_some() {
-        let (la, lb, lsf) = sum(legacy);
+        let (lb, la, lsf) = tally(legacy);
         let _ = write!(
             cap,
-            " The legacy design blocked {lb} of {la} and stored {lsf} forgeries."
+            " The legacy design blocked {lb} of {la} and stored {lsf}."
         );
-        series.push(Bars {
-            name: "legacy: blocked (%)".into(),
-            values: names
-                .iter()
-                .map(|n| find(legacy, n).map_or(f64::NAN, |x| pct(&x)))
-                .collect(),
-        });
+        let _ = write!(
+            line,
+            "; the legacy design blocked {lb} of {la} and stored {lsf}"
+        );
     } else {
         cap.push_str(" The legacy design was not attacked in this run.");
     }
+    pg.headline("threats", line);
+    let floods: Vec<&Attack> = a.iotseal.iter().filter(|x| x.judged_by_service()).collect();
+    if !floods.is_empty() {
+        let _ = write!(
+            cap,
+            " Floods and slow clients are judged by whether honest devices running during the \
+             attack were served (none of their requests refused, every reading stored within \
+             5 s), not by the share of the attacker's requests refused{}.",
+            floods
+                .iter()
+                .filter_map(|x| x
+                    .service
+                    .as_ref()
+                    .map(|s| format!("{}: {}", x.name, s.summary())))
+                .map(|t| format!("; iotseal {t}"))
+                .collect::<String>()
+        );
+    }
+    let mut columns = vec!["iotseal".to_string()];
+    if a.legacy.is_some() {
+        columns.push("legacy".into());
+    }
+    let rows: Vec<VerdictRow> = names
+        .iter()
+        .map(|n| {
+            let i = find(&a.iotseal, n);
+            let l = find(legacy, n);
+            let criterion = i
+                .as_ref()
+                .or(l.as_ref())
+                .map_or(COUNT_CRITERION.to_string(), |x| {
+                    x.criterion_or_default().to_string()
+                });
+            let service = i
+                .as_ref()
+                .or(l.as_ref())
+                .is_some_and(Attack::judged_by_service);
+            let mut cells = vec![verdict_cell(i.as_ref())];
+            if a.legacy.is_some() {
+                cells.push(verdict_cell(l.as_ref()));
+            }
+            VerdictRow {
+                name: if service { format!("{n} *") } else { n.clone() },
+                criterion,
+                cells,
+            }
+        })
+        .collect();
     pg.chart(
         "threats",
         "Attacks blocked per target",
         cap,
-        Spec::HBars(HBars {
-            categories: names.clone(),
-            series,
-            x_desc: "attempts blocked (%)".into(),
-            log_x: false,
-            stacked: false,
-            annotate: true,
-            decimals: Some(0),
+        Spec::Verdicts(Verdicts {
+            columns,
+            rows,
+            footnote: "* judged by the legitimate traffic served while the attack ran: honest \
+                       devices' requests refused, sessions opened, readings stored"
+                .into(),
         }),
     )?;
-    let cell = |x: Option<Attack>| -> [String; 3] {
-        match x {
-            Some(x) if !x.applicable => ["n/a".into(), "—".into(), x.reason],
-            Some(x) => {
-                let verdict = match x.stopped {
-                    Some(true) => " — stopped",
-                    Some(false) => " — NOT stopped",
-                    None => "",
-                };
-                [
-                    format!("{}/{}{verdict}", x.blocked, x.attempts),
-                    x.stored_forgeries.to_string(),
-                    x.reason,
-                ]
-            }
-            None => ["—".into(), "—".into(), "not run".into()],
-        }
-    };
     let rows: Vec<Vec<String>> = names
         .iter()
         .map(|n| {
-            let [ib, isf, ir] = cell(find(&a.iotseal, n));
-            let [lb, lsf, lr] = if a.legacy.is_some() {
-                cell(find(legacy, n))
+            let i = find(&a.iotseal, n);
+            let l = find(legacy, n);
+            let criterion = i
+                .as_ref()
+                .or(l.as_ref())
+                .map_or(COUNT_CRITERION.to_string(), |x| {
+                    x.criterion_or_default().to_string()
+                });
+            let lv = if a.legacy.is_some() {
+                verdict_text(l.as_ref())
             } else {
-                ["—".into(), "—".into(), "not measured in this run".into()]
+                "not run: the legacy design was not attacked".into()
             };
-            vec![n.clone(), ib, isf, ir, lb, lsf, lr]
+            vec![n.clone(), criterion, verdict_text(i.as_ref()), lv]
         })
         .collect();
-    pg.table(
-        &[
-            "attack",
-            "iotseal blocked",
-            "iotseal stored forgeries",
-            "iotseal reason",
-            "legacy blocked",
-            "legacy stored forgeries",
-            "legacy reason",
-        ],
+    pg.table_wrapped(
+        &["attack", "blocked means", "iotseal", "legacy"],
         &rows,
         1,
+        &[1, 2, 3],
     );
     pg.end();
     Ok(())
 }
 
 fn simulation_section(pg: &mut Page<'_>, sim: Option<&serde_json::Value>) -> Result<()> {
-    pg.h2("simulation", "Device simulation");
     let Some(s) = sim else {
         pg.missing(
-            "simulation",
-            "No simulation.json in the input directory: `iotseal simulate --json > DIR/simulation.json`.",
+            "device simulation",
+            "run `iotseal simulate --json > DIR/simulation.json` (or `iotseal demo`, which writes it)",
         );
-        pg.end();
         return Ok(());
     };
+    pg.h2("simulation", "Device simulation");
     let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
@@ -1227,6 +1440,19 @@ fn simulation_section(pg: &mut Page<'_>, sim: Option<&serde_json::Value>) -> Res
         .and_then(|g| g.as_array())
         .map(|a| a.iter().collect())
         .unwrap_or_default();
+    pg.headline(
+        "simulation",
+        format!(
+            "{} readings sent by {} device groups, {} stored, {} verified byte for byte, {} lost, \
+             {} duplicates",
+            optf(num(s, "readings_sent"), 0),
+            groups.len(),
+            optf(num(s, "readings_stored"), 0),
+            optf(num(s, "readings_verified"), 0),
+            optf(num(s, "lost"), 0),
+            optf(num(s, "duplicates"), 0),
+        ),
+    );
     pg.p(&esc(&format!(
         "{} readings sent, {} acknowledged, {} stored, {} verified byte for byte, {} lost, {} \
          duplicates; {} readings/s over {} s; acknowledgement latency p50 {} ms, p99 {} ms.",
@@ -1337,18 +1563,17 @@ fn simulation_section(pg: &mut Page<'_>, sim: Option<&serde_json::Value>) -> Res
 const MAX_DEVICES_PER_CHART: usize = 8;
 
 fn series_section(pg: &mut Page<'_>, series: Option<&[SensorSeries]>) -> Result<()> {
+    let Some(series) = series.filter(|s| s.iter().any(|x| !x.points.is_empty())) else {
+        pg.missing(
+            "sensor time series",
+            "give a gateway database that holds readings: `iotseal report --db gateway.db`",
+        );
+        return Ok(());
+    };
     pg.h2(
         "series",
         "Simulated sensor data from the gateway's database",
     );
-    let Some(series) = series.filter(|s| s.iter().any(|x| !x.points.is_empty())) else {
-        pg.missing(
-            "sensor time series",
-            "No database given (or it holds no readings): `iotseal report --db gateway.db`.",
-        );
-        pg.end();
-        return Ok(());
-    };
     for ((sensor, unit), list) in by_sensor(series) {
         let t0 = list
             .iter()

@@ -6,13 +6,14 @@
 //! |---|---|---|
 //! | `crypto.json` | `iotseal bench crypto --out DIR` | [`crate::matrix::CryptoReport`] |
 //! | `load.json` | `iotseal bench load --json` | a [`LoadRun`], a list of them, `{"runs": [...]}`, or JSON lines; an element may also be `{"label": ..., "report": LoadRun}` (as `scripts/bench-load.sh` writes) |
-//! | `attacks.json` | the threat lab (`iotseal attack --json`) | a list of attacks, each `{"target": "iotseal" or "legacy", "name", "attempts", "blocked_attempts", "blocked" (verdict, bool or null), "applicable", "reason", "stored_forgeries"}` as `iotseal attack --json` prints it (the outputs for both targets may simply be concatenated), or `{"iotseal": [...], "legacy": [...]}` with the same entries, where `blocked` may also be the count; see [`Attack`] |
+//! | `attacks.json` | the threat lab (`iotseal attack --json`) | a list of attacks, each `{"target": "iotseal" or "legacy", "name", "attempts", "blocked_attempts", "blocked" (verdict, bool or null), "applicable", "reason", "stored_forgeries", "criterion", "judged_by", "service"}` as `iotseal attack --json` prints it (the outputs for both targets may simply be concatenated), or `{"iotseal": [...], "legacy": [...]}` with the same entries, where `blocked` may also be the count; see [`Attack`] |
 //! | `simulation.json` | `iotseal simulate --json` | the simulator's `Summary` |
 //!
 //! plus the sensor time series, which the CLI reads from a gateway database
 //! ([`SensorSeries`]). [`write_report`] draws every chart as inline SVG in the HTML and as a
-//! PNG beside it (`<stem>-<chart id>.png`). A section whose input is missing says "not
-//! measured in this run" instead of disappearing.
+//! PNG beside it (`<stem>-<chart id>.png`). The page opens with results: a section whose input
+//! is missing is left out, and listed once at the end under "Not measured in this run" with
+//! the command that measures it.
 
 mod charts;
 mod html;
@@ -163,6 +164,106 @@ pub struct Attack {
     /// Forged or replayed readings that ended up in the target's storage.
     #[serde(default)]
     pub stored_forgeries: u64,
+    /// What "blocked" means for this attack (`criterion` in `iotseal attack --json`); empty
+    /// when the input does not say (then see [`Attack::criterion_or_default`]).
+    #[serde(default)]
+    pub criterion: String,
+    /// How the verdict was reached: `each-attempt` or `service` (floods and exhaustion
+    /// attacks, judged by the legitimate traffic served while they ran).
+    #[serde(default)]
+    pub judged_by: Option<String>,
+    /// For attacks judged by service: what an honest device running at the same time got.
+    #[serde(default)]
+    pub service: Option<AttackService>,
+    /// The lab's checks that did not hold (`checks` with `held: false`), in order.
+    #[serde(default)]
+    pub failed_checks: Vec<String>,
+}
+
+/// The legitimate traffic served while an attack ran (`service` in `iotseal attack --json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttackService {
+    /// Seconds the honest device ran alongside the attack.
+    pub secs: f64,
+    /// Sessions it set out to open.
+    pub handshakes_attempted: u64,
+    /// Sessions it opened in time.
+    pub handshakes_completed: u64,
+    /// Its requests the target refused or left unanswered.
+    pub requests_refused: u64,
+    /// Readings it sent.
+    pub readings_sent: u64,
+    /// Of those, readings acknowledged during the attack and found in storage as sent.
+    pub readings_stored: u64,
+    /// Median time to open a session or get readings acknowledged, ms.
+    pub median_latency_ms: f64,
+    /// Worst of those, ms.
+    pub worst_latency_ms: f64,
+}
+
+impl AttackService {
+    /// Whether no request was refused, every session was opened and every reading stored (the
+    /// lab's verdict also bounds the latency).
+    pub fn all_served(&self) -> bool {
+        self.handshakes_attempted > 0
+            && self.requests_refused == 0
+            && self.handshakes_completed == self.handshakes_attempted
+            && self.readings_sent > 0
+            && self.readings_stored == self.readings_sent
+    }
+
+    /// `sessions 12/12, readings 24/24 stored, worst 210 ms` (and `, 7 requests refused`).
+    pub fn summary(&self) -> String {
+        format!(
+            "sessions {}/{}, readings {}/{} stored, worst {:.0} ms{}",
+            self.handshakes_completed,
+            self.handshakes_attempted,
+            self.readings_stored,
+            self.readings_sent,
+            self.worst_latency_ms,
+            if self.requests_refused > 0 {
+                format!(", {} requests refused", self.requests_refused)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// The criterion of inputs that give none: what a verdict derived from the counts means.
+pub const COUNT_CRITERION: &str =
+    "every attempt refused or without effect, nothing forged stored (from the counts)";
+
+impl Attack {
+    /// The verdict: the lab's when it gives one; for inputs with counts only, whether every
+    /// attempt was blocked and nothing forged was stored. `None`: does not apply, or no
+    /// attempt was made.
+    pub fn verdict(&self) -> Option<bool> {
+        if !self.applicable {
+            return None;
+        }
+        match self.stopped {
+            Some(v) => Some(v),
+            None if self.attempts == 0 => None,
+            None => Some(self.blocked == self.attempts && self.stored_forgeries == 0),
+        }
+    }
+
+    /// What "blocked" means: the input's criterion, or [`COUNT_CRITERION`] when it gives
+    /// none.
+    pub fn criterion_or_default(&self) -> &str {
+        if self.criterion.is_empty() {
+            COUNT_CRITERION
+        } else {
+            &self.criterion
+        }
+    }
+
+    /// Whether the verdict rests on the legitimate traffic served (floods, slow clients).
+    pub fn judged_by_service(&self) -> bool {
+        self.judged_by.as_deref() == Some("service") || self.service.is_some()
+    }
 }
 
 fn yes() -> bool {
@@ -204,6 +305,23 @@ fn parse_attack(v: &serde_json::Value) -> Result<Attack> {
         (None, Some(Value::Bool(b))) => (if *b { attempts } else { 0 }, Some(*b)),
         _ => anyhow::bail!("{name}: neither blocked nor blocked_attempts"),
     };
+    let service = match v.get("service") {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(
+            serde_json::from_value(s.clone())
+                .map_err(|e| anyhow::anyhow!("{name}: service: {e}"))?,
+        ),
+    };
+    let failed_checks = v
+        .get("checks")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c.get("held").and_then(Value::as_bool) == Some(false))
+                .filter_map(|c| c.get("what").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Attack {
         name,
         attempts,
@@ -216,6 +334,17 @@ fn parse_attack(v: &serde_json::Value) -> Result<Attack> {
             .unwrap_or_default()
             .to_string(),
         stored_forgeries: u("stored_forgeries").unwrap_or(0),
+        criterion: v
+            .get("criterion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        judged_by: v
+            .get("judged_by")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        service,
+        failed_checks,
     })
 }
 
@@ -340,7 +469,7 @@ pub struct ReportOutput {
     pub html: PathBuf,
     /// The charts, in the order of the report (each with its PNG).
     pub charts: Vec<Chart>,
-    /// Sections shown as "not measured in this run".
+    /// Sections listed at the end as "not measured in this run".
     pub missing: Vec<String>,
 }
 

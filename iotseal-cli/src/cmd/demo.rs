@@ -1,7 +1,7 @@
 //! `iotseal demo`: the whole system in one command. A gateway in this process (temporary data
 //! directory, SQLite, self-signed TLS, fresh keys), a mixed fleet of simulated devices over
 //! HTTPS, a check that every reading sent is stored byte for byte, the threat lab against
-//! iotseal and the original design, and the HTML report.
+//! iotseal and the original design, a quick pass of the crypto matrix, and the HTML report.
 
 use std::path::PathBuf;
 
@@ -29,7 +29,7 @@ pub(crate) struct Args {
     /// Skip the threat lab.
     #[arg(long)]
     no_attacks: bool,
-    /// Skip the HTML report.
+    /// Skip the HTML report (and the quick crypto pass it shows).
     #[arg(long)]
     no_report: bool,
     /// Print one JSON object.
@@ -94,6 +94,17 @@ pub(crate) fn run(a: Args) -> Result<()> {
     let report = if a.no_report {
         None
     } else {
+        // A quick pass of the crypto matrix (under a second), so the report's crypto sections
+        // have data; `iotseal bench crypto` gives the figures to quote.
+        if !a.json {
+            eprintln!("crypto: a quick pass over every suite, provider and record protection ...");
+        }
+        let crypto =
+            iotseal_bench::matrix::run(&iotseal_bench::matrix::Config::demo(), &mut |_| {})?;
+        std::fs::write(
+            dir.join("crypto.json"),
+            serde_json::to_string_pretty(&crypto)?,
+        )?;
         let mut input = iotseal_bench::report::ReportInput::load_dir(&dir)?;
         let db = dir.join("iotseal.db");
         if let Ok(series) = crate::cmd::report::read_series(&db, 8, 2000) {
@@ -103,7 +114,18 @@ pub(crate) fn run(a: Args) -> Result<()> {
         Some(iotseal_bench::report::write_report(&input, &dir.join("report.html"))?.html)
     };
     let iotseal_attacks = attacks.as_ref().map(|(i, _)| i.as_slice()).unwrap_or(&[]);
-    let all_blocked = iotseal_attacks.iter().all(|o| o.blocked != Some(false));
+    // The exit status rests on the attacks on the readings (judged by each attempt); floods
+    // and slow clients, judged by the legitimate traffic served, are reported beside them:
+    // the flood of valid hellos is not blocked (docs/security.md, known limitations).
+    let all_blocked = iotseal_attacks
+        .iter()
+        .filter(|o| o.judged_by == iotseal_lab::Judged::EachAttempt)
+        .all(|o| o.blocked != Some(false));
+    let not_blocked: Vec<&str> = iotseal_attacks
+        .iter()
+        .filter(|o| o.blocked == Some(false))
+        .map(|o| o.name.as_str())
+        .collect();
     let ok =
         summary.lost == 0 && summary.duplicates == 0 && summary.readings_sent > 0 && all_blocked;
     if a.json {
@@ -124,10 +146,12 @@ pub(crate) fn run(a: Args) -> Result<()> {
                 "attacks": iotseal_attacks.iter().map(|o| json!({
                     "name": o.name, "blocked": o.blocked, "attempts": o.attempts,
                     "reason": o.reason, "stored_forgeries": o.stored_forgeries,
+                    "criterion": o.criterion, "service": o.service,
                 })).collect::<Vec<_>>(),
                 "legacy_attacks": attacks.as_ref().map(|(_, l)| l.iter().map(|o| json!({
                     "name": o.name, "blocked": o.blocked, "applicable": o.applicable,
                 })).collect::<Vec<_>>()),
+                "not_blocked": not_blocked,
                 "report": report.as_ref().map(|p| p.display().to_string()),
                 "data_dir": dir.display().to_string(),
                 "ok": ok,
@@ -160,15 +184,21 @@ pub(crate) fn run(a: Args) -> Result<()> {
         println!(
             "{}",
             if ok {
-                "OK: every reading sent was stored exactly once, byte for byte, and every attack was blocked."
+                "OK: every reading sent was stored exactly once, byte for byte, and every attack on the readings was blocked."
             } else {
-                "FAILED: readings lost or duplicated, or an attack got through."
+                "FAILED: readings lost or duplicated, or an attack on the readings got through."
             }
         );
+        if !not_blocked.is_empty() {
+            println!(
+                "NOT blocked: {} (judged by the legitimate traffic served while it ran; see the report and docs/security.md)",
+                not_blocked.join(", ")
+            );
+        }
     }
     if !ok {
         return Err(anyhow!(
-            "{} readings lost, {} duplicated, every attack blocked: {all_blocked}",
+            "{} readings lost, {} duplicated, every attack on the readings blocked: {all_blocked}",
             summary.lost,
             summary.duplicates
         ));
