@@ -121,7 +121,11 @@ typedef enum iotseal_event_kind {
 
 // One device: its engine, the pins file's TLS material and the boundary's own state.
 // Opaque to C; from `iotseal_device_from_files` or `iotseal_device_from_buffers`, freed by
-// `iotseal_device_free`.
+// `iotseal_device_free` (which wipes its keys).
+//
+// Threads: a handle may move between threads but must not be used by two threads at once
+// (guard it with a mutex); distinct handles share nothing and may be used in parallel. The
+// library has no global state.
 typedef struct iotseal_device iotseal_device;
 
 // Settings for a new handle. Zero-initialise it (`iotseal_options o = {0};`): a field left

@@ -242,7 +242,11 @@ pub const IOTSEAL_SENSOR_BATTERY: u8 = 12;
 
 /// One device: its engine, the pins file's TLS material and the boundary's own state.
 /// Opaque to C; from `iotseal_device_from_files` or `iotseal_device_from_buffers`, freed by
-/// `iotseal_device_free`.
+/// `iotseal_device_free` (which wipes its keys).
+///
+/// Threads: a handle may move between threads but must not be used by two threads at once
+/// (guard it with a mutex); distinct handles share nothing and may be used in parallel. The
+/// library has no global state.
 pub struct iotseal_device {
     engine: Engine,
     /// The pins file (URL, TLS certificate and its hash; the identity keys are in the engine).
