@@ -100,7 +100,7 @@ pub(crate) fn ephemeral_fields(
     }
 }
 
-/// Reads the ephemeral key fields of [`ephemeral_fields`], checks that they agree (the ML-KEM
+/// Reads the ephemeral key fields of `ephemeral_fields`, checks that they agree (the ML-KEM
 /// seed expands to the decapsulation key in `<prefix>private`, the hybrid's private key is
 /// that key followed by `<prefix>x25519_private`) and returns the bytes a device draws to
 /// generate that key.
@@ -183,7 +183,7 @@ impl KeyExchange for SeedFromRng {
 /// `p` for replaying a device from recorded inputs: its random source is `random` (the
 /// recorded draws), and its ML-KEM-768 generates a key from a 64-byte seed drawn from that
 /// source: the provider's own if it takes the seed from `rng` (rustcrypto), else
-/// [`SeedFromRng`] (aws-lc keeps its own randomness for ML-KEM key generation).
+/// `SeedFromRng` (aws-lc keeps its own randomness for ML-KEM key generation).
 pub fn replay_provider(p: CryptoProvider, random: &'static dyn SecureRandom) -> CryptoProvider {
     let kems: Vec<&'static dyn KeyExchange> = p
         .kems
