@@ -136,7 +136,9 @@ fn device_binary() -> Option<&'static Path> {
             .unwrap()
             .join("iotseal-c/device");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        // -B: always link anew (the program may have been linked with another library).
         let made = Command::new("make")
+            .arg("-B")
             .arg("-C")
             .arg(crate_dir().join("examples"))
             .arg(format!("IOTSEAL_LIB_DIR={}", lib.display()))
