@@ -241,10 +241,15 @@ impl IdentityFile {
     /// # Errors
     /// A hand-made value with unencodable text.
     pub fn to_toml(&self) -> Result<Zeroizing<String>, FileError> {
-        let body = toml::to_string(self).map_err(|e| FileError::Parse(e.to_string()))?;
-        Ok(Zeroizing::new(
-            "# iotseal device identity. Keep this file secret.\n".to_string() + &body,
-        ))
+        // Every buffer that holds the private key is wiped when dropped: the serialised body
+        // and the file text (the header is copied first, so growing it moves no secret).
+        let body =
+            Zeroizing::new(toml::to_string(self).map_err(|e| FileError::Parse(e.to_string()))?);
+        let header = "# iotseal device identity. Keep this file secret.\n";
+        let mut text = Zeroizing::new(String::with_capacity(header.len() + body.len()));
+        text.push_str(header);
+        text.push_str(&body);
+        Ok(text)
     }
 
     /// Writes it with mode 0600 (on Unix).
