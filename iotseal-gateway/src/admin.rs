@@ -22,7 +22,9 @@ use iotseal_proto::handshake::{MAX_DEVICE_ID, key_id};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tracing::{error, info};
-use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -53,6 +55,9 @@ gateway's settings; at least 16 characters, surrounding whitespace ignored) as \
 the answer is `401` with `WWW-Authenticate: Bearer` and no body.
 
 **Conventions.** Times are integers: milliseconds since the Unix epoch (1970-01-01T00:00:00Z). \
+A reading's message id (`msg_id`, up to 2^62 − 1) is a decimal string, always: JavaScript's \
+numbers are exact only up to 2^53. A reading's value is a JSON number, or one of the strings \
+`\"NaN\"`, `\"Infinity\"` and `\"-Infinity\"` (JSON has no number for them). \
 Binary values (public keys, key ids, reading encodings) are lowercase hex. Errors other than \
 401 are JSON `{\"error\": \"<message>\"}`; the message is for people and may change, the status \
 is what a program tests. A request still running after `limits.request_timeout_secs` (default \
@@ -520,9 +525,10 @@ enum Format {
 /// As CSV (`format=csv`, `text/csv; charset=utf-8`, RFC 4180, `\n` line ends): a header line
 /// `device_id,msg_id,device_time_ms,received_ms,payload_hex,values`, then one line per reading
 /// with the fields of the JSON answer; `values` is `name=value` pairs joined by `;`
-/// (`temperature=21.5;humidity=40`, with `NaN`, `inf` and `-inf` written as such). A field
-/// holding `,`, `"`, CR or LF is quoted (`"` doubled); a `device_id` or `values` starting with
-/// `=`, `+`, `-` or `@` is prefixed with `'` so that spreadsheets do not evaluate it.
+/// (`temperature=21.5;humidity=40`; NaN and ±infinity as `NaN`, `Infinity` and `-Infinity`,
+/// the JSON answer's names). A field holding `,`, `"`, CR or LF is quoted (`"` doubled); a
+/// `device_id` or `values` starting with `=`, `+`, `-` or `@` is prefixed with `'` so that
+/// spreadsheets do not evaluate it.
 #[utoipa::path(
     get,
     path = "/v1/devices/{id}/readings",
@@ -579,7 +585,10 @@ async fn readings(
         let values = r
             .values
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| match non_finite(*v) {
+                Some(name) => format!("{k}={name}"),
+                None => format!("{k}={v}"),
+            })
             .collect::<Vec<_>>()
             .join(";");
         out.push_str(&format!(
@@ -740,6 +749,44 @@ async fn openapi_document() -> Response {
     }
 }
 
+/// The spellings of the values JSON has no number for: NaN, +infinity, −infinity.
+const NON_FINITE: [&str; 3] = ["NaN", "Infinity", "-Infinity"];
+
+/// The name of a value JSON has no number for (NaN, ±infinity); `None` for a finite value.
+fn non_finite(v: f64) -> Option<&'static str> {
+    match v {
+        v if v.is_finite() => None,
+        v if v.is_nan() => Some(NON_FINITE[0]),
+        v if v > 0.0 => Some(NON_FINITE[1]),
+        _ => Some(NON_FINITE[2]),
+    }
+}
+
+/// A reading's `msg_id` in the admin JSON: a decimal string (ids reach 2^62 − 1; a JSON
+/// number above 2^53 is rounded by JavaScript).
+pub(crate) fn msg_id_json<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// A reading's `values` in the admin JSON: `[name, value]` pairs, a non-finite value as one
+/// of [`NON_FINITE`] (serde_json would write `null` for all three).
+pub(crate) fn values_json<S: serde::Serializer>(
+    values: &[(String, f64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    /// One value: a number, or its name when JSON has no number for it.
+    struct Value(f64);
+    impl Serialize for Value {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match non_finite(self.0) {
+                Some(name) => s.serialize_str(name),
+                None => s.serialize_f64(self.0),
+            }
+        }
+    }
+    s.collect_seq(values.iter().map(|(name, v)| (name, Value(*v))))
+}
+
 /// The schema of a signature algorithm's name, from the algorithms this build knows.
 fn alg_schema() -> Schema {
     let lengths: Vec<String> = SigAlg::ALL
@@ -770,16 +817,26 @@ pub(crate) fn values_schema() -> Schema {
         ))
         .examples(["temperature", "other_200"])
         .build();
-    let value = ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            Type::Number,
-            Type::Null,
-        ]))
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Number)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .description(Some("A finite value."))
+        .build();
+    let non_finite = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(NON_FINITE))
         .description(Some(
-            "The value the device sent (an IEEE 754 binary32) in its shortest decimal form \
-             (21.3, not 21.299999237060547); `null` for NaN and ±infinity, which JSON cannot \
-             write.",
+            "A value JSON has no number for: NaN, +infinity, −infinity (the spellings of \
+             JavaScript's `Number()` and Python's `float()`).",
+        ))
+        .build();
+    let value = OneOfBuilder::new()
+        .item(Schema::from(number))
+        .item(Schema::from(non_finite))
+        .description(Some(
+            "The value the device sent (an IEEE 754 binary32): a JSON number in its shortest \
+             decimal form (21.3, not 21.299999237060547), or for NaN and ±infinity the string \
+             `\"NaN\"`, `\"Infinity\"` or `\"-Infinity\"`. Never `null`.",
         ))
         .build();
     let pair = ArrayBuilder::new()
@@ -795,10 +852,10 @@ pub(crate) fn values_schema() -> Schema {
             "The values of the reading, in the order of its payload (a sensor may appear more \
              than once): at most 32.",
         ))
-        .examples([serde_json::json!([
-            ["temperature", 21.5],
-            ["humidity", 40.0]
-        ])])
+        .examples([
+            serde_json::json!([["temperature", 21.5], ["humidity", 40.0]]),
+            serde_json::json!([["temperature", "NaN"], ["power", "-Infinity"]]),
+        ])
         .build()
         .into()
 }

@@ -134,10 +134,18 @@ class Gateway:
             conn.close()
 
     def readings(self, device_id: str) -> list:
-        """The readings stored for a device, oldest first."""
-        return self.admin_get(
+        """The readings stored for a device, oldest first, with `msg_id` as an int (the admin
+        API sends it as a decimal string: ids reach 2^62 - 1) and the values as floats (NaN
+        and infinities come as "NaN", "Infinity", "-Infinity")."""
+        rows = self.admin_get(
             f"/v1/devices/{urllib.parse.quote(device_id, safe='')}/readings?limit=100000"
-        )  # type: ignore[return-value]
+        )
+        assert isinstance(rows, list)
+        for r in rows:
+            assert isinstance(r["msg_id"], str) and r["msg_id"].isdigit(), r
+            r["msg_id"] = int(r["msg_id"])
+            r["values"] = [[name, float(v)] for name, v in r["values"]]
+        return rows
 
 
 @pytest.fixture(scope="session")

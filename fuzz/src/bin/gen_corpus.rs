@@ -373,8 +373,8 @@ fn files(c: &mut Corpus, root: &Path) {
             let mut b = Vec::new();
             r.encode(&mut b);
             format!(
-                "{{\"device_id\":\"dev-1\",\"msg_id\":{},\"device_time_ms\":{},\"received_ms\":{},\
-                 \"payload_hex\":\"{}\",\"values\":[[\"temperature\",20.5]]}}",
+                "{{\"device_id\":\"dev-1\",\"msg_id\":\"{}\",\"device_time_ms\":{},\"received_ms\":{},\
+                 \"payload_hex\":\"{}\",\"values\":[[\"temperature\",20.5],[\"power\",\"NaN\"]]}}",
                 r.msg_id,
                 r.time_ms,
                 r.time_ms + 40,

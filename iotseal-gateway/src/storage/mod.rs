@@ -105,7 +105,10 @@ pub struct StoredReading {
     /// The device's id.
     pub device_id: String,
     /// The reading's message id, chosen by the device and unique per device: a reading
-    /// received again with the same id is stored once (at most 2^63 − 1).
+    /// received again with the same id is stored once. A decimal string, not a JSON number:
+    /// ids go up to 2^62 − 1 and JavaScript's numbers are exact only up to 2^53.
+    #[serde(serialize_with = "crate::admin::msg_id_json")]
+    #[schema(value_type = String, pattern = "^(0|[1-9][0-9]{0,18})$", example = "17")]
     pub msg_id: u64,
     /// When the reading was taken, by the device's clock: ms since the Unix epoch (`time_ms`
     /// of docs/protocol.md §8.12). `from` and `to` select on it.
@@ -122,7 +125,9 @@ pub struct StoredReading {
         example = "11c000019b76daa800020141ac0000024220000000"
     )]
     pub payload_hex: String,
-    /// Values parsed from the payload: (sensor name, value), in payload order.
+    /// Values parsed from the payload: (sensor name, value), in payload order; NaN and
+    /// ±infinity as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+    #[serde(serialize_with = "crate::admin::values_json")]
     #[schema(schema_with = crate::admin::values_schema)]
     pub values: Vec<(String, f64)>,
 }
