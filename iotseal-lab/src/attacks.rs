@@ -28,14 +28,14 @@ use crate::wire::{M1, forged_retry, relay_m2, remac, swap_m2_share};
 use crate::{LabError, LabOptions};
 
 type R<T> = Result<T, LabError>;
-type BoxFut<'a> = Pin<Box<dyn Future<Output = R<Findings>> + Send + 'a>>;
+pub(crate) type BoxFut<'a> = Pin<Box<dyn Future<Output = R<Findings>> + Send + 'a>>;
 
 /// The classical suite used where every byte of every message is attacked (small messages).
-const SMALL: &str = "x25519/ed25519/aes256gcm";
+pub(crate) const SMALL: &str = "x25519/ed25519/aes256gcm";
 /// The weak suite a downgrade tries to force.
 const WEAK: &str = "x25519/ed25519/aes128gcm";
 
-fn suite(s: &str) -> Suite {
+pub(crate) fn suite(s: &str) -> Suite {
     s.parse().expect("valid suite name")
 }
 
@@ -103,6 +103,15 @@ pub(crate) fn describe(name: &str) -> &'static str {
         "handshake-flood" => {
             "Valid hellos (mac1 is public) from 16 connections for twice the half-open lifetime plus a second (at least three times the half-open cap), never finished, while an honest device opens sessions and sends readings."
         }
+        "connection-hog" => {
+            "One address opens TLS connections as fast as it can, trying to hold 10,000 at once (re-opening what the gateway closes), for 8 s, while honest devices at another address open sessions and send readings."
+        }
+        "hello-flood-addresses" => {
+            "Fresh valid hellos from 250 addresses at full speed (each following a cookie Retry once, as a device would, never finishing), for twice the clock skew plus a second, while honest devices open sessions and send readings."
+        }
+        "proxy-bucket-drain" => {
+            "A gateway behind a shared layer-4 proxy speaking PROXY protocol v2, with the default per-address handshake rate: an attacker behind the proxy sends hellos far above that rate for 5 s while honest devices behind the same proxy open sessions and send readings."
+        }
         _ => "",
     }
 }
@@ -132,7 +141,7 @@ impl Ctx {
         id
     }
 
-    fn pin(&self) -> PinnedKey {
+    pub(crate) fn pin(&self) -> PinnedKey {
         self.gw
             .pins
             .core_pins()
@@ -193,23 +202,35 @@ impl Ctx {
 
     /// An attacker-built hello for `s` with the given wire time (valid mac1).
     fn attacker_hello(&self, s: Suite, time: u32, cookie: Option<Vec<u8>>) -> R<Vec<u8>> {
-        let p = &self.p;
-        let eph = p
-            .kem(s.kem)
-            .and_then(|k| k.start(p.random))
-            .map_err(|e| LabError(format!("{e:?}")))?;
-        let mut nonce = [0u8; 16];
-        p.random
-            .fill(&mut nonce)
-            .map_err(|e| LabError(format!("{e:?}")))?;
-        Ok(M1 {
-            offers: vec![s.to_bytes()],
-            time,
-            nonce,
-            share: eph.share().to_vec(),
-            cookie,
-        }
-        .encode(p, &self.pin()))
+        hello_for(&self.p, &self.pin(), s, time, cookie)
+    }
+
+    /// A context around `gw`: a proxy in front of it, empty ledgers.
+    pub(crate) async fn with_gateway(gw: Gw, run: &str, p: CryptoProvider) -> R<Self> {
+        let proxy = match Proxy::start(gw.http.clone(), gw.url()).await {
+            Ok(p) => p,
+            Err(e) => {
+                gw.close().await;
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            gw,
+            proxy,
+            run: run.to_string(),
+            ledger: Ledger::default(),
+            forged: Ledger::default(),
+            devices: Mutex::new(Vec::new()),
+            n: AtomicU64::new(0),
+            p,
+        })
+    }
+
+    /// Stops the proxy and the gateway.
+    pub(crate) async fn close(self) {
+        let Self { gw, proxy, .. } = self;
+        drop(proxy);
+        gw.close().await;
     }
 }
 
@@ -1846,8 +1867,15 @@ fn slow_client(ctx: &Ctx) -> BoxFut<'_> {
     })
 }
 
-/// An attacker-built hello for `s` at wire time `time` (valid mac1: the pin is public).
-fn hello_for(p: &CryptoProvider, pin: &PinnedKey, s: Suite, time: u32) -> R<Vec<u8>> {
+/// An attacker-built hello for `s` at wire time `time` (valid mac1: the pin is public), with
+/// `cookie` echoed if given.
+pub(crate) fn hello_for(
+    p: &CryptoProvider,
+    pin: &PinnedKey,
+    s: Suite,
+    time: u32,
+    cookie: Option<Vec<u8>>,
+) -> R<Vec<u8>> {
     let eph = p
         .kem(s.kem)
         .and_then(|k| k.start(p.random))
@@ -1861,7 +1889,7 @@ fn hello_for(p: &CryptoProvider, pin: &PinnedKey, s: Suite, time: u32) -> R<Vec<
         time,
         nonce,
         share: eph.share().to_vec(),
-        cookie: None,
+        cookie,
     }
     .encode(p, pin))
 }
@@ -1870,7 +1898,7 @@ fn hello_for(p: &CryptoProvider, pin: &PinnedKey, s: Suite, time: u32) -> R<Vec<
 /// [`service::drive`]: readings taken at a steady rate, sessions opened as needed, retrying on
 /// Busy). Then storage is read back: a reading counts as stored if it was acknowledged and is
 /// in storage as sent.
-async fn honest_traffic(ctx: &Ctx, stop: &AtomicBool) -> R<Service> {
+pub(crate) async fn honest_traffic(ctx: &Ctx, stop: &AtomicBool) -> R<Service> {
     let (m, _) = service::fleet(|_| honest_device(ctx, stop)).await?;
     let stored = stored_as_sent(&ctx.gw, &ctx.ledger, &m.acknowledged).await?;
     Ok(m.finish(stored))
@@ -2030,7 +2058,7 @@ fn handshake_flood(ctx: &Ctx) -> BoxFut<'_> {
                         if enough || elapsed >= give_up {
                             break;
                         }
-                        let Ok(h) = hello_for(&p, &pin, s, wire_now()) else {
+                        let Ok(h) = hello_for(&p, &pin, s, wire_now(), None) else {
                             break;
                         };
                         sent.fetch_add(1, Ordering::Relaxed);
@@ -2127,6 +2155,9 @@ fn dispatch<'a>(name: &str, ctx: &'a Ctx) -> Option<BoxFut<'a>> {
         "malformed" => malformed(ctx),
         "slow-client" => slow_client(ctx),
         "handshake-flood" => handshake_flood(ctx),
+        "connection-hog" => crate::floods::connection_hog(ctx),
+        "hello-flood-addresses" => crate::floods::hello_flood_addresses(ctx),
+        "proxy-bucket-drain" => crate::floods::proxy_bucket_drain(ctx),
         _ => return None,
     })
 }
@@ -2208,27 +2239,14 @@ pub(crate) async fn run(names: &[&str], options: &LabOptions) -> Vec<AttackOutco
         Ok(g) => g,
         Err(e) => return fail_all(&e),
     };
-    let proxy = match Proxy::start(gw.http.clone(), gw.url()).await {
-        Ok(p) => p,
-        Err(e) => {
-            gw.close().await;
-            return fail_all(&e);
-        }
-    };
     let p = iotseal_crypto_awslc::default_provider();
     let run = format!(
         "lab{}",
         hex::encode(p.random_vec(3).unwrap_or_else(|_| vec![0; 3]))
     );
-    let ctx = Ctx {
-        gw,
-        proxy,
-        run,
-        ledger: Ledger::default(),
-        forged: Ledger::default(),
-        devices: Mutex::new(Vec::new()),
-        n: AtomicU64::new(0),
-        p,
+    let ctx = match Ctx::with_gateway(gw, &run, p).await {
+        Ok(c) => c,
+        Err(e) => return fail_all(&e),
     };
     let mut out = Vec::new();
     for name in names {
@@ -2237,9 +2255,7 @@ pub(crate) async fn run(names: &[&str], options: &LabOptions) -> Vec<AttackOutco
         }
         out.push(run_one(&ctx, name).await);
     }
-    let Ctx { gw, proxy, .. } = ctx;
-    drop(proxy);
-    gw.close().await;
+    ctx.close().await;
     out
 }
 

@@ -34,6 +34,7 @@
 mod attacks;
 mod broker;
 mod device;
+mod floods;
 pub mod legacy;
 mod mqtt_attacks;
 mod net;
@@ -133,6 +134,9 @@ pub const ATTACKS: &[&str] = &[
     "malformed",
     "slow-client",
     "handshake-flood",
+    "connection-hog",
+    "hello-flood-addresses",
+    "proxy-bucket-drain",
 ];
 
 /// The broker-side attacks ([`run_mqtt`]), in the order they run.

@@ -2,6 +2,7 @@
 //! speaks plain HTTP to `http://` URLs), and raw TLS/TCP connections for attacks that need to
 //! control the bytes on the socket (slow clients, oversized bodies).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::LabError;
 
@@ -53,8 +54,18 @@ pub(crate) struct HttpClient {
 impl HttpClient {
     /// A client trusting the certificate with SHA-256 `cert_sha256_hex`.
     pub(crate) fn new(cert_sha256_hex: &str) -> Result<Self, LabError> {
+        Self::from_source(cert_sha256_hex, None)
+    }
+
+    /// Like [`Self::new`], its connections made from the local address `source` (one of
+    /// loopback's many addresses, so that one process can be many clients).
+    pub(crate) fn from_source(
+        cert_sha256_hex: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Self, LabError> {
         let tls = pinned_tls(cert_sha256_hex)?;
         let mut http = HttpConnector::new();
+        http.set_local_address(source);
         http.enforce_http(false);
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -151,10 +162,21 @@ pub(crate) async fn connect_raw(
     url: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Box<dyn Stream>, LabError> {
+    connect_raw_from(url, tls, None).await
+}
+
+/// Like [`connect_raw`], from the local address `source` if given.
+pub(crate) async fn connect_raw_from(
+    url: &str,
+    tls: Arc<rustls::ClientConfig>,
+    source: Option<IpAddr>,
+) -> Result<Box<dyn Stream>, LabError> {
     let (host, port, is_tls) = host_port(url)?;
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| LabError(format!("connect {url}: {e}")))?;
+    let tcp = match source {
+        None => TcpStream::connect((host.as_str(), port)).await,
+        Some(ip) => connect_from(ip, &host, port).await,
+    }
+    .map_err(|e| LabError(format!("connect {url}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     if !is_tls {
         return Ok(Box::new(tcp));
@@ -166,4 +188,18 @@ pub(crate) async fn connect_raw(
         .await
         .map_err(|e| LabError(format!("TLS to {url}: {e}")))?;
     Ok(Box::new(conn))
+}
+
+/// A TCP connection to `host:port` (an IP address) from `source`.
+async fn connect_from(source: IpAddr, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("{host}: not an IP address")))?;
+    let sock = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.bind(SocketAddr::new(source, 0))?;
+    sock.connect(SocketAddr::new(ip, port)).await
 }

@@ -124,6 +124,15 @@ pub fn criterion(name: &str) -> &'static str {
         "handshake-flood" => {
             "honest devices served during the flood (no request refused, every session opened and reading stored within 5 s); the flood opens no session, memory bounded"
         }
+        "connection-hog" => {
+            "another address served while one address tries to hold 10,000 connections (no request refused, every session opened and reading stored within 2 s); the hog holds no more than the per-address cap"
+        }
+        "hello-flood-addresses" => {
+            "honest devices served during a flood of valid hellos from 250 addresses (no request refused, every session opened and reading stored within 5 s); the flood opens no session"
+        }
+        "proxy-bucket-drain" => {
+            "honest devices behind the same proxy served while an attacker there exceeds the per-address handshake rate (no request refused, every session opened and reading stored within 5 s)"
+        }
         "mqtt-eavesdrop" => "no reading, payload or device id visible to the broker",
         "mqtt-replay" | "mqtt-cross-device" => {
             "no replayed or moved request accepted, opens a session, or is stored again"
@@ -139,7 +148,11 @@ pub fn criterion(name: &str) -> &'static str {
 /// How the verdict of attack `name` is reached.
 pub fn judged_by(name: &str) -> Judged {
     match name {
-        "handshake-flood" | "slow-client" => Judged::Service,
+        "handshake-flood"
+        | "slow-client"
+        | "connection-hog"
+        | "hello-flood-addresses"
+        | "proxy-bucket-drain" => Judged::Service,
         _ => Judged::EachAttempt,
     }
 }

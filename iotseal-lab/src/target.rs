@@ -28,6 +28,15 @@ pub struct GatewayLimits {
     pub half_open: usize,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Most connections from one source address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_max_connections_per_ip() -> usize {
+    iotseal_gateway::Settings::default()
+        .limits
+        .max_connections_per_ip
 }
 
 impl Default for GatewayLimits {
@@ -49,6 +58,7 @@ impl GatewayLimits {
             request_timeout_secs: 3,
             half_open: 512,
             max_body: 1 << 20,
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
 
@@ -61,6 +71,7 @@ impl GatewayLimits {
             request_timeout_secs: s.limits.request_timeout_secs,
             half_open: s.limits.half_open,
             max_body: s.limits.max_body,
+            max_connections_per_ip: s.limits.max_connections_per_ip,
         }
     }
 
@@ -72,6 +83,7 @@ impl GatewayLimits {
         s.limits.request_timeout_secs = self.request_timeout_secs;
         s.limits.half_open = self.half_open;
         s.limits.max_body = self.max_body;
+        s.limits.max_connections_per_ip = self.max_connections_per_ip;
     }
 }
 

@@ -68,6 +68,9 @@ pub(crate) struct Args {
     /// The running gateway's limits.max_body.
     #[arg(long, requires = "gateway")]
     max_body: Option<usize>,
+    /// The running gateway's limits.max_connections_per_ip.
+    #[arg(long, requires = "gateway")]
+    max_connections_per_ip: Option<usize>,
 }
 
 pub(crate) fn run(a: Args) -> Result<()> {
@@ -120,6 +123,9 @@ pub(crate) fn run(a: Args) -> Result<()> {
             }
             if let Some(v) = a.max_body {
                 limits.max_body = v;
+            }
+            if let Some(v) = a.max_connections_per_ip {
+                limits.max_connections_per_ip = v;
             }
             GatewaySpec::Remote {
                 pins,

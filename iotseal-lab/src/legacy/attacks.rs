@@ -35,6 +35,12 @@ fn not_applicable(name: &str) -> Option<&'static str> {
         "downgrade" => Some(
             "there is no negotiation: one fixed classical scheme (P-256 ECDH, AES-CFB, HMAC-SHA256), which is already what a downgrade would aim for",
         ),
+        "hello-flood-addresses" => Some(
+            "there is no handshake state to fill: each message carries its own key (the per-message flood is handshake-flood)",
+        ),
+        "proxy-bucket-drain" => Some(
+            "the legacy server has no per-address limits and no PROXY protocol: there is no budget to drain",
+        ),
         _ => None,
     }
 }
@@ -86,6 +92,9 @@ fn describe(name: &str) -> &'static str {
         }
         "handshake-flood" => {
             "Key fetches and messages with fresh ephemeral keys and junk MACs from 16 connections, as long as against iotseal, while an honest device sends messages."
+        }
+        "connection-hog" => {
+            "One address opens connections as fast as it can, trying to hold 10,000 at once, for 8 s (as against iotseal), while an honest device at another address sends messages."
         }
         _ => "",
     }
@@ -919,6 +928,26 @@ async fn dispatch(ctx: &LCtx, name: &str, f: &mut Findings) -> R<()> {
             Ok(())
         }
         "handshake-flood" => flood(ctx, f).await,
+        "connection-hog" => {
+            let tls = crate::net::pinned_tls(crate::net::NO_TLS_PIN)?;
+            let stop = AtomicBool::new(false);
+            let url = ctx.server.url();
+            let from = crate::floods::hog_source();
+            let hog = crate::floods::hog(
+                &url,
+                tls,
+                from,
+                crate::floods::HOG_CONNECTIONS,
+                crate::floods::HOG_SECS,
+            );
+            let (rep, honest) = service::alongside(&stop, hog, honest_traffic(ctx, &stop)).await;
+            f.saw(rep.describe(from));
+            for _ in 0..rep.attempts {
+                f.attempt(false);
+            }
+            f.served(honest?.0, "while one address hogged connections");
+            Ok(())
+        }
         _ => Err(LabError(format!("unknown attack {name}"))),
     }
 }
