@@ -112,8 +112,16 @@ pub enum AuthFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Limit {
-    /// The half-open handshake table is full.
+    /// The half-open handshake table is full (and the hello's source holds at least as many
+    /// entries as any other, so it may evict none).
     HalfOpenFull,
+    /// The hello's source holds as many half-open handshakes as one source may
+    /// (`GatewayConfig::max_half_open_per_source`).
+    HalfOpenPerSource,
+    /// Under load, a retried hello whose cookie is a Clock or KeyShare cookie, not bound to
+    /// its source: only one retry per handshake, so the device must start again (and gets an
+    /// Address retry).
+    SourceUnproven,
     /// The hello nonce cache is full.
     NonceCacheFull,
     /// The sequence number space of this session is used up: handshake again.
@@ -201,9 +209,13 @@ impl Error {
             Self::Stale | Self::Future => Refusal::Stale,
             Self::UnknownSession => Refusal::UnknownSession,
             Self::UnsupportedSuite | Self::PolicyRefused => Refusal::NoCommonSuite,
-            Self::Limit(Limit::HalfOpenFull | Limit::NonceCacheFull | Limit::TooManyPartitions) => {
-                Refusal::Busy
-            }
+            Self::Limit(
+                Limit::HalfOpenFull
+                | Limit::HalfOpenPerSource
+                | Limit::SourceUnproven
+                | Limit::NonceCacheFull
+                | Limit::TooManyPartitions,
+            ) => Refusal::Busy,
             Self::Limit(_) => Refusal::SessionEnded,
             Self::ApiMisuse(_) => Refusal::Busy,
         }
@@ -224,9 +236,13 @@ impl Error {
             Self::UnknownSession => "unknown_session",
             Self::UnsupportedSuite | Self::PolicyRefused => "policy",
             // Answered Busy (a table is full; try later): counted as such.
-            Self::Limit(Limit::HalfOpenFull | Limit::NonceCacheFull | Limit::TooManyPartitions) => {
-                "busy"
-            }
+            Self::Limit(
+                Limit::HalfOpenFull
+                | Limit::HalfOpenPerSource
+                | Limit::SourceUnproven
+                | Limit::NonceCacheFull
+                | Limit::TooManyPartitions,
+            ) => "busy",
             Self::Limit(_) => "limit",
             Self::ApiMisuse(_) => "api_misuse",
         }

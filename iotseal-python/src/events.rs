@@ -128,6 +128,7 @@ pub(crate) fn to_python(py: Python<'_>, e: CoreEvent) -> PyResult<Py<PyAny>> {
                 reason: match reason {
                     RetryReason::Clock => "Clock".into(),
                     RetryReason::KeyShare => "KeyShare".into(),
+                    RetryReason::Address => "Address".into(),
                 },
             },
         ),

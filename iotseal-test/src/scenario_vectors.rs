@@ -18,7 +18,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use iotseal_proto::crypto::{CryptoProvider, Secret, SecureRandom};
-use iotseal_proto::handshake::messages::{Cookie, GatewayHello, Hello, RetryReason};
+use iotseal_proto::handshake::SourceKey;
+use iotseal_proto::handshake::messages::{
+    Cookie, GatewayHello, Hello, RetryReason, SOURCE_KEY_LEN,
+};
 use iotseal_proto::handshake::{
     DeviceConfig, DeviceHandshake, DeviceNext, GatewayConfig, GatewayIdentity, HandshakeServer,
     HelloReply, PinnedKey, RegisteredDevice, SuitePolicy, key_id,
@@ -174,6 +177,9 @@ struct CaseSpec {
     policy: SuitePolicy,
     /// The device's clock minus the gateway's during the handshake, in seconds.
     device_clock_offset_secs: i64,
+    /// The source key the transport gives with the hellos, for a gateway under load (its
+    /// cookie threshold 0: the first hello gets Retry(Address)); `None`: no source, no load.
+    source: Option<[u8; SOURCE_KEY_LEN]>,
     steps: Vec<Step>,
     /// Seeds every key and random draw of the case.
     seed: u64,
@@ -221,6 +227,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![s],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: vec![
                     ack(),
                     data(&[1]),
@@ -260,6 +267,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![DEFAULT],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: -3600,
+                source: None,
                 steps: vec![ack(), data(&[1]), ack()],
                 seed: 0x7274_0000,
             },
@@ -269,6 +277,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![classical()],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: -3600,
+                source: None,
                 steps: vec![ack(), data(&[1]), ack()],
                 seed: 0x7274_0001,
             },
@@ -286,8 +295,51 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                     ..SuitePolicy::default()
                 },
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: vec![ack(), data(&[1]), ack()],
                 seed: 0x7274_0002,
+            },
+            CaseSpec {
+                name: "address retry under load, default suite",
+                description: "The gateway is under load (its half-open table past the cookie \
+                    threshold; the generator sets the threshold to 0) and the transport gives \
+                    the hello's source key (`source`: 192.0.2.1 as an IPv4-mapped address). \
+                    The gateway answers Retry(Address): the cookie's tag covers the source, \
+                    its suite is the chosen one and its time the gateway's. The device sends \
+                    the retried hello with the hinted time, the same ephemeral key and a fresh \
+                    nonce; the gateway checks the cookie against the same source and admits it.",
+                offers: vec![DEFAULT],
+                policy: SuitePolicy::default(),
+                device_clock_offset_secs: 0,
+                source: Some(SourceKey::from_ip([192, 0, 2, 1].into()).0),
+                steps: vec![ack(), data(&[1]), ack()],
+                seed: 0x7274_0003,
+            },
+            CaseSpec {
+                name: "address retry under load, fixing clock and key share at once",
+                description: "Under load, from the source 2001:db8:1:2::/64 (an IPv6 address \
+                    masked to its /64), a device whose clock is 3600 s behind offers \
+                    x25519/ed25519/aes256gcm first and the default suite second, with an \
+                    X25519 share; the gateway requires a PQ key exchange. One Retry(Address) \
+                    names the default suite and carries the gateway's time: the retried hello \
+                    has the hinted time and a fresh x25519mlkem768 key, so no Clock or \
+                    KeyShare retry is needed (one retry per handshake).",
+                offers: vec![classical(), DEFAULT],
+                policy: SuitePolicy {
+                    require_pq_kem: true,
+                    ..SuitePolicy::default()
+                },
+                device_clock_offset_secs: -3600,
+                source: Some(
+                    SourceKey::from_ip(
+                        "2001:db8:1:2:aaaa:bbbb:cccc:dddd"
+                            .parse::<std::net::IpAddr>()
+                            .unwrap(),
+                    )
+                    .0,
+                ),
+                steps: vec![ack(), data(&[1]), ack()],
+                seed: 0x7274_0004,
             },
         ],
         "ack" => both
@@ -310,6 +362,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![s],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: {
                     let mut v = vec![ack()];
                     for id in 1..=10u64 {
@@ -347,6 +400,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![DEFAULT],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: vec![
                     ack(),
                     data(&[1]),
@@ -366,6 +420,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![DEFAULT],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: vec![
                     ack(),
                     data(&[1]),
@@ -385,6 +440,7 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
                 offers: vec![classical()],
                 policy: SuitePolicy::default(),
                 device_clock_offset_secs: 0,
+                source: None,
                 steps: vec![
                     ack(),
                     data(&[1]),
@@ -403,7 +459,9 @@ fn specs(scenario: &str) -> Vec<CaseSpec> {
 fn scenario_description(scenario: &str) -> &'static str {
     match scenario {
         "key-update" => "Key updates in both directions (protocol.md §8.5).",
-        "retry" => "Handshakes with a Retry: Clock and KeyShare (protocol.md §4.2, §7.2, §7.3).",
+        "retry" => {
+            "Handshakes with a Retry: Clock, KeyShare and Address (protocol.md §4.2, §7.2, §7.3)."
+        }
         "ack" => {
             "Multi-range acknowledgements, retransmission and a replay (protocol.md §8.8, §8.9, §9.2)."
         }
@@ -580,17 +638,20 @@ fn generate_case(spec: &CaseSpec) -> Value {
         &gkey.public_key(),
     )
     .unwrap();
-    let mut server = HandshakeServer::new(
-        gateway_config(
-            base,
-            sig,
-            gkey.private_bytes().as_bytes(),
-            gw_random,
-            &cookie_secret,
-            spec.policy.clone(),
-        )
-        .unwrap(),
-    );
+    let mut gc = gateway_config(
+        base,
+        sig,
+        gkey.private_bytes().as_bytes(),
+        gw_random,
+        &cookie_secret,
+        spec.policy.clone(),
+    )
+    .unwrap();
+    let source = spec.source.map(SourceKey);
+    if source.is_some() {
+        gc.cookie_threshold = 0;
+    }
+    let mut server = HandshakeServer::new(gc);
     let reg = registry(sig, DEVICE_ID, &dkey.public_key());
 
     // The handshake, recording every message.
@@ -600,15 +661,12 @@ fn generate_case(spec: &CaseSpec) -> Value {
     let mut hello = m1;
     let (est, m2, gateway_draws) = loop {
         let before = gw_random.drawn().len();
-        match server.handle_hello(gw_clock, &hello, &|_| false).unwrap() {
+        match hello_from(&mut server, gw_clock, &hello, source).unwrap() {
             HelloReply::Retry { reason, bytes, .. } => {
                 let cookie = Cookie::from_retry_message(&bytes).unwrap();
                 retry_flight = Some(json!({
                     "message": "retry",
-                    "reason": match reason {
-                        RetryReason::Clock => "clock",
-                        RetryReason::KeyShare => "key_share",
-                    },
+                    "reason": reason_name(reason),
                     "bytes": h(&bytes),
                 }));
                 let DeviceNext::Retry {
@@ -826,7 +884,7 @@ fn generate_case(spec: &CaseSpec) -> Value {
     if handshake.len() > 3 {
         gateway["cookie_secret"] = h(&cookie_secret);
     }
-    json!({
+    let mut case = json!({
         "name": spec.name,
         "description": spec.description,
         "suite": suite.to_string(),
@@ -843,7 +901,33 @@ fn generate_case(spec: &CaseSpec) -> Value {
         "adopted_time_ms": adopted.map(|t| t.0),
         "handshake": handshake,
         "steps": steps,
-    })
+    });
+    if let Some(s) = spec.source {
+        case["source"] = h(&s);
+    }
+    case
+}
+
+/// The name of a retry reason in the files.
+fn reason_name(r: RetryReason) -> &'static str {
+    match r {
+        RetryReason::Clock => "clock",
+        RetryReason::KeyShare => "key_share",
+        RetryReason::Address => "address",
+    }
+}
+
+/// A hello handled as from `source` if the case names one, else as from no source.
+fn hello_from(
+    server: &mut HandshakeServer,
+    now: Time,
+    hello: &[u8],
+    source: Option<SourceKey>,
+) -> Result<HelloReply, Error> {
+    match source {
+        Some(s) => server.handle_hello_from(now, hello, s, &|_| false),
+        None => server.handle_hello(now, hello, &|_| false),
+    }
 }
 
 fn pick<'a>(
@@ -1112,28 +1196,45 @@ pub fn check_case(provider: CryptoProvider, c: &Value) -> Result<(), String> {
         None => vec![0; 32],
     };
     let gw_random = FixedRandom::new(hex_field(m2f, "gateway_random")?).leak();
-    let mut server = HandshakeServer::new(gateway_config(
+    // A case with a source: the hellos come from it, to a gateway under load.
+    let source = match c.get("source") {
+        None => None,
+        Some(_) => Some(SourceKey(
+            hex_field(c, "source")?
+                .try_into()
+                .map_err(|_| "source is not 16 bytes".to_string())?,
+        )),
+    };
+    let mut gc = gateway_config(
         provider,
         sig,
         &gw_private,
         gw_random,
         &cookie_secret,
         policy.clone(),
-    )?);
-    let first = server
-        .handle_hello(gw_clock, &hex_field(hellos[0], "bytes")?, &|_| false)
-        .map_err(|e| format!("gateway at M1: {e}"))?;
+    )?;
+    if source.is_some() {
+        gc.cookie_threshold = 0;
+    }
+    let mut server = HandshakeServer::new(gc);
+    let first = hello_from(
+        &mut server,
+        gw_clock,
+        &hex_field(hellos[0], "bytes")?,
+        source,
+    )
+    .map_err(|e| format!("gateway at M1: {e}"))?;
     let answer = match (retry, first) {
         (Some(r), HelloReply::Retry { reason, bytes, .. }) => {
             expect_bytes("Retry", &bytes, &hex_field(r, "bytes")?)?;
-            let name = match reason {
-                RetryReason::Clock => "clock",
-                RetryReason::KeyShare => "key_share",
-            };
-            expect_eq("retry reason", name, str_field(r, "reason")?)?;
-            server
-                .handle_hello(gw_clock, &hex_field(hellos[1], "bytes")?, &|_| false)
-                .map_err(|e| format!("gateway at the retried M1: {e}"))?
+            expect_eq("retry reason", reason_name(reason), str_field(r, "reason")?)?;
+            hello_from(
+                &mut server,
+                gw_clock,
+                &hex_field(hellos[1], "bytes")?,
+                source,
+            )
+            .map_err(|e| format!("gateway at the retried M1: {e}"))?
         }
         (None, a @ HelloReply::GatewayHello { .. }) => a,
         (_, a) => return Err(format!("gateway answered {a:?}")),

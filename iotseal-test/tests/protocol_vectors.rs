@@ -95,8 +95,8 @@ fn scenario_vectors_check_on_every_provider() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    // key-update 2, retry 3, ack 2, close 3 cases, on 2 providers.
-    assert_eq!(cases, 20);
+    // key-update 2, retry 5, ack 2, close 3 cases, on 2 providers.
+    assert_eq!(cases, 24);
 }
 
 /// Every change of one byte or number in a vector is caught: `(JSON pointer, changed value)`.

@@ -121,6 +121,11 @@ impl ResponseCache {
         let _ = self.map.insert(now, request_hash, expires, answer);
     }
 
+    /// Forgets the answer for a request hash.
+    pub fn remove(&mut self, request_hash: &[u8; 32]) {
+        let _ = self.map.remove(request_hash);
+    }
+
     /// Number of cached answers.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -188,6 +188,16 @@ pub struct GatewayConfig {
     pub skew_secs: u32,
     /// Most half-open handshakes at once.
     pub max_half_open: usize,
+    /// Most half-open handshakes of one source (0: no cap); a hello from a source that holds
+    /// half as many or more is answered with an Address retry (docs/protocol.md §7.3). Only
+    /// for hellos given a source ([`crate::handshake::HandshakeServer::handle_hello_from`]).
+    pub max_half_open_per_source: usize,
+    /// From this many half-open handshakes on, every first hello given a source is answered
+    /// with an Address retry (return routability under load); the retried hello is admitted.
+    pub cookie_threshold: usize,
+    /// How long a half-open handshake waits for M3, in seconds (at most `skew_secs` is
+    /// used, at least 1). Its M2 stays in the answer cache as long.
+    pub half_open_secs: u32,
     /// Most hello nonces remembered (each for its skew window).
     pub nonce_cache_capacity: usize,
     /// Most cached handshake answers.
@@ -202,8 +212,9 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// A configuration with defaults: skew 30 s, 4096 half-open, 65536 nonces,
-    /// 8192 cached answers, a random cookie key, any session id.
+    /// A configuration with defaults: skew 30 s, 4096 half-open (64 per source, Address
+    /// retries from 2048 on, each waiting 10 s for M3), 65536 nonces, 8192 cached answers, a
+    /// random cookie key, any session id.
     pub fn new(provider: CryptoProvider, identities: Vec<GatewayIdentity>) -> Result<Self, Error> {
         let cookie_secret = Secret::new(provider.random_vec(32)?);
         Ok(Self {
@@ -212,6 +223,9 @@ impl GatewayConfig {
             policy: SuitePolicy::default(),
             skew_secs: 30,
             max_half_open: 4096,
+            max_half_open_per_source: 64,
+            cookie_threshold: 2048,
+            half_open_secs: 10,
             nonce_cache_capacity: 65536,
             response_cache_capacity: 8192,
             session: SessionConfig::default(),

@@ -16,8 +16,8 @@ use crate::crypto::{ActiveKeyExchange, HASH_LEN};
 use crate::error::{AuthFailure, Error, Malformed, PeerMisbehaved};
 use crate::handshake::config::{DeviceConfig, identity_hash, key_id, mac1_key};
 use crate::handshake::messages::{
-    Cookie, FINISHED_LEN, GatewayHello, KEY_ID_LEN, MAC1_LEN, NONCE_LEN, encode_finish_clear,
-    encode_hello_body, msg_type,
+    Cookie, FINISHED_LEN, GatewayHello, KEY_ID_LEN, MAC1_LEN, NONCE_LEN, RetryReason,
+    encode_finish_clear, encode_hello_body, msg_type,
 };
 use crate::handshake::transcript::{Transcript, finished, signed_content};
 use crate::handshake::{DEVICE_SIG_CONTEXT, GATEWAY_SIG_CONTEXT, MAX_DEVICE_ID};
@@ -182,13 +182,15 @@ impl DeviceHandshake {
         if cookie.hello_hash.ct_eq(&first_hash).unwrap_u8() != 1 {
             return Err(PeerMisbehaved::RetryMismatch.into());
         }
-        // Clock hint: used for this one hello only, never adopted (it is unauthenticated).
+        // Clock hint (Clock and Address retries: an Address cookie also carries the gateway's
+        // time, so one retry fixes the clock too): used for this one hello only, never
+        // adopted (it is unauthenticated).
         let hinted = match cookie.reason {
-            crate::handshake::messages::RetryReason::Clock => {
+            RetryReason::Clock | RetryReason::Address => {
                 let delta = wire_diff(cookie.time, now.wire_secs());
                 Time((now.as_millis() as i64 + delta * 1000).max(0) as u64)
             }
-            crate::handshake::messages::RetryReason::KeyShare => now,
+            RetryReason::KeyShare => now,
         };
         let ephemeral = if cookie.suite.kem == self.share_suite.kem {
             self.ephemeral

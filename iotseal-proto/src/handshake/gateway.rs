@@ -15,6 +15,7 @@ use crate::crypto::HASH_LEN;
 use crate::error::{AuthFailure, Error, Limit, Malformed, PeerMisbehaved};
 use crate::handshake::cache::{ExpiringMap, ResponseCache};
 use crate::handshake::config::{GatewayConfig, RegisteredDevice, identity_hash};
+use crate::handshake::half_open::{HalfOpenTable, SourceKey};
 use crate::handshake::messages::{
     Cookie, FINISHED_LEN, Finish, GatewayHello, Hello, KEY_ID_LEN, MAC1_LEN, NONCE_LEN,
     RetryReason, encode_gateway_hello_clear,
@@ -51,7 +52,8 @@ pub enum HelloReply {
         /// The bytes to send.
         bytes: Vec<u8>,
     },
-    /// Ask for another hello (clock hint or another key share).
+    /// Ask for another hello (clock hint, another key share, or proof that answers reach the
+    /// source under load).
     Retry {
         /// Why.
         reason: RetryReason,
@@ -75,6 +77,8 @@ pub struct GatewayEstablished<'a> {
 
 #[derive(Debug)]
 struct HalfOpen {
+    /// `H(M1)`: the key of M2 in the answer cache (dropped with the entry when evicted).
+    hello_hash: [u8; HASH_LEN],
     suite: Suite,
     transcript: Transcript,
     secrets: HandshakeSecrets,
@@ -85,7 +89,7 @@ struct HalfOpen {
 #[derive(Debug)]
 pub struct HandshakeServer {
     config: GatewayConfig,
-    half_open: ExpiringMap<u32, HalfOpen>,
+    half_open: HalfOpenTable<HalfOpen>,
     nonces: ExpiringMap<[u8; NONCE_LEN], ()>,
     answers: ResponseCache,
 }
@@ -94,7 +98,7 @@ impl HandshakeServer {
     /// A server with `config`.
     pub fn new(config: GatewayConfig) -> Self {
         Self {
-            half_open: ExpiringMap::new(config.max_half_open),
+            half_open: HalfOpenTable::new(config.max_half_open, config.max_half_open_per_source),
             nonces: ExpiringMap::new(config.nonce_cache_capacity),
             answers: ResponseCache::new(config.response_cache_capacity),
             config,
@@ -109,6 +113,8 @@ impl HandshakeServer {
     /// Replaces the configuration (for example after a key rotation); half-open handshakes
     /// keep the keys they started with.
     pub fn set_config(&mut self, config: GatewayConfig) {
+        self.half_open
+            .set_per_source(config.max_half_open_per_source);
         self.config = config;
     }
 
@@ -123,6 +129,11 @@ impl HandshakeServer {
         self.half_open.len()
     }
 
+    /// Number of half-open handshakes of `source` (`None`: of hellos given no source).
+    pub fn half_open_held_by(&self, source: Option<SourceKey>) -> usize {
+        self.half_open.held_by(source)
+    }
+
     /// Drops expired state.
     pub fn expire(&mut self, now: Time) {
         self.half_open.expire(now);
@@ -131,6 +142,40 @@ impl HandshakeServer {
 
     fn skew_ms(&self) -> u64 {
         u64::from(self.config.skew_secs) * 1000
+    }
+
+    /// How long a half-open handshake (and its M2 in the answer cache) lives:
+    /// `half_open_secs`, at most `skew_secs`, at least 1 s.
+    fn half_open_ms(&self) -> u64 {
+        u64::from(self.config.half_open_secs.min(self.config.skew_secs).max(1)) * 1000
+    }
+
+    /// Whether a first hello from `source` must prove its address now: the half-open table
+    /// holds `cookie_threshold` entries or more, or the source holds half its cap or more.
+    fn under_load(&self, source: SourceKey) -> bool {
+        let cap = self.half_open.per_source();
+        self.half_open.len() >= self.config.cookie_threshold
+            || (cap > 0 && self.half_open.held_by(Some(source)) >= cap.div_ceil(2))
+    }
+
+    /// The tag of a cookie: `trunc16(HMAC(cookie_secret, label || cookie[0..40]))`, with the
+    /// source key appended to the input for an Address cookie.
+    fn cookie_tag(&self, c: &Cookie, source: Option<SourceKey>) -> Option<[u8; 16]> {
+        let p = self.config.provider;
+        let label: &[u8] = b"iotseal v1 cookie\0";
+        let tagged = c.tagged_part();
+        let mac = match c.reason {
+            RetryReason::Address => p.hmac.mac(
+                self.config.cookie_secret.as_bytes(),
+                &[label, &tagged, &source?.0],
+            ),
+            RetryReason::Clock | RetryReason::KeyShare => p
+                .hmac
+                .mac(self.config.cookie_secret.as_bytes(), &[label, &tagged]),
+        };
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&mac[..16]);
+        Some(tag)
     }
 
     /// The cached answer to an identical earlier request, if any.
@@ -146,12 +191,38 @@ impl HandshakeServer {
         self.answers.put(now, h, exp, answer);
     }
 
-    /// Handles M1. `in_use` tells whether a session id is taken by a live session. The new
-    /// session id is drawn under the configuration's [`SessionIdPolicy`].
+    /// Handles M1 from a transport that names no source: no Address retries, and its
+    /// hellos share one group of the half-open table, without a per-source cap. `in_use`
+    /// tells whether a session id is taken by a live session. The new session id is drawn
+    /// under the configuration's [`SessionIdPolicy`].
     pub fn handle_hello(
         &mut self,
         now: Time,
         msg: &[u8],
+        in_use: &dyn Fn(u32) -> bool,
+    ) -> Result<HelloReply, Error> {
+        self.hello(now, msg, None, in_use)
+    }
+
+    /// Handles M1 from `source` (the transport's opaque key for where it came from,
+    /// docs/protocol.md §4.2): under load a first hello is answered with an Address retry
+    /// bound to `source`, the source's half-open handshakes are capped, and a full table
+    /// makes room by evicting from the source that holds the most.
+    pub fn handle_hello_from(
+        &mut self,
+        now: Time,
+        msg: &[u8],
+        source: SourceKey,
+        in_use: &dyn Fn(u32) -> bool,
+    ) -> Result<HelloReply, Error> {
+        self.hello(now, msg, Some(source), in_use)
+    }
+
+    fn hello(
+        &mut self,
+        now: Time,
+        msg: &[u8],
+        source: Option<SourceKey>,
         in_use: &dyn Fn(u32) -> bool,
     ) -> Result<HelloReply, Error> {
         let cfg = &self.config;
@@ -168,20 +239,16 @@ impl HandshakeServer {
             })
             .ok_or(AuthFailure::BadHelloMac)?;
 
-        // 2. A retry cookie, if any.
+        // 2. A retry cookie, if any (an Address cookie's tag covers the source too).
         let cookie = match hello.cookie {
             None => None,
             Some(c) => {
                 let c = Cookie::decode(c)?;
-                let tag = p.hmac.mac(
-                    cfg.cookie_secret.as_bytes(),
-                    &[b"iotseal v1 cookie\0", &c.tagged_part()],
-                );
                 let age = wire_diff(now.wire_secs(), c.time);
-                if tag[..16].ct_eq(&c.tag).unwrap_u8() != 1
-                    || age < 0
-                    || age > i64::from(cfg.skew_secs)
-                {
+                let ok = self
+                    .cookie_tag(&c, source)
+                    .is_some_and(|tag| tag.ct_eq(&c.tag).unwrap_u8() == 1);
+                if !ok || age < 0 || age > i64::from(cfg.skew_secs) {
                     return Err(AuthFailure::BadCookie.into());
                 }
                 Some(c)
@@ -206,7 +273,32 @@ impl HandshakeServer {
             None => return Err(Error::UnsupportedSuite),
         };
 
-        // 4. Freshness. A first hello out of the skew gets one clock retry, whose cookie
+        // 4. Load: a first hello from a source while the half-open table is past the cookie
+        // threshold, or its source holds half its cap or more, must prove that answers reach
+        // it. The Address cookie names the chosen suite and carries the gateway's time, so
+        // the one retry also fixes the clock and the key share. No state is kept.
+        self.half_open.expire(now);
+        if let Some(src) = source
+            && self.under_load(src)
+        {
+            match cookie.map(|c| c.reason) {
+                None => {
+                    let bytes = self.retry(now, msg, RetryReason::Address, suite, source);
+                    return Ok(HelloReply::Retry {
+                        reason: RetryReason::Address,
+                        stale: false,
+                        bytes,
+                    });
+                }
+                Some(RetryReason::Address) => {}
+                Some(RetryReason::Clock | RetryReason::KeyShare) => {
+                    return Err(Limit::SourceUnproven.into());
+                }
+            }
+        }
+        let cfg = &self.config;
+
+        // 5. Freshness. A first hello out of the skew gets one clock retry, whose cookie
         // names the chosen suite (so the retried hello carries the right key share).
         let delta = wire_diff(hello.time, now.wire_secs());
         let skew = i64::from(cfg.skew_secs);
@@ -215,7 +307,7 @@ impl HandshakeServer {
             if cookie.is_some() {
                 return Err(if stale { Error::Stale } else { Error::Future });
             }
-            let bytes = self.retry(now, msg, RetryReason::Clock, suite);
+            let bytes = self.retry(now, msg, RetryReason::Clock, suite, source);
             return Ok(HelloReply::Retry {
                 reason: RetryReason::Clock,
                 stale,
@@ -223,13 +315,13 @@ impl HandshakeServer {
             });
         }
 
-        // 5. Replay: the nonce within its window. (Identical retransmissions were answered
+        // 6. Replay: the nonce within its window. (Identical retransmissions were answered
         // from the answer cache before this call.)
         if self.nonces.contains(now, &hello.nonce) {
             return Err(Error::Replay);
         }
 
-        // 6. The key share must be for the chosen suite's KEM, else one key-share retry.
+        // 7. The key share must be for the chosen suite's KEM, else one key-share retry.
         let share_suite = match &cookie {
             Some(c) => {
                 if c.suite != suite || !hello.offers.contains(&c.suite) {
@@ -243,7 +335,7 @@ impl HandshakeServer {
             if cookie.is_some() {
                 return Err(PeerMisbehaved::RetryMismatch.into());
             }
-            let bytes = self.retry(now, msg, RetryReason::KeyShare, suite);
+            let bytes = self.retry(now, msg, RetryReason::KeyShare, suite, source);
             return Ok(HelloReply::Retry {
                 reason: RetryReason::KeyShare,
                 stale: false,
@@ -254,15 +346,15 @@ impl HandshakeServer {
             return Err(Malformed::BadLength.into());
         }
 
-        // 7. Room for one more half-open handshake and nonce.
-        if !self.half_open.has_room(now) {
-            return Err(Limit::HalfOpenFull.into());
-        }
+        // 8. Room for one more half-open handshake of this source (a full table evicts the
+        // oldest entry of the source holding the most, if that is more than this one holds),
+        // and for one more nonce.
+        self.half_open.room(now, source)?;
         if !self.nonces.has_room(now) {
             return Err(Limit::NonceCacheFull.into());
         }
 
-        // 8. Public-key work.
+        // 9. Public-key work.
         let cfg = &self.config;
         let resp = p.kem(suite.kem)?.respond(hello.share, p.random)?;
         let session_id = self.new_session_id(in_use)?;
@@ -303,7 +395,7 @@ impl HandshakeServer {
         bytes.extend_from_slice(&body);
         bytes.extend_from_slice(&tag);
 
-        let expires = now.plus_millis(self.skew_ms());
+        let expires = now.plus_millis(self.half_open_ms());
         // The hello stays fresh through the whole second `time + skew`: keep its nonce until
         // the end of that second.
         let nonce_exp = Time::from_secs(now.as_secs().saturating_add_signed(delta))
@@ -311,18 +403,23 @@ impl HandshakeServer {
         let _ = self
             .nonces
             .insert(now, hello.nonce, nonce_exp.max(now.plus_millis(1)), ());
-        let _ = self.half_open.insert(
-            now,
-            session_id,
-            expires,
-            HalfOpen {
-                suite,
-                transcript: t,
-                secrets,
-                started: now,
-            },
-        );
-        self.remember_answer(now, msg, bytes.clone());
+        let hello_hash = p.hash.hash(msg);
+        let entry = HalfOpen {
+            hello_hash,
+            suite,
+            transcript: t,
+            secrets,
+            started: now,
+        };
+        if let Ok(Some((_, evicted))) = self
+            .half_open
+            .insert(now, session_id, source, expires, entry)
+        {
+            // Its M2 is of no use any more: a retransmission of its hello is a new hello.
+            self.answers.remove(&evicted.hello_hash);
+        }
+        // M2 is useful as long as its half-open handshake lives.
+        self.answers.put(now, hello_hash, expires, bytes.clone());
         Ok(HelloReply::GatewayHello {
             session_id,
             suite,
@@ -330,7 +427,14 @@ impl HandshakeServer {
         })
     }
 
-    fn retry(&self, now: Time, msg: &[u8], reason: RetryReason, suite: Suite) -> Vec<u8> {
+    fn retry(
+        &self,
+        now: Time,
+        msg: &[u8],
+        reason: RetryReason,
+        suite: Suite,
+        source: Option<SourceKey>,
+    ) -> Vec<u8> {
         let p = self.config.provider;
         let mut c = Cookie {
             hello_hash: p.hash.hash(msg),
@@ -339,11 +443,8 @@ impl HandshakeServer {
             time: now.wire_secs(),
             tag: [0; 16],
         };
-        let tag = p.hmac.mac(
-            self.config.cookie_secret.as_bytes(),
-            &[b"iotseal v1 cookie\0", &c.tagged_part()],
-        );
-        c.tag.copy_from_slice(&tag[..16]);
+        // Address retries are only made for a known source, so there is always a tag.
+        c.tag = self.cookie_tag(&c, source).unwrap_or_default();
         c.to_retry_message()
     }
 
@@ -352,7 +453,7 @@ impl HandshakeServer {
     fn new_session_id(&self, in_use: &dyn Fn(u32) -> bool) -> Result<u32, Error> {
         for _ in 0..16 {
             let id = self.config.session_ids.draw(self.config.provider.random)?;
-            if !in_use(id) && !self.half_open.contains(Time(0), &id) {
+            if !in_use(id) && !self.half_open.contains(Time(0), id) {
                 return Ok(id);
             }
         }
@@ -370,7 +471,7 @@ impl HandshakeServer {
         let m3 = Finish::decode(msg)?;
         let ho = self
             .half_open
-            .get(now, &m3.session_id)
+            .get(now, m3.session_id)
             .ok_or(Error::UnknownSession)?;
         let suite = ho.suite;
         let sig_len = suite.sig.signature_len();
@@ -427,7 +528,7 @@ impl HandshakeServer {
 
         let ho = self
             .half_open
-            .remove(&m3.session_id)
+            .remove(m3.session_id)
             .ok_or(Error::UnknownSession)?;
         let (d_app, g_app) = ho.secrets.application(&p, &th_full)?;
         let session = Session::new(
@@ -487,18 +588,17 @@ impl HandshakeServer {
         t.add(&identity_hash(&p, gh.suite.sig, &id.public_key));
         t.add(sig);
         t.add(fin);
-        let exp = now.plus_millis(self.skew_ms());
-        let _ = self.half_open.insert(
-            now,
-            gh.session_id,
-            exp,
-            HalfOpen {
-                suite: gh.suite,
-                transcript: t,
-                secrets,
-                started: now,
-            },
-        );
+        let exp = now.plus_millis(self.half_open_ms());
+        let entry = HalfOpen {
+            hello_hash: p.hash.hash(m1),
+            suite: gh.suite,
+            transcript: t,
+            secrets,
+            started: now,
+        };
+        self.half_open
+            .insert(now, gh.session_id, None, exp, entry)
+            .map_err(|_| Limit::HalfOpenFull)?;
         Ok(gh.session_id)
     }
 }

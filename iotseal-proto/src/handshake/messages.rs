@@ -23,6 +23,8 @@ pub const MAX_OFFERS: usize = 16;
 pub const MAX_SHARE: usize = 1216;
 /// Retry cookie length: H(M1) 32, reason 1, suite 3, time 4, tag 16.
 pub const COOKIE_LEN: usize = 32 + 1 + 3 + 4 + 16;
+/// Length of the source key an Address cookie's tag is bound to (docs/protocol.md §4.2).
+pub const SOURCE_KEY_LEN: usize = 16;
 
 /// Message type bytes (records use 0x80 and up).
 pub mod msg_type {
@@ -138,6 +140,11 @@ pub enum RetryReason {
     Clock = 1,
     /// The gateway needs a key share for another offered suite.
     KeyShare = 2,
+    /// The gateway is under load (or the hello's source holds more than its share of the
+    /// half-open table): echo the cookie to show that answers reach you (return routability).
+    /// The cookie's tag is bound to the hello's source, its suite is the chosen one and its
+    /// time is the gateway's, so the retried hello also fixes the clock and the key share.
+    Address = 3,
 }
 
 /// The fields of a retry cookie (the whole retry message is `0x02 || len || cookie`).
@@ -181,6 +188,7 @@ impl Cookie {
         let reason = match r.u8()? {
             1 => RetryReason::Clock,
             2 => RetryReason::KeyShare,
+            3 => RetryReason::Address,
             _ => return Err(Malformed::BadValue.into()),
         };
         let suite = Suite::from_bytes(r.array()?).ok_or(Malformed::UnknownAlgorithm)?;

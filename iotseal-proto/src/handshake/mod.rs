@@ -14,6 +14,7 @@ mod cache;
 mod config;
 mod device;
 mod gateway;
+mod half_open;
 pub mod messages;
 mod session_id;
 mod transcript;
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use device::{DeviceEstablished, DeviceHandshake, DeviceNext};
 pub use gateway::{DeviceRegistry, GatewayEstablished, HandshakeServer, HelloReply};
+pub use half_open::SourceKey;
 pub use session_id::{MAX_PARTITIONS, PartitionSet, SessionIdPolicy};
 
 /// The longest device identifier (its field in M3 is padded to this length).

@@ -2,7 +2,8 @@
 event, all subclasses of ``Event``; refusals, causes and reasons are names (``"Busy"``).
 
 - ``HandshakeComplete(session_id, suite, clock_adjusted_ms)``: a session is open.
-- ``HelloRetried(reason)``: the gateway asked for a retried hello (``"Clock"``, ``"KeyShare"``).
+- ``HelloRetried(reason)``: the gateway asked for a retried hello (``"Clock"``, ``"KeyShare"``,
+  ``"Address"``: under load, proof that answers reach the device).
 - ``HandshakeFailed(error)``: the gateway's answer to a handshake message did not verify.
 - ``Acknowledged(msg_ids)``: these readings are stored by the gateway and forgotten here.
 - ``Refused(refusal)``: a refusal retrying cannot fix; the engine stopped until ``resume()``.
