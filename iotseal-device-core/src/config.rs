@@ -95,6 +95,27 @@ impl EngineConfig {
         }
     }
 
+    /// The defaults of [`EngineConfig::new`] around a core handshake configuration: its
+    /// device id, identity, pins, offers, skew and session settings (the provider is given
+    /// to [`crate::Engine::new`]).
+    pub fn from_device(device: DeviceConfig) -> Self {
+        let DeviceConfig {
+            provider: _,
+            device_id,
+            identity,
+            offers,
+            pins,
+            skew_secs,
+            session,
+        } = device;
+        Self {
+            offers,
+            skew_secs,
+            session,
+            ..Self::new(device_id, identity, pins)
+        }
+    }
+
     /// Splits into the core's handshake configuration and the engine's own settings, after
     /// checking both.
     pub(crate) fn split(

@@ -8,7 +8,7 @@ use core::mem;
 
 use iotseal_proto::codec::{put_varint, varint_len};
 use iotseal_proto::crypto::{CryptoProvider, TAG_LEN};
-use iotseal_proto::error::{Limit, Malformed, PeerMisbehaved};
+use iotseal_proto::error::{Limit, Malformed};
 use iotseal_proto::handshake::messages::{Cookie, decode_alert, msg_type};
 use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
 use iotseal_proto::reading::Reading;
@@ -19,6 +19,7 @@ use iotseal_proto::record::{
 use iotseal_proto::{Error, Refusal, Suite, Time};
 use zeroize::Zeroizing;
 
+use crate::acks::open_acks;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, EngineConfig, Options};
 use crate::event::{Cause, Event, SessionEnd, Stats, refusal_index};
@@ -417,6 +418,27 @@ impl Engine {
         self.phase = Phase::Idle;
         self.sent.clear();
         self.in_flight = None;
+    }
+
+    /// Takes the session out of the engine, for a driver that crafts records by hand (the
+    /// threat lab's replayed and re-dated records and chosen sequence numbers, the record
+    /// layer's tests over an in-memory pair): the open session, or the one established from a
+    /// verified M2 whose M3 (sent or not) awaits its acknowledgement. The engine goes back to
+    /// idle as with [`Engine::drop_session`] (without an event): a request in flight and the
+    /// records it sealed are forgotten, their readings stay queued. Acknowledgements to
+    /// records sealed on the taken session are opened with [`crate::open_acks`].
+    pub fn take_session(&mut self) -> Option<Session> {
+        let session = match mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Open(s) => *s,
+            Phase::Finish(f) => *f.session,
+            other => {
+                self.phase = other;
+                return None;
+            }
+        };
+        self.sent.clear();
+        self.in_flight = None;
+        Some(session)
     }
 
     /// Leaves the stopped state of [`Event::Refused`] (for example once the device has been
@@ -994,51 +1016,17 @@ impl Engine {
 
     /// Opens the acknowledgement records of an answer and forgets the readings they cover.
     fn process_acks(&mut self, session: &mut Session, now: Time, body: &[u8]) -> AckOutcome {
-        let mut out = AckOutcome::default();
-        let records = match batch::split(body) {
-            Ok(r) => r,
-            Err(m) => {
-                out.first_error = Some(m.into());
-                return out;
-            }
-        };
-        let mut buf = Vec::new();
-        for r in records {
-            buf.clear();
-            buf.extend_from_slice(r);
-            let e = match session.open(now, &mut buf) {
-                Ok(o) => {
-                    let seq = o.seq;
-                    match o.content_type {
-                        ContentType::Ack => match session.parse_ack(o.plaintext) {
-                            Ok(ranges) => {
-                                let _ = session.accept(seq);
-                                out.valid += 1;
-                                for (first, last) in ranges {
-                                    self.ack_range(first, last, &mut out.newly);
-                                }
-                                continue;
-                            }
-                            Err(e) => e,
-                        },
-                        ContentType::Close => {
-                            let _ = session.accept(seq);
-                            out.end = Some(SessionEnd::Closed);
-                            continue;
-                        }
-                        _ => PeerMisbehaved::UnexpectedContent.into(),
-                    }
-                }
-                Err(e) => e,
-            };
-            match e {
-                Error::Limit(Limit::SessionExpired) => out.end = Some(SessionEnd::Expired),
-                Error::Limit(Limit::IntegrityLimit) => out.end = Some(SessionEnd::ReceiveLimit),
-                _ => {}
-            }
-            out.first_error.get_or_insert(e);
+        let acks = open_acks(session, now, body);
+        let mut newly = Vec::new();
+        for &(first, last) in &acks.ranges {
+            self.ack_range(first, last, &mut newly);
         }
-        out
+        AckOutcome {
+            valid: acks.valid,
+            newly,
+            end: acks.end,
+            first_error: acks.first_error,
+        }
     }
 
     /// Forgets the readings of the sealed records `first..=last`.

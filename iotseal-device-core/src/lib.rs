@@ -114,6 +114,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod acks;
 mod backoff;
 mod config;
 mod engine;
@@ -122,6 +123,7 @@ mod event;
 pub mod files;
 mod queue;
 
+pub use acks::{Acks, open_acks};
 pub use config::{ConfigError, EngineConfig, MIN_REQUEST_LEN};
 pub use engine::{Endpoint, Engine, Response, Transmit};
 pub use event::{Cause, Event, SessionEnd, Stats};

@@ -827,3 +827,67 @@ fn auth_failed_retries_then_stops() {
     assert_eq!(h.events.last(), Some(&Event::Refused(Refusal::AuthFailed)));
     assert_eq!(h.engine.poll_timeout(), None);
 }
+
+/// `take_session` hands out the session for hand-made records (the lab, the test pair) and
+/// leaves the engine idle; `open_acks` opens the gateway's acknowledgements of such records.
+#[test]
+fn a_taken_session_seals_by_hand_and_open_acks_reads_the_answer() {
+    use iotseal_device_core::{Transmit, open_acks};
+    use iotseal_proto::reading::{Reading, SensorKind, encode_batch};
+    use iotseal_proto::record::{ContentType, batch};
+
+    let mut h = harness(41, |_| {}, |_| {});
+    assert!(h.engine.take_session().is_none(), "no session yet");
+    h.engine.connect();
+    assert!(h.step(), "hello");
+    assert!(h.step(), "M3");
+    assert!(h.engine.is_established());
+    let mut s = h.engine.take_session().expect("the open session");
+    assert!(!h.engine.is_established() && !h.engine.is_waiting());
+    assert!(h.engine.take_session().is_none(), "taken once");
+    let mut body = Vec::new();
+    for i in 0..3u8 {
+        let mut rec = Vec::new();
+        let r = Reading {
+            msg_id: 900 + u64::from(i),
+            time_ms: h.now.as_millis(),
+            values: vec![(SensorKind::Temperature, 21.5)],
+            extra: Vec::new(),
+        };
+        let seq = s.seal(h.now, ContentType::Data, &encode_batch(&[r]), &mut rec);
+        assert_eq!(seq, Ok(u64::from(i)));
+        batch::push(&mut body, &rec);
+    }
+    let t = Transmit {
+        endpoint: Endpoint::Records,
+        body,
+    };
+    let Outcome::Answer(200, answer) = h.gw.serve(h.now, &t) else {
+        panic!("the gateway acknowledges the hand-made records");
+    };
+    let acks = open_acks(&mut s, h.now, &answer);
+    assert_eq!(acks.valid, 1);
+    assert!((0..3).all(|seq| acks.covers(seq)) && !acks.covers(3));
+    assert_eq!((acks.end, acks.first_error), (None, None));
+    // The same answer again: its acknowledgement is a replay, refused.
+    let again = open_acks(&mut s, h.now, &answer);
+    assert_eq!(again.valid, 0);
+    assert!(again.first_error.is_some());
+}
+
+/// A session whose M3 awaits its acknowledgement can be taken too (the in-memory pair runs
+/// M3 through `HandshakeServer::handle_finish` itself).
+#[test]
+fn the_session_of_an_unacknowledged_finish_can_be_taken() {
+    let mut h = harness(42, |_| {}, |_| {});
+    h.engine.connect();
+    assert!(h.step(), "hello");
+    let m3 = h.engine.poll_transmit(h.now).expect("M3");
+    assert_eq!(m3.endpoint, Endpoint::Handshake);
+    assert!(h.engine.is_waiting());
+    let s = h.engine.take_session().expect("the session of M3");
+    assert_eq!(s.next_seq(), 0, "nothing was queued: M3 alone");
+    assert!(!h.engine.is_waiting(), "the request in flight is forgotten");
+    h.engine.handle_response(h.now, Response::http(200, &[]));
+    assert_eq!(h.engine.stats().stray_answers, 1);
+}

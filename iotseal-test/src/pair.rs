@@ -1,16 +1,22 @@
 //! An in-memory device/gateway pair on virtual time: builds matching configurations for any
-//! suite and provider combination and runs handshakes without any I/O.
+//! suite and provider combination and runs handshakes without any I/O. The device side of a
+//! handshake is driven by the device engine (`iotseal-device-core`, [`device_handshake`]);
+//! the sessions are then taken out of it for the record layer's tests. Tests of the raw
+//! handshake state machine call `DeviceHandshake` themselves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use iotseal_proto::crypto::CryptoProvider;
+use iotseal_device_core::{ConfigError, Endpoint, Engine, EngineConfig, Event, Response};
+use iotseal_proto::crypto::{CryptoError, CryptoProvider, Secret, SecureRandom, SigningKey};
+use iotseal_proto::error::ApiMisuse;
+use iotseal_proto::handshake::messages::msg_type;
 use iotseal_proto::handshake::{
-    DeviceConfig, DeviceEstablished, DeviceHandshake, DeviceNext, DeviceRegistry, GatewayConfig,
-    GatewayIdentity, HandshakeServer, HelloReply, PinnedKey, RegisteredDevice,
+    DeviceConfig, DeviceRegistry, GatewayConfig, GatewayIdentity, HandshakeServer, HelloReply,
+    PinnedKey, RegisteredDevice,
 };
 use iotseal_proto::record::Session;
-use iotseal_proto::{Error, Suite, Time};
+use iotseal_proto::{Error, SigAlg, Suite, Time};
 
 use crate::rng::SeededRandom;
 
@@ -66,7 +72,7 @@ pub struct Pair {
     pub now: Time,
     gateway_p: CryptoProvider,
     gateway_seed: u64,
-    sig: iotseal_proto::SigAlg,
+    sig: SigAlg,
 }
 
 impl Pair {
@@ -125,11 +131,7 @@ impl Pair {
         }
     }
 
-    fn gateway_key(
-        p: CryptoProvider,
-        sig: iotseal_proto::SigAlg,
-        seed: u64,
-    ) -> Box<dyn iotseal_proto::crypto::SigningKey> {
+    fn gateway_key(p: CryptoProvider, sig: SigAlg, seed: u64) -> Box<dyn SigningKey> {
         p.signature(sig)
             .unwrap()
             .generate(&SeededRandom::new(seed ^ 0x6a7e))
@@ -160,45 +162,164 @@ impl Pair {
         f(old);
     }
 
-    /// Runs a whole handshake; returns both sessions and what the messages were.
+    /// Runs a whole handshake (the device side by the engine, [`device_handshake`]); returns
+    /// both sessions and what the messages were. Errors are the gateway's, or the device's
+    /// refusal of an answer.
     pub fn handshake(&mut self) -> Result<Established, Error> {
         let now = self.now;
-        let (hs, m1) = DeviceHandshake::start(self.device.clone(), now)?;
-        let mut flights = vec![m1.clone()];
-        let mut reply = self.server.handle_hello(now, &m1, &|_| false)?;
-        let mut hs = hs;
-        let est = loop {
-            let bytes = match &reply {
-                HelloReply::GatewayHello { bytes, .. } | HelloReply::Retry { bytes, .. } => {
-                    bytes.clone()
-                }
-            };
-            flights.push(bytes.clone());
-            match hs.handle(now, &bytes)? {
-                DeviceNext::Retry { handshake, hello } => {
-                    flights.push(hello.clone());
-                    hs = handshake;
-                    reply = self.server.handle_hello(now, &hello, &|_| false)?;
-                }
-                DeviceNext::Established(e) => break e,
-            }
-        };
-        flights.push(est.finish.clone());
-        let g = self
-            .server
-            .handle_finish(now, &est.finish, &self.registry)?;
-        let device_id = g.device_id.clone();
-        let gateway = g.session;
-        let DeviceEstablished {
-            session,
-            gateway_time,
-            ..
-        } = *est;
+        let d = device_handshake(&self.device, &mut self.server, now, now)?;
+        let g = self.server.handle_finish(now, d.finish(), &self.registry)?;
+        let (device_id, gateway) = (g.device_id.clone(), g.session);
         Ok(Established {
-            device: session,
+            device: d.session,
             gateway,
             device_id,
-            flights,
+            flights: d.flights,
+            gateway_time: d.gateway_time,
+        })
+    }
+}
+
+/// The device's identity key, lent to an engine (it stays in the shared configuration).
+#[derive(Debug)]
+struct Lent(Arc<DeviceConfig>);
+
+impl SigningKey for Lent {
+    fn algorithm(&self) -> SigAlg {
+        self.0.identity.algorithm()
+    }
+    fn public_key(&self) -> Vec<u8> {
+        self.0.identity.public_key()
+    }
+    fn sign(&self, msg: &[u8], rng: &dyn SecureRandom) -> Result<Vec<u8>, CryptoError> {
+        self.0.identity.sign(msg, rng)
+    }
+    fn private_bytes(&self) -> Secret {
+        self.0.identity.private_bytes()
+    }
+}
+
+/// The device side of a completed hello exchange ([`device_handshake`]).
+#[derive(Debug)]
+pub struct DeviceFlights {
+    /// Every handshake message in order: M1, [Retry, M1'], M2, M3.
+    pub flights: Vec<Vec<u8>>,
+    /// The device's session (its M3 not yet acknowledged).
+    pub session: Session,
+    /// The gateway time the device adopted from M2 (docs/protocol.md §10), if it did.
+    pub gateway_time: Option<Time>,
+}
+
+impl DeviceFlights {
+    /// M3 (the last flight).
+    pub fn finish(&self) -> &[u8] {
+        self.flights.last().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Runs the device side of a handshake against `server` in memory:
+/// [`DeviceDriver::start`] at `device_now`, then [`DeviceDriver::run`] with the gateway at
+/// `gateway_now`.
+pub fn device_handshake(
+    device: &Arc<DeviceConfig>,
+    server: &mut HandshakeServer,
+    device_now: Time,
+    gateway_now: Time,
+) -> Result<DeviceFlights, Error> {
+    DeviceDriver::start(device, device_now)?.run(server, gateway_now)
+}
+
+/// The device side of a handshake in memory, driven by the device engine
+/// (`iotseal-device-core`, the one place it is written): M1, a Retry answered with M1', M2
+/// verified, M3 built.
+#[derive(Debug)]
+pub struct DeviceDriver {
+    engine: Engine,
+    now: Time,
+    /// The request the engine gave and the gateway has not answered yet.
+    pending: Vec<u8>,
+    flights: Vec<Vec<u8>>,
+}
+
+impl DeviceDriver {
+    /// An engine for `device` (its identity lent, not copied) that has made M1 at
+    /// `device_now` (its random draws happen here, before any gateway is built).
+    pub fn start(device: &Arc<DeviceConfig>, device_now: Time) -> Result<Self, Error> {
+        let c = device;
+        let lent = DeviceConfig {
+            provider: c.provider,
+            device_id: c.device_id.clone(),
+            identity: Box::new(Lent(c.clone())),
+            offers: c.offers.clone(),
+            pins: c.pins.clone(),
+            skew_secs: c.skew_secs,
+            session: c.session,
+        };
+        let mut engine =
+            Engine::new(EngineConfig::from_device(lent), c.provider).map_err(|e| match e {
+                ConfigError::Device(e) => e,
+                _ => ApiMisuse::KeyAlgorithmMismatch.into(),
+            })?;
+        engine.connect();
+        let mut d = Self {
+            engine,
+            now: device_now,
+            pending: Vec::new(),
+            flights: Vec::new(),
+        };
+        d.pending = d.next()?;
+        Ok(d)
+    }
+
+    /// M1 as the engine made it.
+    pub fn hello(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// The engine's next request (recorded as a flight), or the device's refusal of the last
+    /// answer.
+    fn next(&mut self) -> Result<Vec<u8>, Error> {
+        let t = self.engine.poll_transmit(self.now);
+        let failed = std::iter::from_fn(|| self.engine.poll_event()).find_map(|e| match e {
+            Event::HandshakeFailed(e) => Some(e),
+            _ => None,
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let t = t.ok_or(Error::ApiMisuse(ApiMisuse::EmptyConfig))?;
+        debug_assert_eq!(t.endpoint, Endpoint::Handshake);
+        self.flights.push(t.body.clone());
+        Ok(t.body)
+    }
+
+    /// Has `server` answer the hellos at `gateway_now` until the engine gives M3, then takes
+    /// the session out of the engine (M3's [`HandshakeServer::handle_finish`] and its
+    /// acknowledgement are the caller's). Errors: the gateway's refusal of a hello, or the
+    /// device's refusal of an answer.
+    pub fn run(
+        mut self,
+        server: &mut HandshakeServer,
+        gateway_now: Time,
+    ) -> Result<DeviceFlights, Error> {
+        while self.pending.first() == Some(&msg_type::HELLO) {
+            let answer = match server.handle_hello(gateway_now, &self.pending, &|_| false)? {
+                HelloReply::GatewayHello { bytes, .. } | HelloReply::Retry { bytes, .. } => bytes,
+            };
+            self.engine
+                .handle_response(self.now, Response::http(200, &answer));
+            self.flights.push(answer);
+            self.pending = self.next()?;
+        }
+        let adopted = self.engine.stats().clock_adoptions > 0;
+        let gateway_time = adopted.then(|| self.engine.device_time(self.now));
+        let session = self
+            .engine
+            .take_session()
+            .ok_or(Error::ApiMisuse(ApiMisuse::EmptyConfig))?;
+        Ok(DeviceFlights {
+            flights: self.flights,
+            session,
             gateway_time,
         })
     }
