@@ -10,6 +10,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Signature algorithm (`iotseal_raw_config.alg`, `iotseal_pinned_key.alg`): Ed25519.
+#define IOTSEAL_SIG_ED25519 1
+
+// Signature algorithm: ECDSA P-256 (feature `all-algorithms`).
+#define IOTSEAL_SIG_ECDSA_P256 2
+
+// Signature algorithm: ML-DSA-65 (feature `all-algorithms`).
+#define IOTSEAL_SIG_MLDSA65 3
+
+// Signature algorithm: Ed25519 + ML-DSA-65 (feature `all-algorithms`).
+#define IOTSEAL_SIG_ED25519_MLDSA65 4
+
 // The smallest `max_request_len`: one record of the largest size with its framing.
 #define IOTSEAL_MIN_REQUEST_LEN 16417
 
@@ -75,9 +87,12 @@ typedef enum iotseal_status {
   IOTSEAL_ERR_BUFFER_TOO_SMALL = -6,
   // The pins file's certificate does not match its `tls_cert_sha256`, or does not parse.
   IOTSEAL_ERR_PIN = -7,
-  // This build leaves the function out (cargo feature `tls-pin` for the curl pin).
+  // This build leaves the function out (cargo feature `tls-pin` for the curl pin; the
+  // firmware build, without `std`, has no key files), or the handle has no pins file (from
+  // `iotseal_device_from_raw`).
   IOTSEAL_ERR_UNSUPPORTED = -8,
-  // A bug in the library (a caught panic). The handle is unusable: free it.
+  // A bug in the library (a caught panic). The handle is unusable: free it. (The firmware
+  // build catches no panic: a bug calls `abort()`.)
   IOTSEAL_ERR_PANIC = -9,
 } iotseal_status;
 
@@ -120,8 +135,8 @@ typedef enum iotseal_event_kind {
 } iotseal_event_kind;
 
 // One device: its engine, the pins file's TLS material and the boundary's own state.
-// Opaque to C; from `iotseal_device_from_files` or `iotseal_device_from_buffers`, freed by
-// `iotseal_device_free` (which wipes its keys).
+// Opaque to C; from `iotseal_device_from_files`, `iotseal_device_from_buffers` or
+// `iotseal_device_from_raw`, freed by `iotseal_device_free` (which wipes its keys).
 //
 // Threads: a handle may move between threads but must not be used by two threads at once
 // (guard it with a mutex); distinct handles share nothing and may be used in parallel. The
@@ -147,6 +162,50 @@ typedef struct iotseal_options {
   // (persist `iotseal_next_msg_id`) or derive ids from a clock that only moves forward.
   uint64_t first_msg_id;
 } iotseal_options;
+
+// One pinned gateway identity key (`iotseal_raw_config.pins`): the raw public key as the
+// pins file's `public_key` holds it, in bytes (Ed25519: 32 bytes).
+typedef struct iotseal_pinned_key {
+  // Its algorithm: an `IOTSEAL_SIG_*` code.
+  uint8_t alg;
+  // The public key.
+  const uint8_t *public_key;
+  // Its length in bytes.
+  size_t public_key_len;
+} iotseal_pinned_key;
+
+// The caller's random source: fills `len` bytes at `buf` with cryptographically secure
+// random bytes (a hardware TRNG, a DRBG seeded from one) and returns 0, or returns non-zero
+// if it cannot (the operation that needed them fails). Called with `ctx` from
+// `iotseal_raw_config.random_ctx`, on the thread that is calling into the handle.
+typedef int32_t (*iotseal_random_fn)(void *ctx, uint8_t *buf, size_t len);
+
+// A device from raw bytes, for `iotseal_device_from_raw` (firmware: no key files, no
+// TOML; a provisioning tool turns the files into these bytes). The library copies what it
+// needs; the private key bytes are the caller's to wipe.
+typedef struct iotseal_raw_config {
+  // The device id (the identity file's `id`, as bytes; not NUL-terminated).
+  const uint8_t *device_id;
+  // Its length in bytes.
+  size_t device_id_len;
+  // The identity's algorithm: an `IOTSEAL_SIG_*` code.
+  uint8_t alg;
+  // The identity's private key (the identity file's `private_key`, as bytes: the 32-byte
+  // seed for Ed25519, docs/protocol.md §3.5).
+  const uint8_t *private_key;
+  // Its length in bytes.
+  size_t private_key_len;
+  // The gateway's identity keys (the pins file's `[[identity]]` entries; the first keys
+  // the hello MAC).
+  const struct iotseal_pinned_key *pins;
+  // How many.
+  size_t pins_len;
+  // The random source. NULL: the operating system's (only in builds with `std`; the
+  // firmware build needs one).
+  iotseal_random_fn random;
+  // Passed to `random`.
+  void *random_ctx;
+} iotseal_raw_config;
 
 // An event from `iotseal_poll_event`. Fields that do not apply to `kind` are 0.
 typedef struct iotseal_event {
@@ -229,6 +288,28 @@ enum iotseal_status iotseal_device_from_buffers(const uint8_t *pins_toml,
                                                 char *error,
                                                 size_t error_cap);
 
+// Creates a device from raw bytes (`iotseal_raw_config`: device id, private key, pinned
+// gateway keys, random source): what firmware without a file system or TOML uses, and the
+// only constructor of the firmware build (without `std`). The handle has no pins file:
+// `iotseal_gateway_url` and `iotseal_gateway_curl_pin` return `IOTSEAL_ERR_UNSUPPORTED`
+// (the application knows its gateway's URL and TLS certificate).
+//
+// `options`, `out`, `error` as for `iotseal_device_from_files`. Fails with
+// `IOTSEAL_ERR_CONFIG` (a key the algorithm refuses, an algorithm this build leaves out, no
+// pins), `IOTSEAL_ERR_INVALID_ARGUMENT` (an unknown algorithm code) or `IOTSEAL_ERR_NULL`
+// (also: `random` NULL in the firmware build).
+//
+// # Safety
+// `config` points to an `iotseal_raw_config` whose pointers are valid for reads of their
+// lengths (NULL allowed with a length of 0) and whose `random`, if not NULL, is a function
+// as `iotseal_random_fn` describes, callable with `random_ctx` until the handle is freed;
+// `options`, `out`, `error` as for `iotseal_device_from_files`.
+enum iotseal_status iotseal_device_from_raw(const struct iotseal_raw_config *config,
+                                            const struct iotseal_options *options,
+                                            struct iotseal_device **out,
+                                            char *error,
+                                            size_t error_cap);
+
 // Frees a handle and wipes its secrets. NULL is ignored. The handle must not be used after.
 //
 // # Safety
@@ -245,7 +326,8 @@ enum iotseal_status iotseal_last_error(const struct iotseal_device *dev, char *b
 
 // Copies the gateway's URL from the pins file (e.g. `https://127.0.0.1:8443`) into `buf`
 // with a NUL. `len` (may be NULL) gets its length without the NUL, also with
-// `IOTSEAL_ERR_BUFFER_TOO_SMALL`.
+// `IOTSEAL_ERR_BUFFER_TOO_SMALL`. `IOTSEAL_ERR_UNSUPPORTED` for a handle without a pins
+// file (`iotseal_device_from_raw`, the firmware build).
 //
 // # Safety
 // `dev` is a live handle; `buf` is NULL or valid for `cap` bytes; `len` is NULL or valid for
@@ -259,7 +341,8 @@ enum iotseal_status iotseal_gateway_url(struct iotseal_device *dev,
 // `sha256//` and the base64 of SHA-256 over the certificate's DER SubjectPublicKeyInfo
 // (about 52 bytes; 64 always suffice). The pins file's certificate is first checked against
 // its `tls_cert_sha256` (`IOTSEAL_ERR_PIN` if it does not match or parse). `len` as for
-// `iotseal_gateway_url`. `IOTSEAL_ERR_UNSUPPORTED` in builds without the `tls-pin` feature.
+// `iotseal_gateway_url`. `IOTSEAL_ERR_UNSUPPORTED` in builds without the `tls-pin` feature
+// and for a handle without a pins file.
 //
 // # Safety
 // As `iotseal_gateway_url`.
@@ -404,6 +487,12 @@ const char *iotseal_refusal_name(uint8_t code);
 // `"0.1.0 (hybrid: x25519mlkem768, ed25519, aes256gcm, chacha20poly1305)"`. A static
 // string.
 const char *iotseal_version(void);
+
+extern void *malloc(size_t size);
+
+extern void *realloc(void *ptr, size_t size);
+
+extern void free(void *ptr);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -6,7 +6,7 @@
 //! in; the library says what to send where and digests the answers. One handle is one device.
 //!
 //! ```text
-//! iotseal_device_from_files(pins, key, NULL, &dev, err, sizeof err)   // or _from_buffers
+//! iotseal_device_from_files(pins, key, NULL, &dev, err, sizeof err)   // or _from_buffers, _from_raw
 //! iotseal_gateway_url(dev, ...), iotseal_gateway_curl_pin(dev, ...)    // where, and the TLS pin
 //! loop:
 //!   iotseal_push(dev, now, kinds, values, n, &id)                      // whenever readings come
@@ -34,30 +34,56 @@
 //!   success; `IOTSEAL_ERR_BUFFER_TOO_SMALL` reports the size needed.
 //! - No panic crosses the boundary: every entry point runs under `catch_unwind`. A panic (a
 //!   bug) returns `IOTSEAL_ERR_PANIC` and leaves the handle unusable: every later call on it
-//!   returns `IOTSEAL_ERR_PANIC` until it is freed.
+//!   returns `IOTSEAL_ERR_PANIC` until it is freed. (The firmware build aborts instead.)
 //! - **Threads**: a handle may move between threads but must not be used by two threads at
 //!   once (guard it with a mutex); distinct handles are independent.
 //! - **Secrets**: the identity key (ed25519-dalek's `SigningKey` zeroizes on drop), handshake
 //!   and traffic keys (the core) and the key file's text read by `iotseal_device_from_files`
 //!   are wiped when the handle is freed or no longer needs them
-//!   (`tests/zeroize.rs`); the buffers of `iotseal_device_from_buffers` are the caller's to
-//!   wipe.
+//!   (`tests/zeroize.rs`); the buffers of `iotseal_device_from_buffers` and the private key of
+//!   `iotseal_device_from_raw` are the caller's to wipe.
+//!
+//! # The firmware build
+//!
+//! Without the cargo feature `std` (default) the crate is `#![no_std]` + `alloc`, for
+//! firmware (docs/footprint.md): built with the `firmware` profile (`panic = "abort"`), it
+//! allocates with C `malloc`/`realloc`/`free`, takes its randomness from the caller
+//! ([`iotseal_raw_config::random`]) and keys from raw bytes ([`iotseal_device_from_raw`]).
+//! A panic (a bug) calls C `abort()` instead of returning `IOTSEAL_ERR_PANIC`;
+//! `iotseal_device_from_files`, `iotseal_device_from_buffers`, `iotseal_gateway_url` and
+//! `iotseal_gateway_curl_pin` return `IOTSEAL_ERR_UNSUPPORTED`. The header is the same.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // The types are named as the C header spells them.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{CStr, c_char};
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ffi::{CStr, c_char, c_void};
+use core::ptr::NonNull;
+#[cfg(feature = "std")]
 use std::panic::{AssertUnwindSafe, catch_unwind};
+#[cfg(feature = "std")]
 use std::path::Path;
 
+#[cfg(feature = "std")]
 use iotseal_device_core::files::{FileError, GatewayPins, IdentityFile};
 use iotseal_device_core::{
-    Cause, Endpoint, Engine, Event, MsgId, PushError, Response, Sample, SessionEnd, Transmit,
+    Cause, Endpoint, Engine, EngineConfig, Event, MsgId, PushError, Response, Sample, SessionEnd,
+    Transmit,
 };
+use iotseal_proto::crypto::{CryptoError, CryptoProvider, SecureRandom};
+use iotseal_proto::handshake::PinnedKey;
 use iotseal_proto::reading::SensorKind;
-use iotseal_proto::{Refusal, Time};
+use iotseal_proto::{Refusal, SigAlg, Time};
 
+#[cfg(all(not(feature = "std"), not(test)))]
+mod firmware;
 #[cfg(feature = "tls-pin")]
 mod pin;
 mod provider;
@@ -90,9 +116,12 @@ pub enum iotseal_status {
     IOTSEAL_ERR_BUFFER_TOO_SMALL = -6,
     /// The pins file's certificate does not match its `tls_cert_sha256`, or does not parse.
     IOTSEAL_ERR_PIN = -7,
-    /// This build leaves the function out (cargo feature `tls-pin` for the curl pin).
+    /// This build leaves the function out (cargo feature `tls-pin` for the curl pin; the
+    /// firmware build, without `std`, has no key files), or the handle has no pins file (from
+    /// `iotseal_device_from_raw`).
     IOTSEAL_ERR_UNSUPPORTED = -8,
-    /// A bug in the library (a caught panic). The handle is unusable: free it.
+    /// A bug in the library (a caught panic). The handle is unusable: free it. (The firmware
+    /// build catches no panic: a bug calls `abort()`.)
     IOTSEAL_ERR_PANIC = -9,
 }
 
@@ -206,6 +235,69 @@ pub struct iotseal_stats {
     pub sessions_lost: u64,
 }
 
+/// Signature algorithm (`iotseal_raw_config.alg`, `iotseal_pinned_key.alg`): Ed25519.
+pub const IOTSEAL_SIG_ED25519: u8 = 1;
+/// Signature algorithm: ECDSA P-256 (feature `all-algorithms`).
+pub const IOTSEAL_SIG_ECDSA_P256: u8 = 2;
+/// Signature algorithm: ML-DSA-65 (feature `all-algorithms`).
+pub const IOTSEAL_SIG_MLDSA65: u8 = 3;
+/// Signature algorithm: Ed25519 + ML-DSA-65 (feature `all-algorithms`).
+pub const IOTSEAL_SIG_ED25519_MLDSA65: u8 = 4;
+
+const _: () = assert!(IOTSEAL_SIG_ED25519 == SigAlg::Ed25519.code());
+const _: () = assert!(IOTSEAL_SIG_ECDSA_P256 == SigAlg::EcdsaP256.code());
+const _: () = assert!(IOTSEAL_SIG_MLDSA65 == SigAlg::MlDsa65.code());
+const _: () = assert!(IOTSEAL_SIG_ED25519_MLDSA65 == SigAlg::Ed25519MlDsa65.code());
+
+/// The caller's random source: fills `len` bytes at `buf` with cryptographically secure
+/// random bytes (a hardware TRNG, a DRBG seeded from one) and returns 0, or returns non-zero
+/// if it cannot (the operation that needed them fails). Called with `ctx` from
+/// `iotseal_raw_config.random_ctx`, on the thread that is calling into the handle.
+pub type iotseal_random_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, len: usize) -> i32>;
+
+/// One pinned gateway identity key (`iotseal_raw_config.pins`): the raw public key as the
+/// pins file's `public_key` holds it, in bytes (Ed25519: 32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct iotseal_pinned_key {
+    /// Its algorithm: an `IOTSEAL_SIG_*` code.
+    pub alg: u8,
+    /// The public key.
+    pub public_key: *const u8,
+    /// Its length in bytes.
+    pub public_key_len: usize,
+}
+
+/// A device from raw bytes, for `iotseal_device_from_raw` (firmware: no key files, no
+/// TOML; a provisioning tool turns the files into these bytes). The library copies what it
+/// needs; the private key bytes are the caller's to wipe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct iotseal_raw_config {
+    /// The device id (the identity file's `id`, as bytes; not NUL-terminated).
+    pub device_id: *const u8,
+    /// Its length in bytes.
+    pub device_id_len: usize,
+    /// The identity's algorithm: an `IOTSEAL_SIG_*` code.
+    pub alg: u8,
+    /// The identity's private key (the identity file's `private_key`, as bytes: the 32-byte
+    /// seed for Ed25519, docs/protocol.md §3.5).
+    pub private_key: *const u8,
+    /// Its length in bytes.
+    pub private_key_len: usize,
+    /// The gateway's identity keys (the pins file's `[[identity]]` entries; the first keys
+    /// the hello MAC).
+    pub pins: *const iotseal_pinned_key,
+    /// How many.
+    pub pins_len: usize,
+    /// The random source. NULL: the operating system's (only in builds with `std`; the
+    /// firmware build needs one).
+    pub random: iotseal_random_fn,
+    /// Passed to `random`.
+    pub random_ctx: *mut c_void,
+}
+
 /// The smallest `max_request_len`: one record of the largest size with its framing.
 pub const IOTSEAL_MIN_REQUEST_LEN: usize = 16417;
 /// Most values in one reading.
@@ -241,16 +333,19 @@ pub const IOTSEAL_SENSOR_ENERGY: u8 = 11;
 pub const IOTSEAL_SENSOR_BATTERY: u8 = 12;
 
 /// One device: its engine, the pins file's TLS material and the boundary's own state.
-/// Opaque to C; from `iotseal_device_from_files` or `iotseal_device_from_buffers`, freed by
-/// `iotseal_device_free` (which wipes its keys).
+/// Opaque to C; from `iotseal_device_from_files`, `iotseal_device_from_buffers` or
+/// `iotseal_device_from_raw`, freed by `iotseal_device_free` (which wipes its keys).
 ///
 /// Threads: a handle may move between threads but must not be used by two threads at once
 /// (guard it with a mutex); distinct handles share nothing and may be used in parallel. The
 /// library has no global state.
 pub struct iotseal_device {
+    /// Declared first, so dropped before `random`, whose memory its provider borrows.
     engine: Engine,
-    /// The pins file (URL, TLS certificate and its hash; the identity keys are in the engine).
-    pins: GatewayPins,
+    /// The pins file (URL, TLS certificate and its hash; the identity keys are in the
+    /// engine); `None` for a handle from `iotseal_device_from_raw`.
+    #[cfg(feature = "std")]
+    pins: Option<GatewayPins>,
     /// A request the caller's buffer was too small for, given again at the next call.
     pending: Option<Transmit>,
     /// The message ids of the last `IOTSEAL_EVENT_ACKNOWLEDGED` polled.
@@ -258,7 +353,70 @@ pub struct iotseal_device {
     last_error: String,
     /// A call panicked: the engine may be half-way through a change.
     poisoned: bool,
+    /// The caller's random source, if the handle has one; after `engine` (see there).
+    #[expect(
+        dead_code,
+        reason = "held for its Drop, which frees it after the engine"
+    )]
+    random: Option<CallerRandomBox>,
 }
+
+/// The caller's random source ([`iotseal_raw_config::random`]).
+#[derive(Debug)]
+struct CallerRandom {
+    fill: unsafe extern "C" fn(*mut c_void, *mut u8, usize) -> i32,
+    ctx: *mut c_void,
+}
+
+// SAFETY: the pointer is the caller's `random_ctx`, only passed back to the caller's function.
+// The contract of `iotseal_raw_config::random` is that it may be called from whichever thread
+// uses the handle; the handle itself is used by one thread at a time (crate documentation).
+unsafe impl Send for CallerRandom {}
+// SAFETY: as for Send: the handle (the only user of this value) is used by one thread at a
+// time, so the caller's function is never called concurrently through it.
+unsafe impl Sync for CallerRandom {}
+
+impl SecureRandom for CallerRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
+        if dest.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: by the contract of `iotseal_random_fn`, the caller's function writes at
+        // most `len` bytes at `buf`, which is our exclusively borrowed slice of that length.
+        let rc = unsafe { (self.fill)(self.ctx, dest.as_mut_ptr(), dest.len()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(CryptoError::RandomFailed)
+        }
+    }
+}
+
+/// Owns a [`CallerRandom`] that one handle's provider borrows as `&'static` (the provider
+/// wants a static random source). Freed when dropped: the handle drops its engine first, and
+/// [`create`] drops its engine configuration first, so nothing uses the reference after.
+#[derive(Debug)]
+struct CallerRandomBox(NonNull<CallerRandom>);
+
+impl CallerRandomBox {
+    fn new(random: CallerRandom) -> (Self, &'static dyn SecureRandom) {
+        let ptr = NonNull::from(Box::leak(Box::new(random)));
+        // SAFETY: from a leaked Box, so valid and never mutated; it is freed only by this
+        // owner's Drop, after every user of the reference (see the type's documentation).
+        let shared: &'static CallerRandom = unsafe { ptr.as_ref() };
+        (Self(ptr), shared)
+    }
+}
+
+impl Drop for CallerRandomBox {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::leak in `new` and is freed once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: owns a CallerRandom, which is Send.
+unsafe impl Send for CallerRandomBox {}
 
 // ---------------------------------------------------------------------------------------------
 // Boundary helpers
@@ -282,6 +440,7 @@ impl Failure {
         Self::new(IOTSEAL_ERR_NULL, format!("{what} is NULL"))
     }
 
+    #[cfg(feature = "std")]
     fn file(e: &FileError) -> Self {
         let status = match e {
             FileError::Io { .. } => IOTSEAL_ERR_IO,
@@ -298,8 +457,28 @@ impl Failure {
 type Outcome = Result<iotseal_status, Failure>;
 
 /// Runs `f` with panics caught: what every entry point without a handle does.
+#[cfg(feature = "std")]
 fn guard(f: impl FnOnce() -> iotseal_status) -> iotseal_status {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(IOTSEAL_ERR_PANIC)
+}
+
+/// The firmware build: a panic aborts (`panic = "abort"`), there is nothing to catch.
+#[cfg(not(feature = "std"))]
+fn guard(f: impl FnOnce() -> iotseal_status) -> iotseal_status {
+    f()
+}
+
+/// Runs `f`, catching a panic (`Err`) in builds with `std`.
+#[cfg(feature = "std")]
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(drop)
+}
+
+/// The firmware build: a panic aborts.
+#[cfg(not(feature = "std"))]
+#[allow(clippy::unnecessary_wraps)]
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
+    Ok(f())
 }
 
 /// Runs `f` on the handle: checks it, catches panics (which poison it), and keeps the message
@@ -321,7 +500,7 @@ unsafe fn with_device(
         return IOTSEAL_ERR_PANIC;
     }
     d.poisoned = true;
-    match catch_unwind(AssertUnwindSafe(|| f(&mut *d))) {
+    match caught(|| f(&mut *d)) {
         Ok(Ok(status)) => {
             d.poisoned = false;
             status
@@ -354,7 +533,7 @@ unsafe fn with_device_ref(
     if d.poisoned {
         return IOTSEAL_ERR_PANIC;
     }
-    match catch_unwind(AssertUnwindSafe(|| f(d))) {
+    match caught(|| f(d)) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => failure.status,
         Err(_) => IOTSEAL_ERR_PANIC,
@@ -380,7 +559,7 @@ unsafe fn input<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T],
     }
     // SAFETY: non-null, aligned, at most isize::MAX bytes, and by the contract readable for
     // `len` values that nothing writes during 'a.
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
 }
 
 /// Writes `value` to the out-parameter `ptr`.
@@ -434,7 +613,7 @@ unsafe fn copy_out<T: Copy>(src: &[T], dst: *mut T, cap: usize, what: &str) -> R
     // SAFETY: `dst` is non-null and aligned and by the contract valid for `cap` ≥ `src.len()`
     // writes; `src` is memory of this library, which the caller cannot name, so they do not
     // overlap.
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
     Ok(())
 }
 
@@ -483,7 +662,7 @@ unsafe fn write_message(message: &str, buf: *mut c_char, cap: usize) {
     bytes.extend_from_slice(&message.as_bytes()[..n]);
     bytes.push(0);
     // SAFETY: `buf` is non-null and valid for `cap` ≥ n + 1 writes (contract); `bytes` is ours.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len()) };
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len()) };
 }
 
 fn refusal_code(r: Refusal) -> u8 {
@@ -504,16 +683,30 @@ fn refusal_code(r: Refusal) -> u8 {
 // Creating and freeing handles
 
 /// Builds a handle from the parsed files.
-fn create(
+#[cfg(feature = "std")]
+fn create_from_files(
     pins: GatewayPins,
     identity: &IdentityFile,
     options: Option<&iotseal_options>,
 ) -> Result<Box<iotseal_device>, Failure> {
     let p = provider::PROVIDER;
-    let mut config = identity
+    let config = identity
         .engine_config(&p, &pins)
         .map_err(|e| Failure::file(&e))?;
-    config.offers = vec![provider::offer(identity.alg)];
+    create(None, config, identity.alg, p, Some(pins), options)
+}
+
+/// Builds a handle: the offer of this build for `alg`, the options, the engine. `random`
+/// (declared first, so dropped last) owns the random source of `p` if it is the caller's.
+fn create(
+    random: Option<CallerRandomBox>,
+    mut config: EngineConfig,
+    alg: SigAlg,
+    p: CryptoProvider,
+    #[cfg(feature = "std")] pins: Option<GatewayPins>,
+    options: Option<&iotseal_options>,
+) -> Result<Box<iotseal_device>, Failure> {
+    config.offers = alloc::vec![provider::offer(alg)];
     if let Some(o) = options {
         if o.queue_capacity != 0 {
             config.queue_capacity = o.queue_capacity;
@@ -539,11 +732,13 @@ fn create(
     })?;
     Ok(Box::new(iotseal_device {
         engine,
+        #[cfg(feature = "std")]
         pins,
         pending: None,
         acknowledged: Vec::new(),
         last_error: String::new(),
         poisoned: false,
+        random,
     }))
 }
 
@@ -588,8 +783,9 @@ unsafe fn finish_create(
     }
 }
 
+#[cfg(feature = "std")]
 fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, Failure> {
-    std::str::from_utf8(b)
+    core::str::from_utf8(b)
         .map_err(|_| Failure::new(IOTSEAL_ERR_CONFIG, format!("{what}: not UTF-8")))
 }
 
@@ -597,6 +793,7 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, Failure> {
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.
+#[cfg(feature = "std")]
 unsafe fn path_arg<'a>(path: *const c_char, what: &str) -> Result<&'a Path, Failure> {
     if path.is_null() {
         return Err(Failure::null(what));
@@ -645,7 +842,13 @@ pub unsafe extern "C" fn iotseal_device_from_files(
             return f.status;
         }
         // SAFETY: checked non-null and aligned; valid for a write (contract).
-        unsafe { out.write(std::ptr::null_mut()) };
+        unsafe { out.write(core::ptr::null_mut()) };
+        #[cfg(not(feature = "std"))]
+        let made = {
+            let _ = (pins_path, key_path, options);
+            Err(no_files())
+        };
+        #[cfg(feature = "std")]
         let made = (|| {
             // SAFETY: NUL-terminated strings or NULL (contract).
             let pins_path = unsafe { path_arg(pins_path, "pins_path") }?;
@@ -655,7 +858,7 @@ pub unsafe extern "C" fn iotseal_device_from_files(
             let options = unsafe { self::options(options) }?;
             let pins = GatewayPins::load(pins_path).map_err(|e| Failure::file(&e))?;
             let identity = IdentityFile::load(key_path).map_err(|e| Failure::file(&e))?;
-            create(pins, &identity, options)
+            create_from_files(pins, &identity, options)
         })();
         // SAFETY: `out` checked above; `error` as in the contract.
         unsafe { finish_create(made, out, error, error_cap) }
@@ -688,7 +891,13 @@ pub unsafe extern "C" fn iotseal_device_from_buffers(
             return f.status;
         }
         // SAFETY: checked non-null and aligned; valid for a write (contract).
-        unsafe { out.write(std::ptr::null_mut()) };
+        unsafe { out.write(core::ptr::null_mut()) };
+        #[cfg(not(feature = "std"))]
+        let made = {
+            let _ = (pins_toml, pins_len, key_toml, key_len, options);
+            Err(no_files())
+        };
+        #[cfg(feature = "std")]
         let made = (|| {
             // SAFETY: valid for `pins_len` reads (contract).
             let pins = unsafe { input(pins_toml, pins_len, "pins_toml") }?;
@@ -700,8 +909,139 @@ pub unsafe extern "C" fn iotseal_device_from_buffers(
                 GatewayPins::from_toml(utf8(pins, "pins_toml")?).map_err(|e| Failure::file(&e))?;
             let identity =
                 IdentityFile::from_toml(utf8(key, "key_toml")?).map_err(|e| Failure::file(&e))?;
-            create(pins, &identity, options)
+            create_from_files(pins, &identity, options)
         })();
+        // SAFETY: `out` checked above; `error` as in the contract.
+        unsafe { finish_create(made, out, error, error_cap) }
+    })
+}
+
+/// The firmware build has no key files.
+#[cfg(not(feature = "std"))]
+fn no_files() -> Failure {
+    Failure::new(
+        IOTSEAL_ERR_UNSUPPORTED,
+        "built without std (firmware): no key files; use iotseal_device_from_raw",
+    )
+}
+
+/// The signature algorithm of an `IOTSEAL_SIG_*` code.
+fn sig_alg(code: u8, what: &str) -> Result<SigAlg, Failure> {
+    SigAlg::from_code(code).ok_or_else(|| {
+        Failure::new(
+            IOTSEAL_ERR_INVALID_ARGUMENT,
+            format!("{what}: unknown algorithm code {code}"),
+        )
+    })
+}
+
+/// The operating system's random source, where there is one.
+#[cfg(feature = "std")]
+#[allow(clippy::unnecessary_wraps)]
+fn os_random() -> Result<&'static dyn SecureRandom, Failure> {
+    Ok(&iotseal_crypto_rustcrypto::OsRandom)
+}
+
+/// The firmware build has no operating system's random source.
+#[cfg(not(feature = "std"))]
+fn os_random() -> Result<&'static dyn SecureRandom, Failure> {
+    Err(Failure::new(
+        IOTSEAL_ERR_NULL,
+        "random is NULL: a build without std (firmware) needs the caller's random source",
+    ))
+}
+
+/// Builds a handle from `iotseal_raw_config`.
+///
+/// # Safety
+/// As `iotseal_device_from_raw` for `config` and `options`.
+unsafe fn create_from_raw(
+    config: *const iotseal_raw_config,
+    options: *const iotseal_options,
+) -> Result<Box<iotseal_device>, Failure> {
+    need(config, "config")?;
+    // SAFETY: non-null and aligned; by the contract a readable iotseal_raw_config.
+    let c = unsafe { &*config };
+    // SAFETY: NULL or an iotseal_options (contract).
+    let options = unsafe { self::options(options) }?;
+    // SAFETY: valid for `device_id_len` reads (contract).
+    let device_id = unsafe { input(c.device_id, c.device_id_len, "device_id") }?;
+    // SAFETY: valid for `private_key_len` reads (contract).
+    let private_key = unsafe { input(c.private_key, c.private_key_len, "private_key") }?;
+    // SAFETY: valid for `pins_len` reads (contract).
+    let pinned = unsafe { input(c.pins, c.pins_len, "pins") }?;
+    let alg = sig_alg(c.alg, "alg")?;
+    let mut pins = Vec::with_capacity(pinned.len());
+    for k in pinned {
+        // SAFETY: each key valid for `public_key_len` reads (contract).
+        let public_key = unsafe { input(k.public_key, k.public_key_len, "pins.public_key") }?;
+        pins.push(PinnedKey {
+            alg: sig_alg(k.alg, "pins.alg")?,
+            public_key: public_key.to_vec(),
+        });
+    }
+    // Declared before the provider that borrows it, so dropped after it.
+    let (random, source) = match c.random {
+        Some(fill) => {
+            let (owner, source) = CallerRandomBox::new(CallerRandom {
+                fill,
+                ctx: c.random_ctx,
+            });
+            (Some(owner), source)
+        }
+        None => (None, os_random()?),
+    };
+    let p = provider::provider(source);
+    let key = p
+        .signature(alg)
+        .and_then(|s| s.load(private_key))
+        .map_err(|e| {
+            Failure::new(
+                IOTSEAL_ERR_CONFIG,
+                format!("private_key: {e} (this build: {})", provider::ALGORITHMS),
+            )
+        })?;
+    let config = EngineConfig::new(device_id.to_vec(), key, pins);
+    #[cfg(feature = "std")]
+    return create(random, config, alg, p, None, options);
+    #[cfg(not(feature = "std"))]
+    create(random, config, alg, p, options)
+}
+
+/// Creates a device from raw bytes (`iotseal_raw_config`: device id, private key, pinned
+/// gateway keys, random source): what firmware without a file system or TOML uses, and the
+/// only constructor of the firmware build (without `std`). The handle has no pins file:
+/// `iotseal_gateway_url` and `iotseal_gateway_curl_pin` return `IOTSEAL_ERR_UNSUPPORTED`
+/// (the application knows its gateway's URL and TLS certificate).
+///
+/// `options`, `out`, `error` as for `iotseal_device_from_files`. Fails with
+/// `IOTSEAL_ERR_CONFIG` (a key the algorithm refuses, an algorithm this build leaves out, no
+/// pins), `IOTSEAL_ERR_INVALID_ARGUMENT` (an unknown algorithm code) or `IOTSEAL_ERR_NULL`
+/// (also: `random` NULL in the firmware build).
+///
+/// # Safety
+/// `config` points to an `iotseal_raw_config` whose pointers are valid for reads of their
+/// lengths (NULL allowed with a length of 0) and whose `random`, if not NULL, is a function
+/// as `iotseal_random_fn` describes, callable with `random_ctx` until the handle is freed;
+/// `options`, `out`, `error` as for `iotseal_device_from_files`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iotseal_device_from_raw(
+    config: *const iotseal_raw_config,
+    options: *const iotseal_options,
+    out: *mut *mut iotseal_device,
+    error: *mut c_char,
+    error_cap: usize,
+) -> iotseal_status {
+    guard(|| {
+        if let Err(f) = need(out, "out") {
+            // SAFETY: `error` is NULL or valid for `error_cap` bytes (contract).
+            unsafe { write_message(&f.message, error, error_cap) };
+            return f.status;
+        }
+        // SAFETY: checked non-null and aligned; valid for a write (contract).
+        unsafe { out.write(core::ptr::null_mut()) };
+        // SAFETY: `config` and `options` as in the contract.
+        let made = unsafe { create_from_raw(config, options) };
         // SAFETY: `out` checked above; `error` as in the contract.
         unsafe { finish_create(made, out, error, error_cap) }
     })
@@ -719,7 +1059,7 @@ pub unsafe extern "C" fn iotseal_device_free(dev: *mut iotseal_device) {
     // SAFETY: a pointer from Box::into_raw in `finish_create`, not freed before (contract).
     let dev = unsafe { Box::from_raw(dev) };
     // Dropping a poisoned engine may panic again: never across the boundary.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(dev)));
+    let _ = caught(move || drop(dev));
 }
 
 /// Copies the message of the last failed call on `dev` (empty if none) into `buf` as a
@@ -759,7 +1099,8 @@ pub unsafe extern "C" fn iotseal_last_error(
 
 /// Copies the gateway's URL from the pins file (e.g. `https://127.0.0.1:8443`) into `buf`
 /// with a NUL. `len` (may be NULL) gets its length without the NUL, also with
-/// `IOTSEAL_ERR_BUFFER_TOO_SMALL`.
+/// `IOTSEAL_ERR_BUFFER_TOO_SMALL`. `IOTSEAL_ERR_UNSUPPORTED` for a handle without a pins
+/// file (`iotseal_device_from_raw`, the firmware build).
 ///
 /// # Safety
 /// `dev` is a live handle; `buf` is NULL or valid for `cap` bytes; `len` is NULL or valid for
@@ -772,8 +1113,9 @@ pub unsafe extern "C" fn iotseal_gateway_url(
     len: *mut usize,
 ) -> iotseal_status {
     let call = |d: &mut iotseal_device| {
+        let url = url_of(d)?;
         // SAFETY: `buf` and `len` as in the contract.
-        unsafe { copy_str(&d.pins.url, buf, cap, len, "url") }
+        unsafe { copy_str(url, buf, cap, len, "url") }
     };
     // SAFETY: `dev` a live handle used by this thread alone (contract).
     unsafe { with_device(dev, call) }
@@ -783,7 +1125,8 @@ pub unsafe extern "C" fn iotseal_gateway_url(
 /// `sha256//` and the base64 of SHA-256 over the certificate's DER SubjectPublicKeyInfo
 /// (about 52 bytes; 64 always suffice). The pins file's certificate is first checked against
 /// its `tls_cert_sha256` (`IOTSEAL_ERR_PIN` if it does not match or parse). `len` as for
-/// `iotseal_gateway_url`. `IOTSEAL_ERR_UNSUPPORTED` in builds without the `tls-pin` feature.
+/// `iotseal_gateway_url`. `IOTSEAL_ERR_UNSUPPORTED` in builds without the `tls-pin` feature
+/// and for a handle without a pins file.
 ///
 /// # Safety
 /// As `iotseal_gateway_url`.
@@ -803,13 +1146,36 @@ pub unsafe extern "C" fn iotseal_gateway_curl_pin(
     unsafe { with_device(dev, call) }
 }
 
+/// The handle's pins file.
+#[cfg(feature = "std")]
+fn pins_of(d: &iotseal_device) -> Result<&GatewayPins, Failure> {
+    d.pins.as_ref().ok_or_else(|| {
+        Failure::new(
+            IOTSEAL_ERR_UNSUPPORTED,
+            "no pins file: the handle is from iotseal_device_from_raw",
+        )
+    })
+}
+
+/// The pins file's URL.
+#[cfg(feature = "std")]
+fn url_of(d: &iotseal_device) -> Result<&str, Failure> {
+    Ok(&pins_of(d)?.url)
+}
+
+/// The firmware build has no pins file.
+#[cfg(not(feature = "std"))]
+fn url_of(_: &iotseal_device) -> Result<&str, Failure> {
+    Err(no_files())
+}
+
 #[cfg(feature = "tls-pin")]
 fn curl_pin_of(d: &iotseal_device) -> Result<String, Failure> {
-    let sha = d
-        .pins
+    let pins = pins_of(d)?;
+    let sha = pins
         .cert_sha256()
         .map_err(|e| Failure::new(IOTSEAL_ERR_PIN, e.to_string()))?;
-    pin::curl_pin(&d.pins.tls_cert_pem, &sha).map_err(|m| Failure::new(IOTSEAL_ERR_PIN, m))
+    pin::curl_pin(&pins.tls_cert_pem, &sha).map_err(|m| Failure::new(IOTSEAL_ERR_PIN, m))
 }
 
 #[cfg(not(feature = "tls-pin"))]
@@ -1297,33 +1663,34 @@ const VERSION: &CStr = {
     }
 };
 
-#[cfg(test)]
+#[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
 
     fn bare_device() -> iotseal_device {
         let p = provider::PROVIDER;
-        let sig = p.signature(iotseal_proto::SigAlg::Ed25519).unwrap();
+        let sig = p.signature(SigAlg::Ed25519).unwrap();
         let gw = sig.generate(p.random).unwrap();
-        let pins = vec![iotseal_proto::handshake::PinnedKey {
-            alg: iotseal_proto::SigAlg::Ed25519,
+        let pins = vec![PinnedKey {
+            alg: SigAlg::Ed25519,
             public_key: gw.public_key(),
         }];
         let id = sig.generate(p.random).unwrap();
-        let mut c = iotseal_device_core::EngineConfig::new(b"d".to_vec(), id, pins);
-        c.offers = vec![provider::offer(iotseal_proto::SigAlg::Ed25519)];
+        let mut c = EngineConfig::new(b"d".to_vec(), id, pins);
+        c.offers = vec![provider::offer(SigAlg::Ed25519)];
         iotseal_device {
             engine: Engine::new(c, p).unwrap(),
-            pins: GatewayPins {
+            pins: Some(GatewayPins {
                 url: "https://x".into(),
                 tls_cert_pem: String::new(),
                 tls_cert_sha256: String::new(),
                 identity: Vec::new(),
-            },
+            }),
             pending: None,
             acknowledged: Vec::new(),
             last_error: String::new(),
             poisoned: false,
+            random: None,
         }
     }
 
@@ -1365,7 +1732,7 @@ mod tests {
         assert_eq!(s(iotseal_endpoint_path(1)), "/v1/handshake");
         assert_eq!(s(iotseal_endpoint_path(2)), "/v1/records");
         assert!(s(iotseal_version()).starts_with(env!("CARGO_PKG_VERSION")));
-        let offer = provider::offer(iotseal_proto::SigAlg::Ed25519);
+        let offer = provider::offer(SigAlg::Ed25519);
         assert!(provider::PROVIDER.kem(offer.kem).is_ok());
         assert!(provider::PROVIDER.aead(offer.aead).is_ok());
         for code in 0..=9 {

@@ -4,10 +4,14 @@
 //! own lists, so an algorithm left out here is never referenced and the linker drops its code
 //! (docs/footprint.md).
 
+#[cfg(feature = "std")]
+use iotseal_crypto_rustcrypto::OsRandom;
 use iotseal_crypto_rustcrypto::{
-    ChaCha20Poly1305, Ed25519, HkdfSha256, HmacSha256, OsRandom, Sha256, X25519,
+    ChaCha20Poly1305, Ed25519, HkdfSha256, HmacSha256, Sha256, X25519,
 };
-use iotseal_proto::crypto::{CryptoProvider, KeyExchange, RecordProtection, SignatureAlgorithm};
+use iotseal_proto::crypto::{
+    CryptoProvider, KeyExchange, RecordProtection, SecureRandom, SignatureAlgorithm,
+};
 use iotseal_proto::suite::{AeadId, KemId};
 use iotseal_proto::{SigAlg, Suite};
 
@@ -37,18 +41,23 @@ static AEADS: &[&dyn RecordProtection] = &[
     &iotseal_crypto_rustcrypto::Aes256CtrHmacSha256,
 ];
 
-/// The provider of this build: the operating system's random source and the algorithms the
-/// features select.
-pub(crate) const PROVIDER: CryptoProvider = CryptoProvider {
-    name: "rustcrypto",
-    kems: KEMS,
-    signatures: SIGNATURES,
-    aeads: AEADS,
-    hash: &Sha256,
-    hmac: &HmacSha256,
-    hkdf: &HkdfSha256,
-    random: &OsRandom,
-};
+/// The provider of this build: the algorithms the features select, with `random`.
+pub(crate) const fn provider(random: &'static dyn SecureRandom) -> CryptoProvider {
+    CryptoProvider {
+        name: "rustcrypto",
+        kems: KEMS,
+        signatures: SIGNATURES,
+        aeads: AEADS,
+        hash: &Sha256,
+        hmac: &HmacSha256,
+        hkdf: &HkdfSha256,
+        random,
+    }
+}
+
+/// The provider with the operating system's random source.
+#[cfg(feature = "std")]
+pub(crate) const PROVIDER: CryptoProvider = provider(&OsRandom);
 
 /// The one suite offered with an identity of algorithm `sig`: the default suite
 /// (`x25519mlkem768/<sig>/aes256gcm`) with the `hybrid` feature, else

@@ -481,3 +481,119 @@ fn one_request_round_trip_without_a_gateway() {
     ];
     assert_eq!(nulls, [IOTSEAL_ERR_NULL; 4]);
 }
+
+/// The caller's random source of `iotseal_device_from_raw`: counts the bytes drawn (`ctx` is an
+/// `AtomicUsize`) and takes them from the operating system.
+unsafe extern "C" fn counting_random(ctx: *mut std::ffi::c_void, buf: *mut u8, len: usize) -> i32 {
+    // SAFETY: the test passes a live AtomicUsize as ctx.
+    let drawn = unsafe { &*ctx.cast::<std::sync::atomic::AtomicUsize>() };
+    drawn.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the library passes a buffer valid for `len` writes.
+    let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+    use iotseal_proto::crypto::SecureRandom;
+    i32::from(iotseal_crypto_rustcrypto::OsRandom.fill(out).is_err())
+}
+
+#[test]
+fn from_raw_keys_with_the_callers_random_source() {
+    let p = iotseal_crypto_rustcrypto::default_provider();
+    let sig = p.signature(SigAlg::Ed25519).unwrap();
+    let gateway = sig.generate(p.random).unwrap().public_key();
+    let ident = IdentityFile::generate(&p, "raw-1", SigAlg::Ed25519).unwrap();
+    let private = hex::decode(ident.private_key.as_str()).unwrap();
+    let drawn = std::sync::atomic::AtomicUsize::new(0);
+    let pinned = [iotseal_pinned_key {
+        alg: IOTSEAL_SIG_ED25519,
+        public_key: gateway.as_ptr(),
+        public_key_len: gateway.len(),
+    }];
+    let config = iotseal_raw_config {
+        device_id: ident.id.as_ptr(),
+        device_id_len: ident.id.len(),
+        alg: IOTSEAL_SIG_ED25519,
+        private_key: private.as_ptr(),
+        private_key_len: private.len(),
+        pins: pinned.as_ptr(),
+        pins_len: 1,
+        random: Some(counting_random),
+        random_ctx: (&raw const drawn).cast_mut().cast(),
+    };
+    let raw = |c: &iotseal_raw_config| {
+        let mut dev = std::ptr::dangling_mut::<iotseal_device>();
+        let mut err = [0 as c_char; 256];
+        // SAFETY: `c`'s pointers are valid for their lengths; outputs writable.
+        let st = unsafe { iotseal_device_from_raw(c, null(), &mut dev, err.as_mut_ptr(), 256) };
+        // SAFETY: NUL-terminated by the library (or still all zeros).
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        (st, dev, msg)
+    };
+
+    let (st, dev, msg) = raw(&config);
+    assert_eq!(st, IOTSEAL_OK, "{msg}");
+    let before = drawn.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut ep, mut len, mut buf) = (IOTSEAL_ENDPOINT_RECORDS, 0usize, vec![0u8; 4096]);
+    // SAFETY: a live handle; `buf` has its length.
+    let st = unsafe { iotseal_connect(dev) };
+    assert_eq!(st, IOTSEAL_OK);
+    // SAFETY: as above.
+    let st = unsafe { iotseal_poll_transmit(dev, 1, &mut ep, buf.as_mut_ptr(), 4096, &mut len) };
+    assert_eq!(
+        (st, ep, buf[0]),
+        (IOTSEAL_OK, IOTSEAL_ENDPOINT_HANDSHAKE, 0x01)
+    );
+    assert!(
+        drawn.load(std::sync::atomic::Ordering::Relaxed) >= before + 32,
+        "the hello's key share came from the caller's source"
+    );
+    // No pins file: no URL, no curl pin.
+    // SAFETY: a live handle; `buf` has its length.
+    let st = unsafe { iotseal_gateway_url(dev, buf.as_mut_ptr().cast(), 4096, null_mut()) };
+    assert_eq!(st, IOTSEAL_ERR_UNSUPPORTED);
+    assert!(last_error(dev).contains("iotseal_device_from_raw"));
+    // SAFETY: a live handle, freed once.
+    unsafe { iotseal_device_free(dev) };
+
+    // NULL random: the operating system's (builds with std).
+    let (st, dev, msg) = raw(&iotseal_raw_config {
+        random: None,
+        ..config
+    });
+    assert_eq!(st, IOTSEAL_OK, "{msg}");
+    // SAFETY: a live handle, freed once.
+    unsafe { iotseal_device_free(dev) };
+
+    let refused = [
+        (
+            iotseal_raw_config { alg: 99, ..config },
+            IOTSEAL_ERR_INVALID_ARGUMENT,
+            "alg: unknown algorithm code 99",
+        ),
+        (
+            iotseal_raw_config {
+                private_key_len: 31,
+                ..config
+            },
+            IOTSEAL_ERR_CONFIG,
+            "private_key",
+        ),
+        (
+            iotseal_raw_config {
+                pins: null(),
+                ..config
+            },
+            IOTSEAL_ERR_NULL,
+            "pins is NULL",
+        ),
+    ];
+    for (c, status, why) in refused {
+        let (st, dev, msg) = raw(&c);
+        assert_eq!((st, dev), (status, null_mut()), "{msg}");
+        assert!(msg.contains(why), "{msg}");
+    }
+    let mut dev = null_mut();
+    // SAFETY: NULL config on purpose.
+    let st = unsafe { iotseal_device_from_raw(null(), null(), &mut dev, null_mut(), 0) };
+    assert_eq!(st, IOTSEAL_ERR_NULL);
+}

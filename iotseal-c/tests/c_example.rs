@@ -7,6 +7,11 @@
 //! the tests say so and pass, unless `IOTSEAL_TEST_C=1` (CI) makes that a failure. The library
 //! is `$IOTSEAL_LIB_DIR/libiotseal.a` if set (CI: the release build), else the one cargo built
 //! for this test run.
+//!
+//! The firmware build (no std, docs/footprint.md) runs the same way when
+//! `IOTSEAL_FIRMWARE_LIB_DIR` names the folder of its `libiotseal.a`
+//! (`iotseal-c/footprint/build-firmware.sh`; CI sets it): the example built with
+//! `-DIOTSEAL_FROM_RAW` (raw keys, the program's random source) against a real gateway.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -120,45 +125,69 @@ fn lib_dir() -> PathBuf {
 /// `None` (with the reason printed) when the toolchain is missing and not required.
 fn device_binary() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| make_example(&lib_dir(), "device", ""))
+        .as_deref()
+}
+
+/// The example built with `-DIOTSEAL_FROM_RAW` against the firmware build in
+/// `$IOTSEAL_FIRMWARE_LIB_DIR`; `None` (said) if that is not set or the toolchain is missing.
+fn firmware_binary() -> Option<&'static Path> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(why) = missing_toolchain() {
-            assert!(!required(), "IOTSEAL_TEST_C=1 but {why}");
-            eprintln!("SKIPPED: examples/device.c cannot be built here: {why}");
+        let Some(dir) = std::env::var_os("IOTSEAL_FIRMWARE_LIB_DIR") else {
+            eprintln!("SKIPPED: IOTSEAL_FIRMWARE_LIB_DIR is not set (the firmware build's folder)");
             return None;
-        }
-        let lib = lib_dir();
-        // target/<profile>/iotseal-c/device (this binary is target/<profile>/deps/…).
-        let exe = std::env::current_exe().unwrap();
-        let out = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("iotseal-c/device");
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        // -B: always link anew (the program may have been linked with another library).
-        let made = Command::new("make")
-            .arg("-B")
-            .arg("-C")
-            .arg(crate_dir().join("examples"))
-            .arg(format!("IOTSEAL_LIB_DIR={}", lib.display()))
-            .arg(format!("OUT={}", out.display()))
-            .output()
-            .expect("running make");
+        };
+        let dir = crate_dir().parent().unwrap().join(dir);
         assert!(
-            made.status.success(),
-            "make failed:\n{}{}",
-            String::from_utf8_lossy(&made.stdout),
-            String::from_utf8_lossy(&made.stderr)
+            dir.join("libiotseal.a").exists(),
+            "IOTSEAL_FIRMWARE_LIB_DIR={}: no libiotseal.a there",
+            dir.display()
         );
-        eprintln!(
-            "built {} against {}/libiotseal.a",
-            out.display(),
-            lib.display()
-        );
-        Some(out)
+        make_example(&dir, "device-raw", " -DIOTSEAL_FROM_RAW")
     })
     .as_deref()
+}
+
+/// `make -C examples` with the library in `lib`, into `target/<profile>/iotseal-c/<name>`.
+fn make_example(lib: &Path, name: &str, cflags: &str) -> Option<PathBuf> {
+    if let Some(why) = missing_toolchain() {
+        assert!(!required(), "IOTSEAL_TEST_C=1 but {why}");
+        eprintln!("SKIPPED: examples/device.c cannot be built here: {why}");
+        return None;
+    }
+    // target/<profile>/iotseal-c/<name> (this binary is target/<profile>/deps/…).
+    let exe = std::env::current_exe().unwrap();
+    let out = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("iotseal-c")
+        .join(name);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    // -B: always link anew (the program may have been linked with another library).
+    let made = Command::new("make")
+        .arg("-B")
+        .arg("-C")
+        .arg(crate_dir().join("examples"))
+        .arg(format!("IOTSEAL_LIB_DIR={}", lib.display()))
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("CFLAGS=-O2 -g{cflags}"))
+        .output()
+        .expect("running make");
+    assert!(
+        made.status.success(),
+        "make failed:\n{}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    eprintln!(
+        "built {} against {}/libiotseal.a",
+        out.display(),
+        lib.display()
+    );
+    Some(out)
 }
 
 /// Runs `cmd` to its end, killing it after `limit`.
@@ -384,5 +413,76 @@ fn c_device_stops_on_a_refusal_and_on_a_foreign_certificate() {
         "{}",
         text(&out)
     );
+    s.stop();
+}
+
+/// libcurl's pin of the gateway's certificate, from the pins file (the std build's C API).
+fn curl_pin(pins_path: &Path) -> String {
+    let pins = std::fs::read(pins_path).unwrap();
+    let key = IdentityFile::generate(
+        &iotseal_crypto_rustcrypto::default_provider(),
+        "pin",
+        SigAlg::Ed25519,
+    )
+    .unwrap()
+    .to_toml()
+    .unwrap();
+    let mut dev = std::ptr::null_mut();
+    // SAFETY: the buffers are valid for their lengths; `dev` is writable; no error buffer.
+    let st = unsafe {
+        iotseal::iotseal_device_from_buffers(
+            pins.as_ptr(),
+            pins.len(),
+            key.as_ptr(),
+            key.len(),
+            std::ptr::null(),
+            &mut dev,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(st, iotseal::iotseal_status::IOTSEAL_OK);
+    let mut pin = [0u8; 128];
+    // SAFETY: a live handle; `pin` has 128 bytes.
+    let st = unsafe {
+        iotseal::iotseal_gateway_curl_pin(
+            dev,
+            pin.as_mut_ptr().cast(),
+            pin.len(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(st, iotseal::iotseal_status::IOTSEAL_OK);
+    // SAFETY: a live handle, freed once.
+    unsafe { iotseal::iotseal_device_free(dev) };
+    std::ffi::CStr::from_bytes_until_nul(&pin)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn c_firmware_build_sends_every_reading_once() {
+    let Some(bin) = firmware_binary() else { return };
+    let s = gateway();
+    let key = s.device("c-firmware-1", true);
+    let ident = IdentityFile::load(&key).unwrap();
+    let pins = GatewayPins::load(&s.pins_path).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(s.gw.handle.url())
+        .arg(curl_pin(&s.pins_path))
+        .arg(&ident.id)
+        .arg(ident.private_key.as_str())
+        .arg(&pins.identity[0].public_key)
+        .arg(COUNT.to_string());
+    let out = run(cmd, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{COUNT} readings acknowledged")),
+        "{}",
+        text(&out)
+    );
+    check_stored(&s, "c-firmware-1");
     s.stop();
 }
