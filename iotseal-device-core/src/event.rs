@@ -23,7 +23,10 @@ pub enum Event {
     },
     /// The gateway answered a hello with a Retry; the retried hello goes out at once.
     HelloRetried {
-        /// Clock (the hello's time was out of skew) or KeyShare (another share needed).
+        /// Clock (the hello's time was out of skew), KeyShare (another share needed) or
+        /// Address (the gateway is under load and wants proof that its answers reach the
+        /// device; the retry also carries a clock hint and the chosen suite, so it is the only
+        /// one, docs/protocol.md §4.2).
         reason: RetryReason,
     },
     /// The device refused the gateway's answer to a handshake message (an M2 that does not

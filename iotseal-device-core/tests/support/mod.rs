@@ -15,6 +15,7 @@ use iotseal_proto::error::Error;
 use iotseal_proto::handshake::messages::encode_alert;
 use iotseal_proto::handshake::{
     GatewayConfig, GatewayIdentity, HandshakeServer, HelloReply, PinnedKey, RegisteredDevice,
+    SourceKey,
 };
 use iotseal_proto::reading::{Reading, SensorKind, decode_batch};
 use iotseal_proto::record::header::Header;
@@ -116,6 +117,9 @@ pub struct Gateway {
     /// The ranges of every acknowledgement sealed, in order.
     pub acks: Vec<Vec<(u64, u64)>>,
     pub binding: Binding,
+    /// The source key the transport gives with each hello (`handle_hello_from`, as the
+    /// gateway's bindings do); `None`: hellos without a source (`handle_hello`).
+    pub source: Option<SourceKey>,
 }
 
 impl Gateway {
@@ -185,10 +189,12 @@ impl Gateway {
         match body.first() {
             Some(0x01) => {
                 let sessions = &self.sessions;
-                match self
-                    .server
-                    .handle_hello(now, body, &|id| sessions.contains_key(&id))
-                {
+                let in_use = |id| sessions.contains_key(&id);
+                let reply = match self.source {
+                    Some(s) => self.server.handle_hello_from(now, body, s, &in_use),
+                    None => self.server.handle_hello(now, body, &in_use),
+                };
+                match reply {
                     Ok(
                         HelloReply::GatewayHello { bytes, .. } | HelloReply::Retry { bytes, .. },
                     ) => Ok(bytes),
@@ -406,6 +412,7 @@ pub fn harness_with(
         requests: Vec::new(),
         acks: Vec::new(),
         binding: Binding::Http,
+        source: None,
     };
     Harness {
         engine,
