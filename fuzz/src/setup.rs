@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 use iotseal_proto::crypto::{CryptoError, CryptoProvider, Secret, SecureRandom, SigningKey};
 use iotseal_proto::handshake::messages::MAC1_LEN;
 use iotseal_proto::handshake::{
-    DeviceConfig, DeviceEstablished, DeviceHandshake, DeviceNext, GatewayConfig, GatewayIdentity,
-    HandshakeServer, HelloReply, PinnedKey, RegisteredDevice, SuitePolicy, mac1_key,
+    DeviceConfig, GatewayConfig, GatewayIdentity, HandshakeServer, PinnedKey, RegisteredDevice,
+    SuitePolicy, mac1_key,
 };
 use iotseal_proto::record::Session;
 use iotseal_proto::{AeadId, Error, KemId, SigAlg, Suite, Time};
-use iotseal_test::pair::MapRegistry;
+use iotseal_test::pair::{MapRegistry, device_handshake};
 
 use crate::provider::{FAKE, HANDSHAKE_ONLY, RUSTCRYPTO};
 use crate::rng;
@@ -297,38 +297,20 @@ pub struct Handshake {
     pub flights: Vec<Vec<u8>>,
 }
 
-/// Runs a whole handshake on virtual time [`NOW`] (after [`rng::reset`]).
+/// Runs a whole handshake on virtual time [`NOW`] (after [`rng::reset`]): the device side by
+/// the device engine ([`device_handshake`]), the gateway's by `server`.
 pub fn handshake(
     dev: Arc<DeviceConfig>,
     server: &mut HandshakeServer,
     registry: &MapRegistry,
 ) -> Result<Handshake, Error> {
-    let (mut hs, m1) = DeviceHandshake::start(dev, NOW)?;
-    let mut flights = vec![m1.clone()];
-    let mut hello = m1;
-    let est: Box<DeviceEstablished> = loop {
-        let reply = match server.handle_hello(NOW, &hello, &|_| false)? {
-            HelloReply::GatewayHello { bytes, .. } | HelloReply::Retry { bytes, .. } => bytes,
-        };
-        flights.push(reply.clone());
-        match hs.handle(NOW, &reply)? {
-            DeviceNext::Retry {
-                handshake,
-                hello: h,
-            } => {
-                flights.push(h.clone());
-                hs = handshake;
-                hello = h;
-            }
-            DeviceNext::Established(e) => break e,
-        }
-    };
-    flights.push(est.finish.clone());
-    let g = server.handle_finish(NOW, &est.finish, registry)?;
+    let d = device_handshake(&dev, server, NOW, NOW)?;
+    let g = server.handle_finish(NOW, d.finish(), registry)?;
+    let gateway = g.session;
     Ok(Handshake {
-        device: est.session,
-        gateway: g.session,
-        flights,
+        device: d.session,
+        gateway,
+        flights: d.flights,
     })
 }
 

@@ -183,7 +183,11 @@ fn receive(s: &mut Session, now: Time, records: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // Handshake, device side.
 
-/// `gateway_hello`: byte 0 picks the device (bit 7: fuzzing provider, else RustCrypto; the
+/// `gateway_hello` (like `finish` and `hello`, a target over the protocol core, not over a
+/// device: it drives `DeviceHandshake` by hand because the core's handshake state machine is
+/// what it fuzzes, and its checks look inside it; a device drives that state machine only
+/// through the engine of `iotseal-device-core`, as the handshakes of [`crate::setup`] do):
+/// byte 0 picks the device (bit 7: fuzzing provider, else RustCrypto; the
 /// rest: the offer list); the rest is a batch (`varint length || bytes`, see
 /// [`batch::split`]) of answers fed in order: retries and M2, then records to the
 /// established session. Returns whether the device established a session.

@@ -20,12 +20,11 @@ use iotseal_fuzz::setup::{
 };
 use iotseal_fuzz::targets::{self, RecordInput, WindowOp};
 use iotseal_proto::crypto::CryptoProvider;
-use iotseal_proto::handshake::{
-    DeviceConfig, DeviceHandshake, DeviceNext, HandshakeServer, HelloReply, SuitePolicy,
-};
+use iotseal_proto::handshake::{DeviceConfig, HandshakeServer, SuitePolicy};
 use iotseal_proto::reading::{Reading, SensorKind, encode_batch};
 use iotseal_proto::record::{ContentType, ReplayWindow, Session, ack, batch};
 use iotseal_proto::{AeadId, Suite, Time};
+use iotseal_test::pair::DeviceDriver;
 
 /// Corpus files of one target, by name.
 #[derive(Default)]
@@ -50,52 +49,25 @@ fn readings(n: usize, seed: u64) -> Vec<Reading> {
         .collect()
 }
 
-/// Answers `hello` on `server` until M2, as a device would: returns every message.
+/// Every message of a handshake, as the device engine sent and got them.
 struct Flights {
     /// Every hello the device sent.
     hellos: Vec<Vec<u8>>,
     /// Every answer of the gateway (retries, M2).
     answers: Vec<Vec<u8>>,
-    /// M3 (and the device's session), if established.
-    finish: Option<(Vec<u8>, Session)>,
+    /// M3 and the device's session.
+    finish: (Vec<u8>, Session),
 }
 
-fn run_handshake(
-    mut hs: DeviceHandshake,
-    m1: Vec<u8>,
-    server: &mut HandshakeServer,
-    gateway_now: Time,
-    device_now: Time,
-) -> Flights {
-    let mut f = Flights {
-        hellos: vec![m1.clone()],
-        answers: vec![],
-        finish: None,
-    };
-    let mut hello = m1;
-    loop {
-        let reply = match server.handle_hello(gateway_now, &hello, &|_| false) {
-            Ok(HelloReply::GatewayHello { bytes, .. } | HelloReply::Retry { bytes, .. }) => bytes,
-            Err(e) => panic!("hello refused: {e:?}"),
-        };
-        f.answers.push(reply.clone());
-        match hs
-            .handle(device_now, &reply)
-            .expect("device handles the answer")
-        {
-            DeviceNext::Retry {
-                handshake,
-                hello: h,
-            } => {
-                f.hellos.push(h.clone());
-                hello = h;
-                hs = handshake;
-            }
-            DeviceNext::Established(e) => {
-                f.finish = Some((e.finish, e.session));
-                return f;
-            }
-        }
+/// Answers the hellos of `device` (started by the engine) on `server` at `gateway_now`
+/// until M3.
+fn run_handshake(device: DeviceDriver, server: &mut HandshakeServer, gateway_now: Time) -> Flights {
+    let d = device.run(server, gateway_now).expect("handshake");
+    let (m3, rest) = d.flights.split_last().expect("M3");
+    Flights {
+        hellos: rest.iter().step_by(2).cloned().collect(),
+        answers: rest.iter().skip(1).step_by(2).cloned().collect(),
+        finish: (m3.clone(), d.session),
     }
 }
 
@@ -148,28 +120,26 @@ fn handshakes_real(c: &mut Corpus) {
             }
             rng::reset();
             GATEWAY_RNG.reset();
-            let (hs, m1) = DeviceHandshake::start(dev.clone(), device_now).expect("start");
+            let started = DeviceDriver::start(&dev, device_now).expect("start");
             let gw_p = CryptoProvider {
                 random: &GATEWAY_RNG,
                 ..RUSTCRYPTO
             };
             let mut server = gateway(gw_p, Kind::RustCrypto, policy);
-            let f = run_handshake(hs, m1, &mut server, gateway_now, device_now);
+            let f = run_handshake(started, &mut server, gateway_now);
             for (i, h) in f.hellos.iter().enumerate() {
                 c.add("hello", format!("m1-v{v}-{label}-{i}"), h.clone());
                 c.add("hello_macd", format!("m1-v{v}-{label}-{i}"), h.clone());
             }
             let mut answers: Vec<Vec<u8>> = f.answers.clone();
-            if let Some((m3, _)) = &f.finish {
-                // An ack from the gateway's new session.
-                let est = server
-                    .handle_finish(gateway_now, m3, &setup::registry(Kind::RustCrypto))
-                    .expect("finish");
-                let mut gw = est.session;
-                let mut ack = Vec::new();
-                gw.seal_ack(gateway_now, &mut ack).expect("ack");
-                answers.push(framed(&[&ack]));
-            }
+            // An ack from the gateway's new session.
+            let est = server
+                .handle_finish(gateway_now, &f.finish.0, &setup::registry(Kind::RustCrypto))
+                .expect("finish");
+            let mut gw = est.session;
+            let mut ack = Vec::new();
+            gw.seal_ack(gateway_now, &mut ack).expect("ack");
+            answers.push(framed(&[&ack]));
             let refs: Vec<&[u8]> = answers.iter().map(Vec::as_slice).collect();
             if device_now == NOW {
                 let mut input = vec![v as u8];
@@ -205,10 +175,10 @@ fn handshakes_fake(c: &mut Corpus) {
             // As the finish target: reset, gateway, device start, hello.
             rng::reset();
             let mut server = gateway(FAKE, Kind::Fake, SuitePolicy::default());
-            let (hs, m1) = DeviceHandshake::start(fake_device_with_id(offers.clone(), &id), NOW)
-                .expect("start");
-            let f = run_handshake(hs, m1, &mut server, NOW, NOW);
-            let (m3, mut dev) = f.finish.expect("established");
+            let started =
+                DeviceDriver::start(&fake_device_with_id(offers.clone(), &id), NOW).expect("start");
+            let f = run_handshake(started, &mut server, NOW);
+            let (m3, mut dev) = f.finish;
             let mut with_records = m3.clone();
             batch::push(&mut with_records, &data_record(&mut dev, 3, v as u64));
             batch::push(&mut with_records, &data_record(&mut dev, 1, 7));
@@ -231,11 +201,11 @@ fn handshakes_fake(c: &mut Corpus) {
         }
         // gateway_hello with the fuzzing provider: reset, device start, then a gateway.
         rng::reset();
-        let (hs, m1) =
-            DeviceHandshake::start(device(FAKE, Kind::Fake, offers.clone()), NOW).expect("start");
+        let started =
+            DeviceDriver::start(&device(FAKE, Kind::Fake, offers.clone()), NOW).expect("start");
         let mut server = gateway(FAKE, Kind::Fake, SuitePolicy::default());
-        let f = run_handshake(hs, m1, &mut server, NOW, NOW);
-        let (m3, _) = f.finish.expect("established");
+        let f = run_handshake(started, &mut server, NOW);
+        let (m3, _) = f.finish;
         let mut gw = server
             .handle_finish(NOW, &m3, &setup::registry(Kind::Fake))
             .expect("finish")
