@@ -469,20 +469,37 @@ fn c_firmware_build_sends_every_reading_once() {
     let key = s.device("c-firmware-1", true);
     let ident = IdentityFile::load(&key).unwrap();
     let pins = GatewayPins::load(&s.pins_path).unwrap();
-    let mut cmd = Command::new(bin);
+    // Under valgrind too with IOTSEAL_TEST_VALGRIND=1 (CI): the allocator over C malloc.
+    let valgrind = std::env::var_os("IOTSEAL_TEST_VALGRIND").is_some_and(|v| v == "1");
+    let mut cmd = if valgrind {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+        ])
+        .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
     cmd.arg(s.gw.handle.url())
         .arg(curl_pin(&s.pins_path))
         .arg(&ident.id)
         .arg(ident.private_key.as_str())
         .arg(&pins.identity[0].public_key)
         .arg(COUNT.to_string());
-    let out = run(cmd, Duration::from_secs(90));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(cmd, Duration::from_secs(if valgrind { 300 } else { 90 }));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("{COUNT} readings acknowledged")),
         "{}",
         text(&out)
     );
+    if valgrind {
+        let report = text(&out);
+        assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
+    }
     check_stored(&s, "c-firmware-1");
     s.stop();
 }
