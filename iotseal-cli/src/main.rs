@@ -11,6 +11,23 @@ mod providers;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// By default (feature `jemalloc`): jemalloc, whose background thread (started in `main`)
+/// purges freed pages after its decay time (10 s), also while the gateway is idle. glibc's
+/// malloc kept the ~225 MB of a 10,000-connection burst after every connection had closed;
+/// jemalloc gives it back within seconds (docs/decisions.md D33, docs/performance.md).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Starts jemalloc's background purging thread (a no-op with another allocator). Without it
+/// jemalloc purges only when a thread allocates, so an idle gateway would keep a burst's pages.
+fn allocator_background_purge() {
+    #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: jemalloc background thread not started: {e}");
+    }
+}
+
 use clap::{Parser, Subcommand};
 
 /// Secure IoT telemetry: authenticated, post-quantum hybrid, end-to-end sealed readings.
@@ -45,6 +62,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    allocator_background_purge();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
