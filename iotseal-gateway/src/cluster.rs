@@ -902,7 +902,8 @@ impl Cluster {
             let Some(sh) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
                 return;
             };
-            let body = crate::mqtt::process(&sh, path == "/v1/handshake", msg.payload).await;
+            // The hello's source key does not travel with it: handled as without one.
+            let body = crate::mqtt::process(&sh, path == "/v1/handshake", None, msg.payload).await;
             let mut h = async_nats::HeaderMap::new();
             h.insert(STATUS_HEADER, "200");
             if let Err(e) = self.client.publish_with_headers(reply, h, body).await {

@@ -26,9 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use iotseal_proto::error::Malformed;
-use iotseal_proto::handshake::HelloReply;
-use iotseal_proto::handshake::messages::encode_alert;
+use iotseal_proto::error::{Limit, Malformed};
+use iotseal_proto::handshake::messages::{RetryReason, encode_alert};
+use iotseal_proto::handshake::{HelloReply, SourceKey};
 use iotseal_proto::reading::{self, ReadingRef, SensorKind};
 use iotseal_proto::record::{ContentType, Header, batch};
 use iotseal_proto::{Error, Refusal, Time};
@@ -266,7 +266,12 @@ async fn handshake(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    http_answer(&sh, handle_handshake(&sh, Binding::Http, peer, body).await)
+    // The hello's source key is the address the per-address limits use (after PROXY v2).
+    let source = peer.map(|p| SourceKey::from_ip(p.ip()));
+    http_answer(
+        &sh,
+        handle_handshake(&sh, Binding::Http, peer, source, body).await,
+    )
 }
 
 /// The answer to a handshake or records message, whatever carried it.
@@ -300,12 +305,15 @@ fn refused(sh: &Shared, reason: &str, r: Refusal) -> Answer {
 }
 
 /// Processes a handshake message (M1, or M3 with records) that arrived over `binding`, from
-/// `peer` if the transport knows it (for the per-address rate limit). Transport-independent:
-/// the HTTP and MQTT bindings both call it.
+/// `peer` if the transport knows it (for the per-address rate limit), with the hello's
+/// `source` key if the transport has one (Address retries, the per-source share of the
+/// half-open table: docs/protocol.md §4.2, §7.3). Transport-independent: the HTTP and MQTT
+/// bindings both call it.
 pub(crate) async fn handle_handshake(
     sh: &Arc<Shared>,
     binding: Binding,
     peer: Option<std::net::SocketAddr>,
+    source: Option<SourceKey>,
     body: Bytes,
 ) -> Answer {
     // Public-key work runs on blocking threads, a bounded number at once; the rest wait
@@ -317,7 +325,9 @@ pub(crate) async fn handle_handshake(
         Some(0x01) => {
             let sh2 = sh.clone();
             // Public-key work: off the async workers.
-            match tokio::task::spawn_blocking(move || hello(&sh2, binding, peer, &body)).await {
+            match tokio::task::spawn_blocking(move || hello(&sh2, binding, peer, source, &body))
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     error!(error = %e, "hello task failed");
@@ -333,7 +343,13 @@ pub(crate) async fn handle_handshake(
     }
 }
 
-fn hello(sh: &Shared, binding: Binding, peer: Option<std::net::SocketAddr>, body: &[u8]) -> Answer {
+fn hello(
+    sh: &Shared,
+    binding: Binding,
+    peer: Option<std::net::SocketAddr>,
+    source: Option<SourceKey>,
+    body: &[u8],
+) -> Answer {
     let now = sh.now();
     let mut hs = sh.lock_hs_of(binding);
     if let Some(answer) = hs.cached_answer(now, body) {
@@ -364,22 +380,42 @@ fn hello(sh: &Shared, binding: Binding, peer: Option<std::net::SocketAddr>, body
         }
     }
     let in_use = |id| sh.sessions.contains(id);
-    let result = hs.handle_hello(now, body, &in_use);
+    let evictions = hs.half_open_evictions();
+    let result = match source {
+        Some(s) => hs.handle_hello_from(now, body, s, &in_use),
+        None => hs.handle_hello(now, body, &in_use),
+    };
+    let evicted = hs.half_open_evictions() - evictions;
     sh.set_half_open(binding, hs.half_open_len());
     drop(hs);
+    if evicted > 0 {
+        // The full table made room by evicting from the source holding the most.
+        sh.metrics.half_open_evicted(evicted);
+    }
     match result {
         Ok(HelloReply::GatewayHello { suite, bytes, .. }) => {
             sh.metrics.handshake(&suite.to_string(), "hello");
             Answer::Bytes(bytes)
         }
-        Ok(HelloReply::Retry { bytes, .. }) => {
-            sh.metrics.handshake("none", "retry");
+        Ok(HelloReply::Retry { reason, bytes, .. }) => {
+            let outcome = match reason {
+                RetryReason::Address => "retry_address",
+                RetryReason::Clock | RetryReason::KeyShare => "retry",
+            };
+            sh.metrics.handshake("none", outcome);
             Answer::Bytes(bytes)
         }
         Err(e) => {
             debug!(error = %e, "hello refused");
-            sh.metrics.handshake("none", e.reason());
-            refused(sh, e.reason(), e.refusal())
+            // The per-source bounds of the half-open table get their own refusal reason (they
+            // answer Busy like the other full tables).
+            let reason = match e {
+                Error::Limit(Limit::HalfOpenPerSource) => "half_open_per_source",
+                Error::Limit(Limit::SourceUnproven) => "source_unproven",
+                _ => e.reason(),
+            };
+            sh.metrics.handshake("none", reason);
+            refused(sh, reason, e.refusal())
         }
     }
 }

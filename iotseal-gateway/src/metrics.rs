@@ -29,6 +29,8 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "registration",
     "protocol",
     "busy",
+    "half_open_per_source",
+    "source_unproven",
     "storage",
     "timeout",
 ];
@@ -173,6 +175,7 @@ pub struct Metrics {
     readings_duplicate: AtomicU64,
     acks_sent: AtomicU64,
     replay_acks_suppressed: AtomicU64,
+    half_open_evicted: AtomicU64,
     audit_dropped: AtomicU64,
     active_sessions: AtomicU64,
     parked_sessions: AtomicU64,
@@ -215,6 +218,12 @@ fn refusal_hint(reason: &str) -> &'static str {
         "limit" => "connection cap reached (limits.max_connections)",
         "limit_per_ip" => "one address at its connection cap (limits.max_connections_per_ip)",
         "busy" => "a table is full (half-open handshakes, hello nonces) or storage is behind",
+        "half_open_per_source" => {
+            "one source at its half-open handshake cap (limits.half_open_per_source)"
+        }
+        "source_unproven" => {
+            "under load, retried hellos with a clock or key-share cookie (must start again)"
+        }
         "rate_limited" => "per-address handshake rate (limits.handshake_rate_per_ip)",
         "oversize" => "request body over limits.max_body",
         "timeout" => "a client too slow to send its request",
@@ -275,6 +284,7 @@ impl Default for Metrics {
             readings_duplicate: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             replay_acks_suppressed: AtomicU64::new(0),
+            half_open_evicted: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             active_sessions: AtomicU64::new(0),
             parked_sessions: AtomicU64::new(0),
@@ -362,6 +372,11 @@ impl Metrics {
     /// Counts an acknowledgement not sent because a session's replay-ack budget was spent.
     pub fn replay_ack_suppressed(&self) {
         self.replay_acks_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts half-open handshakes evicted from a full table (docs/protocol.md §7.3 step 9).
+    pub fn half_open_evicted(&self, n: u64) {
+        self.half_open_evicted.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Sets the live session gauge.
@@ -485,6 +500,12 @@ impl Metrics {
             "iotseal_half_open_handshakes",
             "Handshakes waiting for M3.",
             &self.half_open,
+        );
+        counter(
+            &mut out,
+            "iotseal_half_open_evictions_total",
+            "Half-open handshakes evicted from a full table by a hello from a source holding fewer.",
+            &self.half_open_evicted,
         );
         gauge(
             &mut out,

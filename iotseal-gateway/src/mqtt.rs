@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iotseal_proto::Refusal;
+use iotseal_proto::handshake::SourceKey;
 use iotseal_proto::handshake::messages::encode_alert;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties, SubscribeReasonCode};
@@ -158,6 +159,14 @@ impl Topics {
         t.len() <= MAX_RESPONSE_TOPIC
             && t.strip_prefix(&self.inbox)
                 .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '+', '#', '\0']))
+    }
+
+    /// The source key of a request answered to the (answerable) response topic `t`:
+    /// `SHA-256(X)[0..16]` of its client level `X`, where the answer (and so an Address
+    /// cookie) goes (docs/protocol.md §17).
+    fn source(&self, sh: &Shared, t: &str) -> Option<SourceKey> {
+        let level = t.strip_prefix(&self.inbox)?;
+        Some(SourceKey::from_label(&sh.provider, level.as_bytes()))
     }
 }
 
@@ -385,6 +394,7 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
         let limit = Duration::from_secs(sh.settings.limits.request_timeout_secs);
         let body = p.payload.clone();
         let handshake = matches!(kind, Kind::Handshake);
+        let source = topics.source(sh, &reply_to);
         let work = async {
             // In a cluster the partition's owner processes it (forwarded over NATS, as HTTP
             // requests are); the answer is published here either way.
@@ -398,7 +408,7 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
                     return answer;
                 }
             }
-            process(sh, handshake, body).await
+            process(sh, handshake, source, body).await
         };
         match tokio::time::timeout(limit, work).await {
             Ok(a) => Some(a),
@@ -433,10 +443,16 @@ fn share_prefix(sh: &Shared) -> String {
 }
 
 /// Processes one MQTT request on this node (a handshake message when `handshake`, else a
-/// batch of records) and returns the payload of its answer.
-pub(crate) async fn process(sh: &Arc<Shared>, handshake: bool, body: Bytes) -> Bytes {
+/// batch of records; `source`: the hello's source key, if known) and returns the payload of
+/// its answer.
+pub(crate) async fn process(
+    sh: &Arc<Shared>,
+    handshake: bool,
+    source: Option<SourceKey>,
+    body: Bytes,
+) -> Bytes {
     let a = if handshake {
-        handle_handshake(sh, Binding::Mqtt, None, body).await
+        handle_handshake(sh, Binding::Mqtt, None, source, body).await
     } else {
         handle_records(sh, &body).await
     };

@@ -216,6 +216,9 @@ impl Gateway {
             gc.policy = settings.suite_policy();
             gc.skew_secs = settings.skew_secs;
             gc.max_half_open = settings.limits.half_open;
+            gc.max_half_open_per_source = settings.limits.half_open_per_source;
+            gc.cookie_threshold = settings.limits.half_open_cookie_threshold;
+            gc.half_open_secs = settings.limits.half_open_secs;
             gc.nonce_cache_capacity = settings.limits.nonce_cache;
             gc.response_cache_capacity = settings.limits.response_cache;
             gc.session = session;

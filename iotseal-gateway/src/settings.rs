@@ -118,6 +118,15 @@ pub struct Limits {
     pub grace_secs: u64,
     /// Most half-open handshakes (waiting for M3).
     pub half_open: usize,
+    /// Most half-open handshakes of one source (an IPv4 address or IPv6 /64; over MQTT a
+    /// response-topic client level); 0: no cap. A source holding half as many or more gets
+    /// Address retries (docs/protocol.md §7.3).
+    pub half_open_per_source: usize,
+    /// From this many half-open handshakes on, every first hello gets an Address retry
+    /// (return routability under load, docs/protocol.md §11).
+    pub half_open_cookie_threshold: usize,
+    /// How long a half-open handshake waits for M3, seconds (at most `skew_secs` is used).
+    pub half_open_secs: u32,
     /// Most hello nonces remembered.
     pub nonce_cache: usize,
     /// Most cached handshake answers (for retransmissions).
@@ -390,6 +399,9 @@ impl Default for Limits {
             rekey_after_secs: s.rekey_after_secs,
             grace_secs: s.grace_secs,
             half_open: 4096,
+            half_open_per_source: 64,
+            half_open_cookie_threshold: 2048,
+            half_open_secs: 10,
             nonce_cache: 65536,
             response_cache: 8192,
             handshake_rate_per_ip: 20.0,
@@ -517,6 +529,9 @@ impl Settings {
             return bad(
                 "limits: half_open, nonce_cache, max_connections and max_connections_per_ip must be > 0",
             );
+        }
+        if l.half_open_secs == 0 {
+            return bad("limits: half_open_secs must be > 0");
         }
         if l.handshake_rate_per_ip.is_nan()
             || l.handshake_rate_per_ip <= 0.0
@@ -704,6 +719,14 @@ rekey_after_secs = {rs}
 grace_secs = {grace}
 # Most half-open handshakes (waiting for M3).
 half_open = {half_open}
+# Most half-open handshakes of one source (IPv4 address or IPv6 /64; MQTT: a client level);
+# 0 = no cap. A full table makes room by evicting the oldest of the source holding the most.
+half_open_per_source = {half_open_per_source}
+# From this many half-open handshakes on (or for a source holding half its cap), a first
+# hello is answered with a cookie Retry it must echo from the same source (one round trip).
+half_open_cookie_threshold = {half_open_cookie}
+# A half-open handshake waits this long for M3, seconds (at most skew_secs).
+half_open_secs = {half_open_secs}
 # Most hello nonces remembered.
 nonce_cache = {nonce_cache}
 # Most cached handshake answers (retransmissions get the same bytes).
@@ -819,6 +842,9 @@ forward_timeout_ms = {c_fwd}
             rs = l.rekey_after_secs,
             grace = l.grace_secs,
             half_open = l.half_open,
+            half_open_per_source = l.half_open_per_source,
+            half_open_cookie = l.half_open_cookie_threshold,
+            half_open_secs = l.half_open_secs,
             nonce_cache = l.nonce_cache,
             response_cache = l.response_cache,
             rate = l.handshake_rate_per_ip,
@@ -931,6 +957,7 @@ mod tests {
         for (key, bad, good) in [
             ("limits.max_sessions", "0", "1"),
             ("limits.nonce_cache", "0", "1"),
+            ("limits.half_open_secs", "0", "1"),
             ("limits.storage_queue", "0", "1"),
             ("limits.storage_batch", "0", "1"),
             ("limits.storage_read_connections", "0", "1"),

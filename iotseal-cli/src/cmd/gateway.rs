@@ -121,6 +121,9 @@ overrides! {
     rekey_after_secs = "limits.rekey_after_secs", "IOTSEAL_REKEY_AFTER_SECS";
     grace_secs = "limits.grace_secs", "IOTSEAL_GRACE_SECS";
     half_open = "limits.half_open", "IOTSEAL_HALF_OPEN";
+    half_open_per_source = "limits.half_open_per_source", "IOTSEAL_HALF_OPEN_PER_SOURCE";
+    half_open_cookie_threshold = "limits.half_open_cookie_threshold", "IOTSEAL_HALF_OPEN_COOKIE_THRESHOLD";
+    half_open_secs = "limits.half_open_secs", "IOTSEAL_HALF_OPEN_SECS";
     nonce_cache = "limits.nonce_cache", "IOTSEAL_NONCE_CACHE";
     response_cache = "limits.response_cache", "IOTSEAL_RESPONSE_CACHE";
     handshake_rate_per_ip = "limits.handshake_rate_per_ip", "IOTSEAL_HANDSHAKE_RATE_PER_IP";

@@ -92,6 +92,7 @@ pub struct HandshakeServer {
     half_open: HalfOpenTable<HalfOpen>,
     nonces: ExpiringMap<[u8; NONCE_LEN], ()>,
     answers: ResponseCache,
+    evictions: u64,
 }
 
 impl HandshakeServer {
@@ -101,6 +102,7 @@ impl HandshakeServer {
             half_open: HalfOpenTable::new(config.max_half_open, config.max_half_open_per_source),
             nonces: ExpiringMap::new(config.nonce_cache_capacity),
             answers: ResponseCache::new(config.response_cache_capacity),
+            evictions: 0,
             config,
         }
     }
@@ -127,6 +129,12 @@ impl HandshakeServer {
     /// Number of half-open handshakes.
     pub fn half_open_len(&self) -> usize {
         self.half_open.len()
+    }
+
+    /// Half-open handshakes evicted so far to make room in a full table (docs/protocol.md §7.3
+    /// step 9); a counter for metrics.
+    pub fn half_open_evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Number of half-open handshakes of `source` (`None`: of hellos given no source).
@@ -417,6 +425,7 @@ impl HandshakeServer {
         {
             // Its M2 is of no use any more: a retransmission of its hello is a new hello.
             self.answers.remove(&evicted.hello_hash);
+            self.evictions += 1;
         }
         // M2 is useful as long as its half-open handshake lives.
         self.answers.put(now, hello_hash, expires, bytes.clone());
