@@ -757,30 +757,38 @@ unsafe fn options<'a>(
     Ok(Some(unsafe { &*options }))
 }
 
-/// Finishes a creation call: stores the handle or writes the error message.
+/// What every creation function does around `make`: checks `out` and sets it to NULL, runs
+/// `make` (panics caught in builds with `std`), then stores the handle or writes the error
+/// message.
 ///
 /// # Safety
-/// `out` is valid for a write (checked non-null before); `error` is NULL or valid for
-/// `error_cap` writes.
-unsafe fn finish_create(
-    made: Result<Box<iotseal_device>, Failure>,
+/// `out` is NULL or valid for a write; `error` is NULL or valid for `error_cap` writes.
+unsafe fn creation(
     out: *mut *mut iotseal_device,
     error: *mut c_char,
     error_cap: usize,
+    make: impl FnOnce() -> Result<Box<iotseal_device>, Failure>,
 ) -> iotseal_status {
-    match made {
-        Ok(dev) => {
-            // SAFETY: checked non-null and aligned by the caller of this function; valid
-            // for a write by the creation function's contract.
-            unsafe { out.write(Box::into_raw(dev)) };
-            IOTSEAL_OK
+    guard(|| {
+        let made = need(out, "out").and_then(|()| {
+            // SAFETY: checked non-null and aligned; valid for a write (contract).
+            unsafe { out.write(core::ptr::null_mut()) };
+            make()
+        });
+        match made {
+            Ok(dev) => {
+                // SAFETY: `make` ran, so `out` was checked non-null and aligned; valid for a
+                // write (contract).
+                unsafe { out.write(Box::into_raw(dev)) };
+                IOTSEAL_OK
+            }
+            Err(f) => {
+                // SAFETY: by the contract `error` is NULL or valid for `error_cap` writes.
+                unsafe { write_message(&f.message, error, error_cap) };
+                f.status
+            }
         }
-        Err(f) => {
-            // SAFETY: by the contract `error` is NULL or valid for `error_cap` writes.
-            unsafe { write_message(&f.message, error, error_cap) };
-            f.status
-        }
-    }
+    })
 }
 
 #[cfg(feature = "std")]
@@ -835,34 +843,25 @@ pub unsafe extern "C" fn iotseal_device_from_files(
     error: *mut c_char,
     error_cap: usize,
 ) -> iotseal_status {
-    guard(|| {
-        if let Err(f) = need(out, "out") {
-            // SAFETY: `error` is NULL or valid for `error_cap` bytes (contract).
-            unsafe { write_message(&f.message, error, error_cap) };
-            return f.status;
-        }
-        // SAFETY: checked non-null and aligned; valid for a write (contract).
-        unsafe { out.write(core::ptr::null_mut()) };
-        #[cfg(not(feature = "std"))]
-        let made = {
-            let _ = (pins_path, key_path, options);
-            Err(no_files())
-        };
-        #[cfg(feature = "std")]
-        let made = (|| {
-            // SAFETY: NUL-terminated strings or NULL (contract).
-            let pins_path = unsafe { path_arg(pins_path, "pins_path") }?;
-            // SAFETY: as above.
-            let key_path = unsafe { path_arg(key_path, "key_path") }?;
-            // SAFETY: NULL or an iotseal_options (contract).
-            let options = unsafe { self::options(options) }?;
-            let pins = GatewayPins::load(pins_path).map_err(|e| Failure::file(&e))?;
-            let identity = IdentityFile::load(key_path).map_err(|e| Failure::file(&e))?;
-            create_from_files(pins, &identity, options)
-        })();
-        // SAFETY: `out` checked above; `error` as in the contract.
-        unsafe { finish_create(made, out, error, error_cap) }
-    })
+    #[cfg(not(feature = "std"))]
+    let make = || {
+        let _ = (pins_path, key_path, options);
+        Err(no_files())
+    };
+    #[cfg(feature = "std")]
+    let make = || {
+        // SAFETY: NUL-terminated strings or NULL (contract).
+        let pins_path = unsafe { path_arg(pins_path, "pins_path") }?;
+        // SAFETY: as above.
+        let key_path = unsafe { path_arg(key_path, "key_path") }?;
+        // SAFETY: NULL or an iotseal_options (contract).
+        let options = unsafe { self::options(options) }?;
+        let pins = GatewayPins::load(pins_path).map_err(|e| Failure::file(&e))?;
+        let identity = IdentityFile::load(key_path).map_err(|e| Failure::file(&e))?;
+        create_from_files(pins, &identity, options)
+    };
+    // SAFETY: `out` and `error` as in the contract.
+    unsafe { creation(out, error, error_cap, make) }
 }
 
 /// As `iotseal_device_from_files`, from the files' contents in memory (devices without a
@@ -884,36 +883,27 @@ pub unsafe extern "C" fn iotseal_device_from_buffers(
     error: *mut c_char,
     error_cap: usize,
 ) -> iotseal_status {
-    guard(|| {
-        if let Err(f) = need(out, "out") {
-            // SAFETY: `error` is NULL or valid for `error_cap` bytes (contract).
-            unsafe { write_message(&f.message, error, error_cap) };
-            return f.status;
-        }
-        // SAFETY: checked non-null and aligned; valid for a write (contract).
-        unsafe { out.write(core::ptr::null_mut()) };
-        #[cfg(not(feature = "std"))]
-        let made = {
-            let _ = (pins_toml, pins_len, key_toml, key_len, options);
-            Err(no_files())
-        };
-        #[cfg(feature = "std")]
-        let made = (|| {
-            // SAFETY: valid for `pins_len` reads (contract).
-            let pins = unsafe { input(pins_toml, pins_len, "pins_toml") }?;
-            // SAFETY: valid for `key_len` reads (contract).
-            let key = unsafe { input(key_toml, key_len, "key_toml") }?;
-            // SAFETY: NULL or an iotseal_options (contract).
-            let options = unsafe { self::options(options) }?;
-            let pins =
-                GatewayPins::from_toml(utf8(pins, "pins_toml")?).map_err(|e| Failure::file(&e))?;
-            let identity =
-                IdentityFile::from_toml(utf8(key, "key_toml")?).map_err(|e| Failure::file(&e))?;
-            create_from_files(pins, &identity, options)
-        })();
-        // SAFETY: `out` checked above; `error` as in the contract.
-        unsafe { finish_create(made, out, error, error_cap) }
-    })
+    #[cfg(not(feature = "std"))]
+    let make = || {
+        let _ = (pins_toml, pins_len, key_toml, key_len, options);
+        Err(no_files())
+    };
+    #[cfg(feature = "std")]
+    let make = || {
+        // SAFETY: valid for `pins_len` reads (contract).
+        let pins = unsafe { input(pins_toml, pins_len, "pins_toml") }?;
+        // SAFETY: valid for `key_len` reads (contract).
+        let key = unsafe { input(key_toml, key_len, "key_toml") }?;
+        // SAFETY: NULL or an iotseal_options (contract).
+        let options = unsafe { self::options(options) }?;
+        let pins =
+            GatewayPins::from_toml(utf8(pins, "pins_toml")?).map_err(|e| Failure::file(&e))?;
+        let identity =
+            IdentityFile::from_toml(utf8(key, "key_toml")?).map_err(|e| Failure::file(&e))?;
+        create_from_files(pins, &identity, options)
+    };
+    // SAFETY: `out` and `error` as in the contract.
+    unsafe { creation(out, error, error_cap, make) }
 }
 
 /// The firmware build has no key files.
@@ -1032,19 +1022,10 @@ pub unsafe extern "C" fn iotseal_device_from_raw(
     error: *mut c_char,
     error_cap: usize,
 ) -> iotseal_status {
-    guard(|| {
-        if let Err(f) = need(out, "out") {
-            // SAFETY: `error` is NULL or valid for `error_cap` bytes (contract).
-            unsafe { write_message(&f.message, error, error_cap) };
-            return f.status;
-        }
-        // SAFETY: checked non-null and aligned; valid for a write (contract).
-        unsafe { out.write(core::ptr::null_mut()) };
-        // SAFETY: `config` and `options` as in the contract.
-        let made = unsafe { create_from_raw(config, options) };
-        // SAFETY: `out` checked above; `error` as in the contract.
-        unsafe { finish_create(made, out, error, error_cap) }
-    })
+    // SAFETY: `config` and `options` as in the contract.
+    let make = || unsafe { create_from_raw(config, options) };
+    // SAFETY: `out` and `error` as in the contract.
+    unsafe { creation(out, error, error_cap, make) }
 }
 
 /// Frees a handle and wipes its secrets. NULL is ignored. The handle must not be used after.
@@ -1056,7 +1037,7 @@ pub unsafe extern "C" fn iotseal_device_free(dev: *mut iotseal_device) {
     if dev.is_null() {
         return;
     }
-    // SAFETY: a pointer from Box::into_raw in `finish_create`, not freed before (contract).
+    // SAFETY: a pointer from Box::into_raw in `creation`, not freed before (contract).
     let dev = unsafe { Box::from_raw(dev) };
     // Dropping a poisoned engine may panic again: never across the boundary.
     let _ = caught(move || drop(dev));

@@ -417,27 +417,19 @@ fn c_device_stops_on_a_refusal_and_on_a_foreign_certificate() {
 }
 
 /// libcurl's pin of the gateway's certificate, from the pins file (the std build's C API).
-fn curl_pin(pins_path: &Path) -> String {
-    let pins = std::fs::read(pins_path).unwrap();
-    let key = IdentityFile::generate(
-        &iotseal_crypto_rustcrypto::default_provider(),
-        "pin",
-        SigAlg::Ed25519,
-    )
-    .unwrap()
-    .to_toml()
-    .unwrap();
-    let mut dev = std::ptr::null_mut();
-    // SAFETY: the buffers are valid for their lengths; `dev` is writable; no error buffer.
+fn curl_pin(pins_path: &Path, key_path: &Path) -> String {
+    let c = |p: &Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (pins, key) = (c(pins_path), c(key_path));
+    let (mut dev, no_error) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: NUL-terminated paths; `dev` is writable; no options, no error buffer.
     let st = unsafe {
-        iotseal::iotseal_device_from_buffers(
+        let options = std::ptr::null();
+        iotseal::iotseal_device_from_files(
             pins.as_ptr(),
-            pins.len(),
             key.as_ptr(),
-            key.len(),
-            std::ptr::null(),
+            options,
             &mut dev,
-            std::ptr::null_mut(),
+            no_error,
             0,
         )
     };
@@ -484,7 +476,7 @@ fn c_firmware_build_sends_every_reading_once() {
         Command::new(bin)
     };
     cmd.arg(s.gw.handle.url())
-        .arg(curl_pin(&s.pins_path))
+        .arg(curl_pin(&s.pins_path, &key))
         .arg(&ident.id)
         .arg(ident.private_key.as_str())
         .arg(&pins.identity[0].public_key)
