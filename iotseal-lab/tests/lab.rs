@@ -1,14 +1,18 @@
 //! The whole lab in-process: every attack against iotseal is blocked with nothing forged in
-//! storage, except that a flood of valid hellos keeps honest devices from opening new
-//! sessions while it runs (a known limitation, pinned here); against the legacy design the
-//! lab really detects successful attacks.
+//! storage, except that a flood of valid hellos from 250 addresses can still make an honest
+//! device's hello wait (a known limitation, pinned here); against the legacy design the lab
+//! really detects successful attacks.
 
 use iotseal_lab::{
     ATTACKS, Judged, LabOptions, OPENING_A_SESSION, Target, criterion, run_all, table,
 };
 
-/// The floods of valid hellos that still keep honest devices from opening sessions.
-const NOT_YET_BLOCKED: &[&str] = &["handshake-flood", "hello-flood-addresses"];
+/// The floods of valid hellos that can still refuse an honest device's hello. The flood from
+/// one address (`handshake-flood`) is blocked since the per-source cap and the fair eviction
+/// of the half-open table (docs/decisions.md D32): it is checked with the others above. From
+/// 250 addresses, the lab's honest devices share one address (127.0.0.1), so their source can
+/// be the largest holder of the table and one of their hellos may get Busy.
+const NOT_YET_BLOCKED: &[&str] = &["hello-flood-addresses"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iotseal_blocks_every_attack_but_the_flood_of_new_sessions() {
@@ -40,13 +44,12 @@ async fn iotseal_blocks_every_attack_but_the_flood_of_new_sessions() {
         s.served() && s.handshakes_attempted > 0 && s.readings_sent > 0,
         "{s:#?}"
     );
-    // The flood of valid hellos (a known limitation, docs/security.md): while the half-open
-    // table is full, honest devices' hellos are refused with Busy and their readings wait for
-    // a session, so legitimate traffic is not served as it is without the flood. What does
-    // hold: the flood opens no session, stores nothing, stays within the half-open cap and
-    // memory, and requests through sessions already open are never refused. When the gateway
-    // serves new sessions under such a flood, this turns into `blocked` and this test fails:
-    // update it then.
+    // The flood of valid hellos from many addresses (a known limitation, docs/security.md):
+    // while the half-open table is full, a hello of the honest devices' shared address can be
+    // refused with Busy. What does hold: the flood opens no session, stores nothing, stays
+    // within the half-open cap and memory, and requests through sessions already open are
+    // never refused. When the gateway serves every new session under such a flood, this turns
+    // into `blocked` and this test fails: update it then.
     for name in NOT_YET_BLOCKED {
         let flood = out.iter().find(|o| o.name == *name).unwrap();
         assert_eq!(flood.judged_by, Judged::Service);

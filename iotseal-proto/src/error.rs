@@ -135,6 +135,21 @@ pub enum Limit {
     TooManyPartitions,
 }
 
+impl Limit {
+    /// Whether this bound answers Busy (a gateway table is full: try later), rather than
+    /// ending a session.
+    pub fn answers_busy(self) -> bool {
+        matches!(
+            self,
+            Self::HalfOpenFull
+                | Self::HalfOpenPerSource
+                | Self::SourceUnproven
+                | Self::NonceCacheFull
+                | Self::TooManyPartitions
+        )
+    }
+}
+
 /// Wrong use of the API by the caller (never caused by a peer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -209,13 +224,7 @@ impl Error {
             Self::Stale | Self::Future => Refusal::Stale,
             Self::UnknownSession => Refusal::UnknownSession,
             Self::UnsupportedSuite | Self::PolicyRefused => Refusal::NoCommonSuite,
-            Self::Limit(
-                Limit::HalfOpenFull
-                | Limit::HalfOpenPerSource
-                | Limit::SourceUnproven
-                | Limit::NonceCacheFull
-                | Limit::TooManyPartitions,
-            ) => Refusal::Busy,
+            Self::Limit(l) if l.answers_busy() => Refusal::Busy,
             Self::Limit(_) => Refusal::SessionEnded,
             Self::ApiMisuse(_) => Refusal::Busy,
         }
@@ -236,13 +245,7 @@ impl Error {
             Self::UnknownSession => "unknown_session",
             Self::UnsupportedSuite | Self::PolicyRefused => "policy",
             // Answered Busy (a table is full; try later): counted as such.
-            Self::Limit(
-                Limit::HalfOpenFull
-                | Limit::HalfOpenPerSource
-                | Limit::SourceUnproven
-                | Limit::NonceCacheFull
-                | Limit::TooManyPartitions,
-            ) => "busy",
+            Self::Limit(l) if l.answers_busy() => "busy",
             Self::Limit(_) => "limit",
             Self::ApiMisuse(_) => "api_misuse",
         }
