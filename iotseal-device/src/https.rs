@@ -80,12 +80,7 @@ impl HttpsTransport {
                 .await
                 .map_err(|e| TransportError::Unavailable(e.to_string()))?;
             let status = resp.status().as_u16();
-            // Retry-After in seconds (§18.9; the HTTP-date form is not used by the gateway).
-            let retry_after_secs = resp
-                .headers()
-                .get(hyper::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u32>().ok());
+            let retry_after_secs = retry_after_secs(resp.headers());
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
@@ -101,6 +96,15 @@ impl HttpsTransport {
             .await
             .unwrap_or_else(|_| Err(TransportError::Unavailable("timeout".into())))
     }
+}
+
+/// The `Retry-After` header in seconds (§18.9; the HTTP-date form is not used by the
+/// gateway), for the engine's backoff.
+pub(crate) fn retry_after_secs(headers: &hyper::HeaderMap) -> Option<u32> {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
 }
 
 impl Transport for HttpsTransport {

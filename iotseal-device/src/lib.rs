@@ -39,6 +39,9 @@ pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushRep
 pub use clock::Clock;
 pub use files::{FileError, GatewayPins, IdentityFile, IdentityFileExt, PinnedIdentity};
 pub use https::HttpsTransport;
+/// The sans-IO device engine this SDK drives, for drivers of their own (the threat lab's
+/// hand-driven devices): `iotseal_device::engine::Engine`.
+pub use iotseal_device_core as engine;
 pub use iotseal_device_core::Endpoint;
 pub use mqtt::{MqttConfig, MqttTransport};
 pub use pin::{pinned_tls_config, tls_provider};

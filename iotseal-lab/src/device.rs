@@ -1,5 +1,8 @@
-//! The honest devices of the lab. [`LabDevice`] drives the protocol core step by step (so an
-//! attack can see each message and the exact error the device reports); the SDK's
+//! The honest devices of the lab. [`LabDevice`] drives the device engine
+//! (`iotseal-device-core`, the one place the device side of the protocol is written) request
+//! by request, so an attack can see each message and the exact error the device reports, and
+//! takes the session out of it once the handshake is complete: the attacks craft records on it
+//! by hand (replayed, re-dated, held back, with chosen sequence numbers). The SDK's
 //! `DeviceClient` is used where the device's own retry logic matters. Every reading an honest
 //! device creates is written to the [`Ledger`], against which storage is checked.
 
@@ -7,11 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iotseal_device::engine::{Engine, EngineConfig, Event, MsgId, open_acks};
 use iotseal_device::{
     Clock, DeviceClient, DeviceOptions, GatewayPins, HttpsTransport, IdentityFile, IdentityFileExt,
     Transport, TransportError,
 };
-use iotseal_proto::handshake::{DeviceConfig, DeviceHandshake, DeviceNext};
+use iotseal_proto::handshake::DeviceConfig;
+use iotseal_proto::handshake::messages::msg_type;
 use iotseal_proto::reading::{Reading, SensorKind, encode_batch};
 use iotseal_proto::record::{ContentType, Session, batch};
 use iotseal_proto::{Refusal, SigAlg, Suite, Time};
@@ -34,7 +39,7 @@ pub(crate) fn ledger_add(l: &Ledger, device: &str, r: &Reading) {
 /// Why a handshake did not complete.
 #[derive(Debug)]
 pub(crate) enum HsFail {
-    /// The device's core refused an answer (this is where a MITM is caught).
+    /// The device's engine refused an answer (this is where a MITM is caught).
     Device(iotseal_proto::Error),
     /// The gateway refused (alert).
     Refused(Refusal),
@@ -75,12 +80,15 @@ pub(crate) struct Handshook {
     pub(crate) m3_answer: Vec<u8>,
 }
 
-/// An honest device driving the core directly.
+/// An honest device: each handshake is driven by a fresh engine (its Retry, clock adoption
+/// and records on M3 are the engine's), then the session is taken out for hand-made records.
 pub(crate) struct LabDevice {
     pub(crate) id: String,
     pub(crate) identity: IdentityFile,
+    /// The handshake configuration each handshake's engine is built from.
     pub(crate) config: Arc<DeviceConfig>,
     pub(crate) transport: HttpsTransport,
+    /// The correction adopted from M2 (the engine's clock offset, kept between handshakes).
     clock: Clock,
     ledger: Ledger,
     next_msg: u64,
@@ -142,6 +150,27 @@ impl LabDevice {
         })
     }
 
+    /// A fresh engine for one handshake (nothing queued, no backoff), on this device's clock:
+    /// each reading on M3 in a record of its own.
+    fn engine(&self) -> Result<Engine, HsFail> {
+        let c = &self.config;
+        let identity = c
+            .provider
+            .signature(c.identity.algorithm())
+            .and_then(|s| s.load(c.identity.private_bytes().as_bytes()))
+            .map_err(|e| HsFail::Unavailable(format!("identity key: {e:?}")))?;
+        let mut ec = EngineConfig::new(c.device_id.clone(), identity, c.pins.clone());
+        ec.offers = c.offers.clone();
+        ec.skew_secs = c.skew_secs;
+        ec.session = c.session;
+        ec.readings_per_record = 1;
+        ec.records_per_request = 64;
+        let mut engine =
+            Engine::new(ec, c.provider).map_err(|e| HsFail::Unavailable(format!("engine: {e}")))?;
+        engine.set_clock_offset_ms(self.clock.offset_ms);
+        Ok(engine)
+    }
+
     /// Marks this device's readings as made up by an attacker.
     pub(crate) fn forger(&mut self) {
         self.base = 666.0;
@@ -173,59 +202,67 @@ impl LabDevice {
             .collect()
     }
 
-    /// A full handshake through the transport; `piggy` readings ride on M3.
+    /// A full handshake through the transport, driven by the engine; `piggy` readings ride
+    /// on M3. Stops at the first refusal, failure or missing answer (an attack counts each
+    /// attempt; the engine's own resends and backoff are the SDK's business).
     pub(crate) async fn handshake(&mut self, piggy: &[Reading]) -> Result<Handshook, HsFail> {
-        let now = self.now();
-        let (mut hs, mut hello) =
-            DeviceHandshake::start(self.config.clone(), now).map_err(HsFail::Device)?;
-        let mut retried = false;
-        let (est, m2) = loop {
-            let answer = self
-                .transport
-                .handshake(hello.clone())
-                .await
-                .map_err(transport_fail)?;
-            match hs.handle(self.now(), &answer).map_err(HsFail::Device)? {
-                DeviceNext::Retry {
-                    handshake,
-                    hello: h,
-                } => {
-                    if retried {
-                        return Err(HsFail::Unavailable("second retry".into()));
-                    }
-                    retried = true;
-                    hs = handshake;
-                    hello = h;
+        let mut engine = self.engine()?;
+        if !piggy.is_empty() {
+            engine
+                .restore(MsgId(0), piggy.to_vec())
+                .map_err(|e| HsFail::Unavailable(format!("queue: {e}")))?;
+        }
+        engine.connect();
+        // The engine's clock is the system's: it adds the correction itself.
+        let system = Clock::default();
+        let (mut m1, mut m2, mut m3, mut m3_answer) = (vec![], vec![], vec![], vec![]);
+        loop {
+            let Some(t) = engine.poll_transmit(system.now()) else {
+                return Err(HsFail::Unavailable("the engine sent nothing".into()));
+            };
+            let hello = t.body.first() == Some(&msg_type::HELLO);
+            let body = t.body.clone();
+            let reply = match self.transport.send(t.endpoint, t.body).await {
+                Ok(r) => r,
+                Err(e) => {
+                    engine.handle_transport_error(system.now());
+                    return Err(transport_fail(e));
                 }
-                DeviceNext::Established(e) => break (e, answer),
+            };
+            engine.handle_response(system.now(), reply.response());
+            if let Some(r) = reply.refusal().map_err(transport_fail)? {
+                return Err(HsFail::Refused(r));
             }
-        };
-        if let Some(t) = est.gateway_time {
-            let local = self.clock.now();
-            self.clock.adopt(t, local);
+            if hello {
+                (m1, m2) = (body, reply.body().to_vec());
+            } else {
+                (m3, m3_answer) = (body, reply.body().to_vec());
+            }
+            let mut complete = false;
+            while let Some(event) = engine.poll_event() {
+                match event {
+                    Event::HandshakeFailed(e) => return Err(HsFail::Device(e)),
+                    Event::HandshakeComplete { .. } => complete = true,
+                    _ => {}
+                }
+            }
+            if complete {
+                self.clock.offset_ms = engine.clock_offset_ms();
+                let session = engine
+                    .take_session()
+                    .ok_or_else(|| HsFail::Unavailable("the session ended at once".into()))?;
+                return Ok(Handshook {
+                    session,
+                    m1,
+                    m2,
+                    m3,
+                    m3_answer,
+                });
+            }
         }
-        let mut session = est.session;
-        let mut flight = est.finish.clone();
-        for r in piggy {
-            let rec = self.seal(&mut session, std::slice::from_ref(r));
-            batch::push(&mut flight, &rec);
-        }
-        let answer = self
-            .transport
-            .handshake(flight.clone())
-            .await
-            .map_err(transport_fail)?;
-        self.acks(&mut session, &answer);
-        Ok(Handshook {
-            session,
-            m1: hello,
-            m2,
-            m3: flight,
-            m3_answer: answer,
-        })
     }
 
-    /// Seals `readings` into one record now.
+    /// Seals `readings` into one record now (a hand-made record: see the module doc).
     pub(crate) fn seal(&self, s: &mut Session, readings: &[Reading]) -> Vec<u8> {
         self.seal_at(s, self.now(), readings)
     }
@@ -246,28 +283,10 @@ impl LabDevice {
         self.transport.records(body).await
     }
 
-    /// The ranges an answer acknowledges (opening its ack records).
+    /// The ranges an answer acknowledges (its ack records opened by the engine's
+    /// [`open_acks`]).
     pub(crate) fn acks(&self, s: &mut Session, answer: &[u8]) -> Vec<(u64, u64)> {
-        let now = self.now();
-        let mut out = Vec::new();
-        let Ok(recs) = batch::split(answer) else {
-            return out;
-        };
-        for r in recs {
-            let mut r = r.to_vec();
-            let Ok(o) = s.open(now, &mut r) else {
-                continue;
-            };
-            if o.content_type != ContentType::Ack {
-                continue;
-            }
-            let seq = o.seq;
-            if let Ok(ranges) = s.parse_ack(o.plaintext) {
-                let _ = s.accept(seq);
-                out.extend(ranges);
-            }
-        }
-        out
+        open_acks(s, self.now(), answer).ranges
     }
 }
 

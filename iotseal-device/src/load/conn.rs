@@ -122,14 +122,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// POSTs `body` to `path`; returns the status and the whole response body. An error means
-    /// the connection is no longer usable.
+    /// POSTs `body` to `path`; returns the status, the whole response body and the
+    /// `Retry-After` seconds (for the engine's backoff). An error means the connection is no
+    /// longer usable.
     pub(crate) async fn post(
         &mut self,
         path: &str,
         content_type: &'static str,
         body: Vec<u8>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes, Option<u32>), String> {
         self.sender
             .ready()
             .await
@@ -147,11 +148,12 @@ impl Conn {
             .await
             .map_err(|e| format!("request: {e}"))?;
         let status = resp.status();
+        let retry_after = crate::https::retry_after_secs(resp.headers());
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| format!("response: {e}"))?
             .to_bytes();
-        Ok((status, body))
+        Ok((status, body, retry_after))
     }
 }

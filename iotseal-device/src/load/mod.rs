@@ -597,7 +597,7 @@ impl Link {
     /// connection is no longer usable.
     async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<StatusCode, String> {
         match self {
-            Self::Http(c) => c.post(path, OCTET, body).await.map(|(s, _)| s),
+            Self::Http(c) => c.post(path, OCTET, body).await.map(|(s, ..)| s),
             Self::Mqtt(_) => Err("the baseline is measured over HTTP only".into()),
         }
     }
@@ -606,14 +606,15 @@ impl Link {
     /// longer usable (over MQTT: no answer in time).
     async fn send(&mut self, t: Transmit) -> Result<Reply, String> {
         match self {
-            Self::Http(c) => c
-                .post(t.endpoint.path(), OCTET, t.body)
-                .await
-                .map(|(s, b)| Reply::Http {
-                    status: s.as_u16(),
-                    body: b.to_vec(),
-                    retry_after_secs: None,
-                }),
+            Self::Http(c) => {
+                c.post(t.endpoint.path(), OCTET, t.body)
+                    .await
+                    .map(|(s, b, retry_after_secs)| Reply::Http {
+                        status: s.as_u16(),
+                        body: b.to_vec(),
+                        retry_after_secs,
+                    })
+            }
             Self::Mqtt(m) => m.send(t.endpoint, t.body).await.map_err(|e| e.to_string()),
         }
     }
