@@ -14,7 +14,8 @@
 # backend per primitive, no unwind tables), classical and hybrid, at opt-level "s" (the
 # profile's) and "z";
 # the example built with -DIOTSEAL_FROM_RAW (keys as bytes), linked as a position-independent
-# executable (the compiler's default here) and with -no-pie (as firmware is linked).
+# executable (the compiler's default here) and with -no-pie (as firmware is linked), both without
+# unwind tables (no-eh-frame.ld, as a firmware linker script; the baseline too).
 # Usage: iotseal-c/footprint/measure.sh [std|firmware|all]  (default all; prints the tables;
 # FOOTPRINT_DIR: where the builds go)
 set -euo pipefail
@@ -64,7 +65,7 @@ if [ "$what" != firmware ]; then
 fi
 
 if [ "$what" != std ]; then
-  fwflags=("${cflags[@]}" -DIOTSEAL_FROM_RAW)
+  fwflags=("${cflags[@]}" -DIOTSEAL_FROM_RAW -Wl,-T,iotseal-c/footprint/no-eh-frame.ld)
   declare -A fwbase
   for pie in pie no-pie; do
     cc "${fwflags[@]}" "-$pie" -s -o "$out/fw-stub-$pie" "$example" "$stub" -lcurl

@@ -11,7 +11,8 @@
 //! The firmware build (no std, docs/footprint.md) runs the same way when
 //! `IOTSEAL_FIRMWARE_LIB_DIR` names the folder of its `libiotseal.a`
 //! (`iotseal-c/footprint/build-firmware.sh`; CI sets it): the example built with
-//! `-DIOTSEAL_FROM_RAW` (raw keys, the program's random source) against a real gateway.
+//! `-DIOTSEAL_FROM_RAW` (raw keys, the program's random source) and linked as firmware is,
+//! without unwind tables (`footprint/no-eh-frame.ld`), against a real gateway.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -125,7 +126,7 @@ fn lib_dir() -> PathBuf {
 /// `None` (with the reason printed) when the toolchain is missing and not required.
 fn device_binary() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| make_example(&lib_dir(), "device", ""))
+    BIN.get_or_init(|| make_example(&lib_dir(), "device", "", ""))
         .as_deref()
 }
 
@@ -144,13 +145,21 @@ fn firmware_binary() -> Option<&'static Path> {
             "IOTSEAL_FIRMWARE_LIB_DIR={}: no libiotseal.a there",
             dir.display()
         );
-        make_example(&dir, "device-raw", " -DIOTSEAL_FROM_RAW")
+        // Linked as measured (docs/footprint.md): no .eh_frame in the program.
+        let script = crate_dir().join("footprint/no-eh-frame.ld");
+        make_example(
+            &dir,
+            "device-raw",
+            " -DIOTSEAL_FROM_RAW",
+            &format!("-Wl,-T,{}", script.display()),
+        )
     })
     .as_deref()
 }
 
-/// `make -C examples` with the library in `lib`, into `target/<profile>/iotseal-c/<name>`.
-fn make_example(lib: &Path, name: &str, cflags: &str) -> Option<PathBuf> {
+/// `make -C examples` with the library in `lib`, into `target/<profile>/iotseal-c/<name>`
+/// (`cflags` added to `-O2 -g`, `ldflags` as make's `LDFLAGS`).
+fn make_example(lib: &Path, name: &str, cflags: &str, ldflags: &str) -> Option<PathBuf> {
     if let Some(why) = missing_toolchain() {
         assert!(!required(), "IOTSEAL_TEST_C=1 but {why}");
         eprintln!("SKIPPED: examples/device.c cannot be built here: {why}");
@@ -174,6 +183,7 @@ fn make_example(lib: &Path, name: &str, cflags: &str) -> Option<PathBuf> {
         .arg(format!("IOTSEAL_LIB_DIR={}", lib.display()))
         .arg(format!("OUT={}", out.display()))
         .arg(format!("CFLAGS=-O2 -g{cflags}"))
+        .arg(format!("LDFLAGS={ldflags}"))
         .output()
         .expect("running make");
     assert!(
