@@ -12,6 +12,7 @@ use common::{Device, Env, framed, now, open_acks, provider, seal_records};
 use iotseal_gateway::mqtt::{TestBroker, TestClient};
 use iotseal_gateway::testing::lay_out_gateway_dir;
 use iotseal_gateway::{Gateway, Settings};
+use iotseal_proto::handshake::messages::{Cookie, RetryReason};
 use iotseal_proto::handshake::{DeviceEstablished, DeviceHandshake, DeviceNext};
 use iotseal_proto::reading::encode_batch;
 use iotseal_proto::record::{ContentType, Session, batch};
@@ -418,4 +419,64 @@ async fn mqtt_qos0_requests_beyond_their_bound_are_dropped_and_counted() {
     let (_, m1) = DeviceHandshake::start(dev.cfg.clone(), now()).unwrap();
     raw.publish_qos0(&hs_topic, &m1, &inbox, b"after").await;
     assert!(!raw.answer(b"after").await.is_empty());
+}
+
+/// Return routability over MQTT (docs/protocol.md §17): under load (cookie threshold 0) a
+/// first hello gets Retry(Address) bound to its response topic's client level; the retried
+/// hello is admitted when it asks for its answer at the same inbox, and refused AuthFailed
+/// (bad cookie) when it names another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_address_retry_is_bound_to_the_response_topic() {
+    let Some(broker) = TestBroker::find() else {
+        println!("{}", TestBroker::SKIPPED);
+        return;
+    };
+    let prefix = format!("t{}/iotseal", random_hex(4));
+    let env = Env::start(&[SigAlg::Ed25519], |s| {
+        use_broker(s, &broker, &prefix);
+        s.limits.half_open_cookie_threshold = 0;
+    })
+    .await;
+    let (inbox, other) = (format!("{prefix}/inbox/me"), format!("{prefix}/inbox/else"));
+    let mut raw = Raw::connect(&broker, &[inbox.clone(), other.clone()]).await;
+    let mut dev = env
+        .device("mqtt-dev-addr", SUITE.parse::<Suite>().unwrap())
+        .await;
+
+    // The retried hello names another inbox: its cookie is not for that source.
+    let hs_topic = format!("{prefix}/hs/me");
+    let (hs, m1) = DeviceHandshake::start(dev.cfg.clone(), now()).unwrap();
+    raw.publish(&hs_topic, &m1, Some(&inbox), b"a1").await;
+    let retry = raw.answer(b"a1").await;
+    assert_eq!(
+        Cookie::from_retry_message(&retry).unwrap().reason,
+        RetryReason::Address
+    );
+    let DeviceNext::Retry { hello, .. } = hs.handle(now(), &retry).unwrap() else {
+        panic!("a retry taken as M2")
+    };
+    raw.publish(&hs_topic, &hello, Some(&other), b"a2").await;
+    assert_eq!(
+        raw.answer(b"a2").await,
+        [0x7f, 0x02],
+        "AuthFailed: bad cookie"
+    );
+
+    // Answered at the same inbox, the whole handshake completes (the helper follows the
+    // retry) and M3's reading is stored.
+    let (_session, ids) = handshake(&mut raw, &prefix, &inbox, &mut dev, 1).await;
+    assert!(
+        env.storage
+            .all_readings()
+            .iter()
+            .any(|r| &*r.device_id == "mqtt-dev-addr" && r.msg_id == ids[0])
+    );
+    let m = env.metrics().await;
+    assert!(
+        common::metric(
+            &m,
+            "iotseal_handshakes_total{suite=\"none\",outcome=\"retry_address\"}"
+        ) >= 2,
+        "{m}"
+    );
 }
