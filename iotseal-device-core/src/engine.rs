@@ -1,7 +1,7 @@
 //! The engine: one device's side of the protocol, driven by a caller that moves bytes.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::config::{ConfigError, EngineConfig, Options};
 use crate::event::{Cause, Event, SessionEnd, Stats, refusal_index};
 use crate::queue::{MsgId, PushError, Queue, Sample};
+use crate::seqmap::SeqMap;
 
 /// Events beyond this many waiting are dropped (acknowledgements are merged instead).
 const MAX_EVENTS: usize = 1024;
@@ -208,8 +209,9 @@ pub struct Engine {
     phase: Phase,
     in_flight: Option<InFlight>,
     /// Sealed records of the current session not yet acknowledged (at most the last
-    /// `WINDOW_SIZE` sequence numbers: older ones can never be acknowledged).
-    sent: BTreeMap<u64, SentRecord>,
+    /// `WINDOW_SIZE` sequence numbers: older ones can never be acknowledged), by sequence
+    /// number.
+    sent: SeqMap<SentRecord>,
     /// The highest send epoch of an acknowledged record of the current session.
     acked_epoch: u64,
     backoff: Backoff,
@@ -241,7 +243,7 @@ impl Engine {
             opts,
             phase: Phase::Idle,
             in_flight: None,
-            sent: BTreeMap::new(),
+            sent: SeqMap::new(),
             acked_epoch: 0,
             backoff_until: None,
             clock_offset_ms: 0,
@@ -1003,7 +1005,7 @@ impl Engine {
         drop(queued);
         // Numbers below the gateway's window can never be acknowledged again.
         let floor = session.next_seq().saturating_sub(WINDOW_SIZE);
-        self.sent = self.sent.split_off(&floor);
+        self.sent.remove_below(floor);
         for epoch in key_updates {
             self.stats.key_updates += 1;
             self.emit(Event::KeyUpdated { epoch });
@@ -1031,14 +1033,11 @@ impl Engine {
 
     /// Forgets the readings of the sealed records `first..=last`.
     fn ack_range(&mut self, first: u64, last: u64, newly: &mut Vec<MsgId>) {
-        let seqs: Vec<u64> = self.sent.range(first..=last).map(|(s, _)| *s).collect();
-        for s in seqs {
-            if let Some(rec) = self.sent.remove(&s) {
-                self.acked_epoch = self.acked_epoch.max(rec.epoch);
-                for id in rec.msg_ids {
-                    if self.queue.remove(id) {
-                        newly.push(MsgId(id));
-                    }
+        for rec in self.sent.remove_range(first, last) {
+            self.acked_epoch = self.acked_epoch.max(rec.epoch);
+            for id in rec.msg_ids {
+                if self.queue.remove(id) {
+                    newly.push(MsgId(id));
                 }
             }
         }

@@ -122,6 +122,7 @@ mod event;
 #[cfg(feature = "files")]
 pub mod files;
 mod queue;
+mod seqmap;
 
 pub use acks::{Acks, open_acks};
 pub use config::{ConfigError, EngineConfig, MIN_REQUEST_LEN};

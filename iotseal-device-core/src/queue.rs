@@ -1,12 +1,13 @@
 //! The bounded in-memory queue of readings not yet acknowledged, in message-id order.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
 use iotseal_proto::Time;
 use iotseal_proto::codec::{VARINT_MAX, varint_len};
 use iotseal_proto::reading::{MAX_EXTRA, MAX_VALUES, Reading, SensorKind};
+
+use crate::seqmap::SeqMap;
 
 /// A reading's message id: assigned by the engine, unique per device (the gateway stores
 /// each (device, message id) once, so a reading sent again is stored once).
@@ -79,10 +80,10 @@ fn encoded_len(r: &Reading) -> usize {
         + r.extra.len()
 }
 
-/// Pending readings by message id.
+/// Pending readings by message id (ids only grow as readings are pushed: [`SeqMap`]).
 #[derive(Debug)]
 pub(crate) struct Queue {
-    items: BTreeMap<u64, Queued>,
+    items: SeqMap<Queued>,
     capacity: usize,
     next_msg_id: u64,
 }
@@ -90,7 +91,7 @@ pub(crate) struct Queue {
 impl Queue {
     pub(crate) fn new(capacity: usize, first_msg_id: u64) -> Self {
         Self {
-            items: BTreeMap::new(),
+            items: SeqMap::new(),
             capacity,
             next_msg_id: first_msg_id,
         }
@@ -124,19 +125,20 @@ impl Queue {
             values: s.values,
             extra: s.extra,
         };
-        self.insert(reading);
+        let (id, q) = Self::queued(reading);
+        self.items.insert(id, q);
         Ok(MsgId(id))
     }
 
-    fn insert(&mut self, reading: Reading) {
+    fn queued(reading: Reading) -> (u64, Queued) {
         let encoded_len = encoded_len(&reading);
-        self.items.insert(
+        (
             reading.msg_id,
             Queued {
                 reading,
                 encoded_len,
             },
-        );
+        )
     }
 
     /// Puts back readings of an earlier run (a persisted queue) and moves the next id past
@@ -154,7 +156,7 @@ impl Queue {
         }
         let new = readings
             .iter()
-            .filter(|r| !self.items.contains_key(&r.msg_id))
+            .filter(|r| !self.items.contains_key(r.msg_id))
             .count();
         if self.items.len() + new > self.capacity {
             return Err(PushError::QueueFull {
@@ -162,10 +164,10 @@ impl Queue {
             });
         }
         let mut next = self.next_msg_id.max(next_msg_id);
-        for r in readings {
+        for r in &readings {
             next = next.max(r.msg_id.saturating_add(1));
-            self.insert(r);
         }
+        self.items.extend(readings.into_iter().map(Self::queued));
         self.next_msg_id = next;
         Ok(())
     }
@@ -191,11 +193,11 @@ impl Queue {
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&Reading> {
-        self.items.get(&id).map(|q| &q.reading)
+        self.items.get(id).map(|q| &q.reading)
     }
 
     /// Forgets an acknowledged reading; whether it was still queued.
     pub(crate) fn remove(&mut self, id: u64) -> bool {
-        self.items.remove(&id).is_some()
+        self.items.remove(id).is_some()
     }
 }
