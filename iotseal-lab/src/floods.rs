@@ -188,19 +188,50 @@ pub(crate) fn connection_hog(ctx: &Ctx) -> BoxFut<'_> {
     })
 }
 
-/// One flooding source: fresh valid hellos back to back over a keep-alive connection from
-/// `from`, following a Retry once (its cookie echoed, as a real device would) and never
-/// finishing. Counts answers by kind.
-async fn flood_source(
+/// What every flooding source shares.
+#[derive(Clone)]
+struct Flooder {
     gw_url: String,
     pin_sha: String,
     p: CryptoProvider,
     pin: PinnedKey,
-    s: Suite,
-    from: IpAddr,
-    until: Instant,
+    suite: Suite,
+    /// Answers by kind.
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
-) {
+}
+
+impl Flooder {
+    fn new(ctx: &Ctx) -> Self {
+        Self {
+            gw_url: ctx.gw.url().to_string(),
+            pin_sha: ctx.gw.pins.tls_cert_sha256.clone(),
+            p: ctx.p,
+            pin: ctx.pin(),
+            suite: suite(SMALL),
+            counts: Arc::default(),
+        }
+    }
+
+    fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One flooding source: fresh valid hellos back to back over a keep-alive connection from
+/// `from`, following a Retry once (its cookie echoed, as a real device would) and never
+/// finishing. Counts answers by kind.
+async fn flood_source(a: Flooder, from: IpAddr, until: Instant) {
+    let Flooder {
+        gw_url,
+        pin_sha,
+        p,
+        pin,
+        suite: s,
+        counts,
+    } = a;
     let Ok(http) = HttpClient::from_source(&pin_sha, Some(from)) else {
         return;
     };
@@ -216,13 +247,10 @@ async fn flood_source(
         let Ok(h) = hello_for(&p, &pin, s, wire_now(), None) else {
             return;
         };
-        let a = match http.post(&url, h).await {
-            Ok(a) => a,
-            Err(_) => {
-                count("no answer");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Ok(a) = http.post(&url, h).await else {
+            count("no answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
         match (a.status, a.body.first()) {
             (200, Some(0x02)) => {
@@ -258,21 +286,16 @@ pub(crate) fn hello_flood_addresses(ctx: &Ctx) -> BoxFut<'_> {
         let mut f = Findings::default();
         let run_for = Duration::from_secs((ctx.gw.limits.skew_secs * 2 + 1).clamp(3, 30));
         let before = ctx.gw.metrics().await?;
-        let counts = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+        let flooder = Flooder::new(ctx);
         let stop = AtomicBool::new(false);
         let until = Instant::now() + run_for;
         let flood = async {
             let mut tasks = Vec::new();
             for i in 1..=FLOOD_SOURCES {
                 tasks.push(tokio::spawn(flood_source(
-                    ctx.gw.url().to_string(),
-                    ctx.gw.pins.tls_cert_sha256.clone(),
-                    ctx.p,
-                    ctx.pin(),
-                    suite(SMALL),
+                    flooder.clone(),
                     source(3, i),
                     until,
-                    counts.clone(),
                 )));
             }
             for t in tasks {
@@ -283,7 +306,7 @@ pub(crate) fn hello_flood_addresses(ctx: &Ctx) -> BoxFut<'_> {
         let honest = honest?;
         let after = ctx.gw.metrics().await?;
         let d = Delta::between(&before, &after);
-        let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let counts = flooder.counts();
         let sent: u64 = counts.values().sum();
         for (k, n) in &counts {
             for _ in 0..*n {
@@ -393,23 +416,14 @@ pub(crate) fn proxy_bucket_drain(ctx: &Ctx) -> BoxFut<'_> {
 async fn drain(ctx: &Ctx, rate: f64, burst: f64, f: &mut Findings) -> R<()> {
     let before = ctx.gw.metrics().await?;
     let from = source(4, 4);
-    let counts = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let flooder = Flooder::new(ctx);
     let run_for = Duration::from_secs(5);
     let stop = AtomicBool::new(false);
     let until = Instant::now() + run_for;
     let attack = async {
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            tasks.push(tokio::spawn(flood_source(
-                ctx.gw.url().to_string(),
-                ctx.gw.pins.tls_cert_sha256.clone(),
-                ctx.p,
-                ctx.pin(),
-                suite(SMALL),
-                from,
-                until,
-                counts.clone(),
-            )));
+            tasks.push(tokio::spawn(flood_source(flooder.clone(), from, until)));
         }
         for t in tasks {
             let _ = t.await;
@@ -419,7 +433,7 @@ async fn drain(ctx: &Ctx, rate: f64, burst: f64, f: &mut Findings) -> R<()> {
     let honest: Service = honest?;
     let after = ctx.gw.metrics().await?;
     let d = Delta::between(&before, &after);
-    let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let counts = flooder.counts();
     let limited = counts.get("HTTP 429").copied().unwrap_or(0);
     for (k, n) in &counts {
         for _ in 0..*n {

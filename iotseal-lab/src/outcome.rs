@@ -125,13 +125,13 @@ pub fn criterion(name: &str) -> &'static str {
             "honest devices served during the flood (no request refused, every session opened and reading stored within 5 s); the flood opens no session, memory bounded"
         }
         "connection-hog" => {
-            "another address served while one address tries to hold 10,000 connections (no request refused, every session opened and reading stored within 2 s); the hog holds no more than the per-address cap"
+            "another address served while one tries to hold 10,000 connections (nothing refused, all stored within 2 s); the hog held to the per-address cap"
         }
         "hello-flood-addresses" => {
-            "honest devices served during a flood of valid hellos from 250 addresses (no request refused, every session opened and reading stored within 5 s); the flood opens no session"
+            "honest devices served during valid hellos from 250 addresses (nothing refused, every session opened and reading stored within 5 s); no session for the flood"
         }
         "proxy-bucket-drain" => {
-            "honest devices behind the same proxy served while an attacker there exceeds the per-address handshake rate (no request refused, every session opened and reading stored within 5 s)"
+            "honest devices behind a shared proxy served while an attacker there exceeds the per-address handshake rate (nothing refused, all stored within 5 s)"
         }
         "mqtt-eavesdrop" => "no reading, payload or device id visible to the broker",
         "mqtt-replay" | "mqtt-cross-device" => {
