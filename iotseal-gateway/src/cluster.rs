@@ -44,8 +44,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use iotseal_proto::handshake::SessionIdPolicy;
 use iotseal_proto::handshake::messages::{Cookie, Hello, encode_alert};
+use iotseal_proto::handshake::{SessionIdPolicy, SourceKey};
 use iotseal_proto::record::{Header, batch};
 use iotseal_proto::{CryptoProvider, Refusal};
 use tokio::sync::watch;
@@ -59,6 +59,9 @@ use crate::{GatewayError, Settings};
 
 const PATH_HEADER: &str = "Iotseal-Path";
 const PEER_HEADER: &str = "Iotseal-Peer";
+/// A forwarded MQTT hello's source key (hex, docs/protocol.md §17): the owner checks and
+/// issues Address cookies for the same source as the receiving node would.
+const SOURCE_HEADER: &str = "Iotseal-Source";
 const STATUS_HEADER: &str = "Iotseal-Status";
 const RETRY_AFTER_HEADER: &str = "Iotseal-Retry-After";
 /// Which binding a forwarded request came in on: absent (HTTP) or `mqtt`.
@@ -759,7 +762,7 @@ impl Cluster {
         peer: Option<SocketAddr>,
         body: Bytes,
     ) -> Option<Response> {
-        match self.forward_raw(p, path, None, peer, body).await {
+        match self.forward_raw(p, path, None, peer, None, body).await {
             Forwarded::NoOwner => None,
             Forwarded::Failed => Some(busy()),
             Forwarded::Answer {
@@ -783,6 +786,7 @@ impl Cluster {
         path: &str,
         binding: Option<&str>,
         peer: Option<SocketAddr>,
+        source: Option<SourceKey>,
         body: Bytes,
     ) -> Forwarded {
         let mut h = async_nats::HeaderMap::new();
@@ -792,6 +796,9 @@ impl Cluster {
         }
         if let Some(peer) = peer {
             h.insert(PEER_HEADER, peer.to_string());
+        }
+        if let Some(s) = source {
+            h.insert(SOURCE_HEADER, hex::encode(s.0));
         }
         self.counters.forwarded_out.fetch_add(1, Ordering::Relaxed);
         let r = tokio::time::timeout(
@@ -842,7 +849,12 @@ impl Cluster {
     /// topic, `/v1/records` for `rec`): `None` when this node handles it, else the answer
     /// payload to publish on the device's response topic (the owner's answer, or an alert
     /// when the owner cannot be reached).
-    pub(crate) async fn route_mqtt(&self, path: &str, body: &Bytes) -> Option<Bytes> {
+    pub(crate) async fn route_mqtt(
+        &self,
+        path: &str,
+        body: &Bytes,
+        source: Option<SourceKey>,
+    ) -> Option<Bytes> {
         let target = self.target(path, body);
         let here = || {
             self.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
@@ -854,7 +866,7 @@ impl Cluster {
             Target::Hello(p) | Target::Session(p) => p,
         };
         let r = self
-            .forward_raw(p, path, Some("mqtt"), None, body.clone())
+            .forward_raw(p, path, Some("mqtt"), None, source, body.clone())
             .await;
         if !matches!(r, Forwarded::NoOwner) {
             self.counters.mqtt_forwarded.fetch_add(1, Ordering::Relaxed);
@@ -902,8 +914,13 @@ impl Cluster {
             let Some(sh) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
                 return;
             };
-            // The hello's source key does not travel with it: handled as without one.
-            let body = crate::mqtt::process(&sh, path == "/v1/handshake", None, msg.payload).await;
+            // The hello's source key, as the receiving node computed it.
+            let source = hv(SOURCE_HEADER)
+                .and_then(|v| hex::decode(v).ok())
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(SourceKey);
+            let body =
+                crate::mqtt::process(&sh, path == "/v1/handshake", source, msg.payload).await;
             let mut h = async_nats::HeaderMap::new();
             h.insert(STATUS_HEADER, "200");
             if let Err(e) = self.client.publish_with_headers(reply, h, body).await {

@@ -404,7 +404,7 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
                 } else {
                     "/v1/records"
                 };
-                if let Some(answer) = c.route_mqtt(path, &body).await {
+                if let Some(answer) = c.route_mqtt(path, &body, source).await {
                     return answer;
                 }
             }
