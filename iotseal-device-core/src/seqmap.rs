@@ -1,17 +1,18 @@
-//! Values by increasing `u64` key in one ring buffer: the engine's queue (by message id) and its
+//! Values by increasing `u64` key in one vector: the engine's queue (by message id) and its
 //! sealed records awaiting acknowledgement (by sequence number). Both keys only grow as entries
-//! are added, so a sorted `VecDeque` does what a `BTreeMap` did with less code (the firmware
-//! build, docs/footprint.md): adding at the back is amortised O(1), a lookup O(log n), a removal
-//! O(log n) amortised (the slot becomes empty; empty slots leave at the front, or all at once when
-//! they outnumber the values, so they never cost more than the values do).
+//! are added, so a sorted `Vec` does what a `BTreeMap` did with less code (the firmware build,
+//! docs/footprint.md): adding at the back is amortised O(1), a lookup O(log n), a removal O(log n)
+//! amortised (the slot becomes empty; empty slots leave at either end, the front ones by moving
+//! a start index and, once they are half the vector, by one shift; all at once when they
+//! outnumber the values, so they never cost more than the values do).
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 #[derive(Debug)]
 pub(crate) struct SeqMap<V> {
-    /// Increasing keys; `None`: removed.
-    slots: VecDeque<(u64, Option<V>)>,
+    /// Increasing keys; `None`: removed. Those before `start` are all `None`.
+    slots: Vec<(u64, Option<V>)>,
+    start: usize,
     /// The `Some` slots.
     len: usize,
 }
@@ -19,7 +20,8 @@ pub(crate) struct SeqMap<V> {
 impl<V> SeqMap<V> {
     pub(crate) fn new() -> Self {
         Self {
-            slots: VecDeque::new(),
+            slots: Vec::new(),
+            start: 0,
             len: 0,
         }
     }
@@ -34,18 +36,28 @@ impl<V> SeqMap<V> {
 
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
+        self.start = 0;
         self.len = 0;
     }
 
+    /// The slots in use.
+    fn live(&self) -> &[(u64, Option<V>)] {
+        &self.slots[self.start..]
+    }
+
+    /// The index in `slots` of `key`, or where it would go.
     fn find(&self, key: u64) -> Result<usize, usize> {
-        self.slots.binary_search_by_key(&key, |s| s.0)
+        match self.live().binary_search_by_key(&key, |s| s.0) {
+            Ok(i) => Ok(self.start + i),
+            Err(i) => Err(self.start + i),
+        }
     }
 
     /// Adds or replaces `key`'s value. O(1) amortised when `key` is above every key held (the
     /// engine's case); otherwise the slots after it move.
     pub(crate) fn insert(&mut self, key: u64, value: V) {
-        if self.slots.back().is_none_or(|s| s.0 < key) {
-            self.slots.push_back((key, Some(value)));
+        if self.live().last().is_none_or(|s| s.0 < key) {
+            self.slots.push((key, Some(value)));
             self.len += 1;
             return;
         }
@@ -65,18 +77,17 @@ impl<V> SeqMap<V> {
     /// Adds or replaces many values in O((n + m) log(n + m)) whatever their keys' order (a later
     /// value of the same key wins, as with [`Self::insert`]).
     pub(crate) fn extend(&mut self, items: impl IntoIterator<Item = (u64, V)>) {
-        self.slots.retain(|s| s.1.is_some());
+        self.compact();
         self.slots
             .extend(items.into_iter().map(|(k, v)| (k, Some(v))));
-        let slots = self.slots.make_contiguous();
-        if !slots.is_sorted_by(|a, b| a.0 < b.0) {
+        if !self.slots.is_sorted_by(|a, b| a.0 < b.0) {
             // Stable: of equal keys, the one added last stays last.
-            slots.sort_by_key(|s| s.0);
-            let mut out: VecDeque<(u64, Option<V>)> = VecDeque::with_capacity(slots.len());
+            self.slots.sort_by_key(|s| s.0);
+            let mut out: Vec<(u64, Option<V>)> = Vec::with_capacity(self.slots.len());
             for s in self.slots.drain(..) {
-                match out.back_mut() {
+                match out.last_mut() {
                     Some(last) if last.0 == s.0 => *last = s,
-                    _ => out.push_back(s),
+                    _ => out.push(s),
                 }
             }
             self.slots = out;
@@ -103,11 +114,10 @@ impl<V> SeqMap<V> {
 
     /// Takes out the values of the keys `first..=last`, in key order.
     pub(crate) fn remove_range(&mut self, first: u64, last: u64) -> Vec<V> {
-        let start = self.slots.partition_point(|s| s.0 < first);
-        let end = self.slots.partition_point(|s| s.0 <= last).max(start);
-        let taken: Vec<V> = self
-            .slots
-            .range_mut(start..end)
+        let start = self.start + self.live().partition_point(|s| s.0 < first);
+        let end = (self.start + self.live().partition_point(|s| s.0 <= last)).max(start);
+        let taken: Vec<V> = self.slots[start..end]
+            .iter_mut()
             .filter_map(|s| s.1.take())
             .collect();
         self.len -= taken.len();
@@ -117,35 +127,45 @@ impl<V> SeqMap<V> {
 
     /// Forgets the values of the keys below `floor`.
     pub(crate) fn remove_below(&mut self, floor: u64) {
-        while let Some(s) = self.slots.front() {
+        while let Some(s) = self.slots.get_mut(self.start) {
             if s.0 >= floor {
                 break;
             }
-            if s.1.is_some() {
+            if s.1.take().is_some() {
                 self.len -= 1;
             }
-            self.slots.pop_front();
+            self.start += 1;
         }
         self.tidy();
     }
 
     /// The values in key order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.slots.iter().filter_map(|s| s.1.as_ref())
+        self.live().iter().filter_map(|s| s.1.as_ref())
     }
 
     /// Drops empty slots at either end, and all of them once they outnumber the values (so
-    /// they are at most half the slots: each was a removal, and each is dropped once).
+    /// they are at most half the slots in use: each was a removal, and each is dropped once);
+    /// the slots before `start` are dropped once they are half the vector.
     fn tidy(&mut self) {
-        while self.slots.front().is_some_and(|s| s.1.is_none()) {
-            self.slots.pop_front();
+        while self.slots.get(self.start).is_some_and(|s| s.1.is_none()) {
+            self.start += 1;
         }
-        while self.slots.back().is_some_and(|s| s.1.is_none()) {
-            self.slots.pop_back();
+        while self.slots.len() > self.start && self.slots.last().is_some_and(|s| s.1.is_none()) {
+            self.slots.pop();
         }
-        if self.slots.len() - self.len > self.len {
-            self.slots.retain(|s| s.1.is_some());
+        if self.slots.len() - self.start - self.len > self.len {
+            self.compact();
+        } else if self.start > self.slots.len() / 2 {
+            self.slots.drain(..self.start);
+            self.start = 0;
         }
+    }
+
+    /// Drops every empty slot.
+    fn compact(&mut self) {
+        self.slots.retain(|s| s.1.is_some());
+        self.start = 0;
     }
 }
 
@@ -210,7 +230,8 @@ mod tests {
             assert_eq!(m.contains_key(k), b.contains_key(&k));
             assert_eq!(m.len(), b.len());
             assert_eq!(m.is_empty(), b.is_empty());
-            assert!(m.slots.len() <= 2 * m.len() + 1);
+            assert!(m.slots.len() - m.start <= 2 * m.len() + 1);
+            assert!(m.start <= m.slots.len() / 2 + 1);
             if step % 97 == 0 {
                 assert!(m.values().eq(b.values()));
             }
