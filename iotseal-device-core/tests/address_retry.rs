@@ -68,16 +68,7 @@ fn one_address_retry_fixes_clock_and_key_share() {
         }]
     );
     assert_eq!(h.engine.suite(), Some(classic));
-    let adjusted = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::HandshakeComplete {
-                clock_adjusted_ms, ..
-            } => *clock_adjusted_ms,
-            _ => None,
-        })
-        .expect("clock adopted");
+    let adjusted = h.clock_adjusted().expect("clock adopted");
     assert!((adjusted + 3_600_000).abs() <= 1000, "{adjusted}");
     h.assert_all_delivered_once();
 }

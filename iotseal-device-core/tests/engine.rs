@@ -358,16 +358,7 @@ fn clock_retry_and_adoption() {
             reason: RetryReason::Clock
         }
     );
-    let adjusted = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::HandshakeComplete {
-                clock_adjusted_ms, ..
-            } => *clock_adjusted_ms,
-            _ => None,
-        })
-        .expect("clock adopted");
+    let adjusted = h.clock_adjusted().expect("clock adopted");
     assert!((adjusted + 3_600_000).abs() <= 1000, "{adjusted}");
     assert_eq!(h.engine.clock_offset_ms(), adjusted);
     assert_eq!(h.engine.stats().hello_retries, 1);

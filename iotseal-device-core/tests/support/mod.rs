@@ -434,6 +434,16 @@ pub fn sample(i: u64) -> Sample {
 }
 
 impl Harness {
+    /// The clock correction of the first completed handshake that adopted one.
+    pub fn clock_adjusted(&self) -> Option<i64> {
+        self.events.iter().find_map(|e| match e {
+            Event::HandshakeComplete {
+                clock_adjusted_ms, ..
+            } => *clock_adjusted_ms,
+            _ => None,
+        })
+    }
+
     /// Pushes `n` readings.
     pub fn push(&mut self, n: u64) {
         for i in 0..n {
