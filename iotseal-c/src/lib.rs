@@ -61,7 +61,6 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::ffi::{CStr, c_char, c_void};
@@ -437,7 +436,7 @@ impl Failure {
     }
 
     fn null(what: &str) -> Self {
-        Self::new(IOTSEAL_ERR_NULL, format!("{what} is NULL"))
+        Self::new(IOTSEAL_ERR_NULL, cat(&[what, " is NULL"]))
     }
 
     #[cfg(feature = "std")]
@@ -448,13 +447,50 @@ impl Failure {
         };
         let mut message = e.to_string();
         if matches!(e, FileError::Crypto(_)) {
-            message = format!("{message} (this build: {})", provider::ALGORITHMS);
+            message = cat(&[&message, " (this build: ", provider::ALGORITHMS, ")"]);
         }
         Self::new(status, message)
     }
 }
 
 type Outcome = Result<iotseal_status, Failure>;
+
+/// A message from its parts, concatenated instead of `format!`: the firmware build then has no
+/// `alloc::fmt::format` and no argument tables for these messages (0.6 KiB, docs/footprint.md;
+/// `core::fmt` itself stays, reached by core's panics and by `Debug` impls). The text is the same
+/// in both builds.
+fn cat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
+/// A number in decimal, for [`cat`].
+struct Dec {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Dec {
+    fn new(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Self { digits, start };
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.digits[self.start..]).unwrap_or_default()
+    }
+}
 
 /// Runs `f` with panics caught: what every entry point without a handle does.
 #[cfg(feature = "std")]
@@ -554,7 +590,7 @@ unsafe fn input<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T],
     if !ptr.is_aligned() || len > isize::MAX as usize / size_of::<T>().max(1) {
         return Err(Failure::new(
             IOTSEAL_ERR_INVALID_ARGUMENT,
-            format!("{what}: misaligned or too long"),
+            cat(&[what, ": misaligned or too long"]),
         ));
     }
     // SAFETY: non-null, aligned, at most isize::MAX bytes, and by the contract readable for
@@ -573,7 +609,7 @@ unsafe fn put<T>(ptr: *mut T, value: T, what: &str) -> Result<(), Failure> {
     if !ptr.is_aligned() {
         return Err(Failure::new(
             IOTSEAL_ERR_INVALID_ARGUMENT,
-            format!("{what}: misaligned"),
+            cat(&[what, ": misaligned"]),
         ));
     }
     // SAFETY: non-null and aligned; by the contract valid for a write of a T.
@@ -588,7 +624,7 @@ fn need<T>(ptr: *const T, what: &str) -> Result<(), Failure> {
     } else if !ptr.is_aligned() {
         Err(Failure::new(
             IOTSEAL_ERR_INVALID_ARGUMENT,
-            format!("{what}: misaligned"),
+            cat(&[what, ": misaligned"]),
         ))
     } else {
         Ok(())
@@ -603,7 +639,13 @@ unsafe fn copy_out<T: Copy>(src: &[T], dst: *mut T, cap: usize, what: &str) -> R
     if src.len() > cap {
         return Err(Failure::new(
             IOTSEAL_ERR_BUFFER_TOO_SMALL,
-            format!("{what}: {} needed, capacity {cap}", src.len()),
+            cat(&[
+                what,
+                ": ",
+                Dec::new(src.len() as u64).as_str(),
+                " needed, capacity ",
+                Dec::new(cap as u64).as_str(),
+            ]),
         ));
     }
     if src.is_empty() {
@@ -630,10 +672,13 @@ unsafe fn copy_str(s: &str, buf: *mut c_char, cap: usize, len: *mut usize, what:
     if s.len() >= cap {
         return Err(Failure::new(
             IOTSEAL_ERR_BUFFER_TOO_SMALL,
-            format!(
-                "{what}: {} bytes needed with the NUL, capacity {cap}",
-                s.len() + 1
-            ),
+            cat(&[
+                what,
+                ": ",
+                Dec::new(s.len() as u64 + 1).as_str(),
+                " bytes needed with the NUL, capacity ",
+                Dec::new(cap as u64).as_str(),
+            ]),
         ));
     }
     let mut bytes = Vec::with_capacity(s.len() + 1);
@@ -727,7 +772,7 @@ fn create(
     let engine = Engine::new(config, p).map_err(|e| {
         Failure::new(
             IOTSEAL_ERR_CONFIG,
-            format!("{e} (this build: {})", provider::ALGORITHMS),
+            cat(&[&e.to_string(), " (this build: ", provider::ALGORITHMS, ")"]),
         )
     })?;
     Ok(Box::new(iotseal_device {
@@ -794,7 +839,7 @@ unsafe fn creation(
 #[cfg(feature = "std")]
 fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, Failure> {
     core::str::from_utf8(b)
-        .map_err(|_| Failure::new(IOTSEAL_ERR_CONFIG, format!("{what}: not UTF-8")))
+        .map_err(|_| Failure::new(IOTSEAL_ERR_CONFIG, cat(&[what, ": not UTF-8"])))
 }
 
 /// A path argument.
@@ -817,7 +862,7 @@ unsafe fn path_arg<'a>(path: *const c_char, what: &str) -> Result<&'a Path, Fail
     {
         c.to_str()
             .map(Path::new)
-            .map_err(|_| Failure::new(IOTSEAL_ERR_INVALID_ARGUMENT, format!("{what}: not UTF-8")))
+            .map_err(|_| Failure::new(IOTSEAL_ERR_INVALID_ARGUMENT, cat(&[what, ": not UTF-8"])))
     }
 }
 
@@ -920,7 +965,11 @@ fn sig_alg(code: u8, what: &str) -> Result<SigAlg, Failure> {
     SigAlg::from_code(code).ok_or_else(|| {
         Failure::new(
             IOTSEAL_ERR_INVALID_ARGUMENT,
-            format!("{what}: unknown algorithm code {code}"),
+            cat(&[
+                what,
+                ": unknown algorithm code ",
+                Dec::new(code.into()).as_str(),
+            ]),
         )
     })
 }
@@ -988,7 +1037,13 @@ unsafe fn create_from_raw(
         .map_err(|e| {
             Failure::new(
                 IOTSEAL_ERR_CONFIG,
-                format!("private_key: {e} (this build: {})", provider::ALGORITHMS),
+                cat(&[
+                    "private_key: ",
+                    &e.to_string(),
+                    " (this build: ",
+                    provider::ALGORITHMS,
+                    ")",
+                ]),
             )
         })?;
     let config = EngineConfig::new(device_id.to_vec(), key, pins);
