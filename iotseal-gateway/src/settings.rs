@@ -533,6 +533,12 @@ impl Settings {
         if l.half_open_secs == 0 {
             return bad("limits: half_open_secs must be > 0");
         }
+        if l.half_open_cookie_threshold > l.half_open {
+            // A threshold the table never reaches would turn the cookie off without a word.
+            return bad(
+                "limits: half_open_cookie_threshold must be <= half_open (the table never holds more)",
+            );
+        }
         if l.handshake_rate_per_ip.is_nan()
             || l.handshake_rate_per_ip <= 0.0
             || l.handshake_burst_per_ip.is_nan()
@@ -958,6 +964,7 @@ mod tests {
             ("limits.max_sessions", "0", "1"),
             ("limits.nonce_cache", "0", "1"),
             ("limits.half_open_secs", "0", "1"),
+            ("limits.half_open_cookie_threshold", "4097", "4096"),
             ("limits.storage_queue", "0", "1"),
             ("limits.storage_batch", "0", "1"),
             ("limits.storage_read_connections", "0", "1"),

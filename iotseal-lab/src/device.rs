@@ -72,7 +72,10 @@ fn transport_fail(e: TransportError) -> HsFail {
 /// A completed handshake and the bytes of each message as the device saw them.
 pub(crate) struct Handshook {
     pub(crate) session: Session,
+    /// The hello that got M2 (after a Retry, the retried one, with its cookie).
     pub(crate) m1: Vec<u8>,
+    /// The first hello (no cookie): the one a Retry answered, if any.
+    pub(crate) first_m1: Vec<u8>,
     pub(crate) m2: Vec<u8>,
     /// M3 with the records sent along.
     pub(crate) m3: Vec<u8>,
@@ -216,6 +219,7 @@ impl LabDevice {
         // The engine's clock is the system's: it adds the correction itself.
         let system = Clock::default();
         let (mut m1, mut m2, mut m3, mut m3_answer) = (vec![], vec![], vec![], vec![]);
+        let mut first_m1 = Vec::new();
         loop {
             let Some(t) = engine.poll_transmit(system.now()) else {
                 return Err(HsFail::Unavailable("the engine sent nothing".into()));
@@ -234,6 +238,9 @@ impl LabDevice {
                 return Err(HsFail::Refused(r));
             }
             if hello {
+                if first_m1.is_empty() {
+                    first_m1.clone_from(&body);
+                }
                 (m1, m2) = (body, reply.body().to_vec());
             } else {
                 (m3, m3_answer) = (body, reply.body().to_vec());
@@ -254,6 +261,7 @@ impl LabDevice {
                 return Ok(Handshook {
                     session,
                     m1,
+                    first_m1,
                     m2,
                     m3,
                     m3_answer,

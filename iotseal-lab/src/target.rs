@@ -56,7 +56,7 @@ impl GatewayLimits {
             max_record_age_secs: 2,
             header_read_timeout_secs: 2,
             request_timeout_secs: 3,
-            half_open: 512,
+            half_open: 4096,
             max_body: 1 << 20,
             max_connections_per_ip: default_max_connections_per_ip(),
         }
@@ -82,6 +82,8 @@ impl GatewayLimits {
         s.limits.header_read_timeout_secs = self.header_read_timeout_secs;
         s.limits.request_timeout_secs = self.request_timeout_secs;
         s.limits.half_open = self.half_open;
+        // Address cookies once half the table is taken, as with the defaults.
+        s.limits.half_open_cookie_threshold = self.half_open / 2;
         s.limits.max_body = self.max_body;
         s.limits.max_connections_per_ip = self.max_connections_per_ip;
     }

@@ -115,8 +115,8 @@ pub(crate) fn run(a: Args) -> Result<()> {
     };
     let iotseal_attacks = attacks.as_ref().map(|(i, _)| i.as_slice()).unwrap_or(&[]);
     // The exit status rests on the attacks on the readings (judged by each attempt); floods
-    // and slow clients, judged by the legitimate traffic served, are reported beside them:
-    // the flood of valid hellos is not blocked (docs/security.md, known limitations).
+    // and slow clients, judged by the legitimate traffic served (which depends on the
+    // machine's load), are reported beside them (docs/decisions.md D29).
     let all_blocked = iotseal_attacks
         .iter()
         .filter(|o| o.judged_by == iotseal_lab::Judged::EachAttempt)
