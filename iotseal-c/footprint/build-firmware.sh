@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The firmware build of libiotseal.a (docs/footprint.md): iotseal-c without `std` (no_std +
 # alloc: C malloc, the caller's random source, keys as raw bytes), the workspace profile
-# `firmware` (opt-level "s", fat LTO, one codegen unit, panic = "abort"), and one portable
+# `firmware` (opt-level "z", fat LTO, one codegen unit, panic = "abort"), and one portable
 # backend per primitive: the RustCrypto crates' cfgs (on x86-64 they otherwise carry SSE2, AVX2,
 # AES-NI, CLMUL and SHA-NI backends chosen at run time), the compact soft AES and SHA-2; no
 # unwind tables (nothing unwinds; Cortex-M targets emit none either).
 #   classical: --no-default-features                  (x25519, ed25519, chacha20poly1305)
 #   hybrid:    --no-default-features --features hybrid (+ ML-KEM-768, AES-256-GCM)
 # Usage: build-firmware.sh classical|hybrid [TARGET_DIR]  (default: target). The library is
-# TARGET_DIR/firmware/libiotseal.a. CARGO_PROFILE_FIRMWARE_OPT_LEVEL=z: the "z" variant.
+# TARGET_DIR/firmware/libiotseal.a. CARGO_PROFILE_FIRMWARE_OPT_LEVEL=s: the "s" variant.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 case "${1:-}" in

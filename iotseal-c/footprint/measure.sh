@@ -11,8 +11,8 @@
 #   hybrid:    the default features                          (+ ML-KEM-768, AES-256-GCM)
 #   all:       --features all-algorithms
 # firmware builds (build-firmware.sh: no std, profile `firmware`, panic = abort, one portable
-# backend per primitive, no unwind tables), classical and hybrid, at opt-level "s" (the
-# profile's) and "z";
+# backend per primitive, no unwind tables), classical and hybrid, at opt-level "z" (the
+# profile's) and "s";
 # the example built with -DIOTSEAL_FROM_RAW (keys as bytes), linked as a position-independent
 # executable (the compiler's default here) and with -no-pie (as firmware is linked), both without
 # unwind tables (no-eh-frame.ld, as a firmware linker script; the baseline too).
@@ -75,7 +75,7 @@ if [ "$what" != std ]; then
   row build text+data delta_bytes delta_KiB libiotseal.a
   row "stub (pie)" "${fwbase[pie]}" - - -
   row "stub (no-pie)" "${fwbase[no-pie]}" - - -
-  for opt in s z; do
+  for opt in z s; do
     for variant in classical hybrid; do
       CARGO_PROFILE_FIRMWARE_OPT_LEVEL=$opt iotseal-c/footprint/build-firmware.sh "$variant" \
         "$out/cargo"
@@ -92,7 +92,7 @@ if [ "$what" != std ]; then
     done
   done
   for variant in classical hybrid; do
-    echo "== firmware s $variant no-pie: where it goes"
-    python3 iotseal-c/footprint/breakdown.py "$out/fw-s-$variant-no-pie-syms"
+    echo "== firmware z $variant no-pie: where it goes"
+    python3 iotseal-c/footprint/breakdown.py "$out/fw-z-$variant-no-pie-syms"
   done
 fi
