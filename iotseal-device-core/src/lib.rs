@@ -121,6 +121,8 @@ mod engine;
 mod event;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "loopback")]
+pub mod loopback;
 mod queue;
 mod seqmap;
 
