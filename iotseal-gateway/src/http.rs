@@ -381,16 +381,21 @@ fn hello(
     }
     let in_use = |id| sh.sessions.contains(id);
     let evictions = hs.half_open_evictions();
+    let nonce_evictions = hs.nonce_evictions();
     let result = match source {
         Some(s) => hs.handle_hello_from(now, body, s, &in_use),
         None => hs.handle_hello(now, body, &in_use),
     };
     let evicted = hs.half_open_evictions() - evictions;
+    let nonces_evicted = hs.nonce_evictions() - nonce_evictions;
     sh.set_half_open(binding, hs.half_open_len());
     drop(hs);
     if evicted > 0 {
         // The full table made room by evicting from the source holding the most.
         sh.metrics.half_open_evicted(evicted);
+    }
+    if nonces_evicted > 0 {
+        sh.metrics.nonces_evicted(nonces_evicted);
     }
     match result {
         Ok(HelloReply::GatewayHello { suite, bytes, .. }) => {

@@ -176,6 +176,7 @@ pub struct Metrics {
     acks_sent: AtomicU64,
     replay_acks_suppressed: AtomicU64,
     half_open_evicted: AtomicU64,
+    nonces_evicted: AtomicU64,
     audit_dropped: AtomicU64,
     active_sessions: AtomicU64,
     parked_sessions: AtomicU64,
@@ -285,6 +286,7 @@ impl Default for Metrics {
             acks_sent: AtomicU64::new(0),
             replay_acks_suppressed: AtomicU64::new(0),
             half_open_evicted: AtomicU64::new(0),
+            nonces_evicted: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             active_sessions: AtomicU64::new(0),
             parked_sessions: AtomicU64::new(0),
@@ -377,6 +379,11 @@ impl Metrics {
     /// Counts half-open handshakes evicted from a full table (docs/protocol.md §7.3 step 9).
     pub fn half_open_evicted(&self, n: u64) {
         self.half_open_evicted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts hello nonces evicted from a full nonce cache (docs/protocol.md §7.3 step 8).
+    pub fn nonces_evicted(&self, n: u64) {
+        self.nonces_evicted.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Sets the live session gauge.
@@ -506,6 +513,12 @@ impl Metrics {
             "iotseal_half_open_evictions_total",
             "Half-open handshakes evicted from a full table by a hello from a source holding fewer.",
             &self.half_open_evicted,
+        );
+        counter(
+            &mut out,
+            "iotseal_nonce_evictions_total",
+            "Hello nonces evicted from a full nonce cache by a hello from a source holding fewer.",
+            &self.nonces_evicted,
         );
         gauge(
             &mut out,

@@ -340,3 +340,54 @@ fn half_open_lifetime() {
     assert_eq!(pair.server.config().half_open_secs, 10);
     assert_eq!(pair.now, T0);
 }
+
+/// A full nonce cache is shared out like the half-open table: a hello from a source holding
+/// fewer nonces than the largest holder evicts that holder's oldest (counted), the largest
+/// holder's own hellos are refused Busy, and nonces still held keep refusing replays.
+#[test]
+fn full_nonce_cache_evicts_fairly() {
+    let mut pair = Pair::new(rc(), rc(), SMALL, 308);
+    pair.reconfigure(|c| {
+        c.max_half_open = 64;
+        c.cookie_threshold = usize::MAX;
+        c.max_half_open_per_source = 0;
+        c.nonce_cache_capacity = 4;
+    });
+    // One hello a second: the first one's nonce is the oldest (it expires first).
+    let mut hellos = Vec::new();
+    for i in 0..4 {
+        let t = pair.now.plus_millis(i * 1000);
+        let (_hs, m1) = DeviceHandshake::start(pair.device.clone(), t).unwrap();
+        pair.server
+            .handle_hello_from(t, &m1, src(10), &|_| false)
+            .unwrap();
+        hellos.push(m1);
+    }
+    let now = pair.now.plus_millis(4000);
+    let (_hs, m1) = DeviceHandshake::start(pair.device.clone(), now).unwrap();
+    assert_eq!(
+        pair.server
+            .handle_hello_from(now, &m1, src(10), &|_| false)
+            .unwrap_err(),
+        Error::Limit(Limit::NonceCacheFull)
+    );
+    assert_eq!(pair.server.nonce_evictions(), 0);
+    // A device at another source gets in; one of the flood's nonces goes.
+    open_half(&mut pair, now, src(11)).unwrap();
+    assert_eq!(pair.server.nonce_evictions(), 1);
+    // A nonce still held refuses its replay (sent from elsewhere, past the answer cache:
+    // handle_hello_from is the check after it); the evicted one, the oldest, is admitted again:
+    // what a fresh hello from that source would get, a half-open handshake that cannot finish
+    // without the device's keys.
+    assert_eq!(
+        pair.server
+            .handle_hello_from(now, &hellos[3], src(12), &|_| false)
+            .unwrap_err(),
+        Error::Replay
+    );
+    assert!(
+        pair.server
+            .handle_hello_from(now, &hellos[0], src(12), &|_| false)
+            .is_ok()
+    );
+}

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::crypto::HASH_LEN;
 use crate::error::{AuthFailure, Error, Limit, Malformed, PeerMisbehaved};
-use crate::handshake::cache::{ExpiringMap, ResponseCache};
+use crate::handshake::cache::ResponseCache;
 use crate::handshake::config::{GatewayConfig, RegisteredDevice, identity_hash};
 use crate::handshake::half_open::{HalfOpenTable, SourceKey};
 use crate::handshake::messages::{
@@ -89,10 +89,14 @@ struct HalfOpen {
 #[derive(Debug)]
 pub struct HandshakeServer {
     config: GatewayConfig,
-    half_open: HalfOpenTable<HalfOpen>,
-    nonces: ExpiringMap<[u8; NONCE_LEN], ()>,
+    half_open: HalfOpenTable<u32, HalfOpen>,
+    /// Nonces of admitted hellos, shared out by source like the half-open table (no cap per
+    /// source; a full cache gives a source holding fewer than the largest holder that
+    /// holder's oldest entry, docs/protocol.md §7.3 step 8).
+    nonces: HalfOpenTable<[u8; NONCE_LEN], ()>,
     answers: ResponseCache,
     evictions: u64,
+    nonce_evictions: u64,
 }
 
 impl HandshakeServer {
@@ -100,9 +104,10 @@ impl HandshakeServer {
     pub fn new(config: GatewayConfig) -> Self {
         Self {
             half_open: HalfOpenTable::new(config.max_half_open, config.max_half_open_per_source),
-            nonces: ExpiringMap::new(config.nonce_cache_capacity),
+            nonces: HalfOpenTable::new(config.nonce_cache_capacity, 0),
             answers: ResponseCache::new(config.response_cache_capacity),
             evictions: 0,
+            nonce_evictions: 0,
             config,
         }
     }
@@ -135,6 +140,13 @@ impl HandshakeServer {
     /// step 9); a counter for metrics.
     pub fn half_open_evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// Hello nonces evicted from a full nonce cache to admit a hello of a source holding
+    /// fewer (its holder's hellos could be replayed again; each such hello only reaches a
+    /// half-open handshake that cannot finish without the device's keys).
+    pub fn nonce_evictions(&self) -> u64 {
+        self.nonce_evictions
     }
 
     /// Number of half-open handshakes of `source` (`None`: of hellos given no source).
@@ -325,7 +337,7 @@ impl HandshakeServer {
 
         // 6. Replay: the nonce within its window. (Identical retransmissions were answered
         // from the answer cache before this call.)
-        if self.nonces.contains(now, &hello.nonce) {
+        if self.nonces.contains(now, hello.nonce) {
             return Err(Error::Replay);
         }
 
@@ -358,7 +370,7 @@ impl HandshakeServer {
         // oldest entry of the source holding the most, if that is more than this one holds),
         // and for one more nonce.
         self.half_open.room(now, source)?;
-        if !self.nonces.has_room(now) {
+        if self.nonces.room(now, source).is_err() {
             return Err(Limit::NonceCacheFull.into());
         }
 
@@ -408,9 +420,15 @@ impl HandshakeServer {
         // the end of that second.
         let nonce_exp = Time::from_secs(now.as_secs().saturating_add_signed(delta))
             .plus_millis(self.skew_ms() + 1000);
-        let _ = self
-            .nonces
-            .insert(now, hello.nonce, nonce_exp.max(now.plus_millis(1)), ());
+        if let Ok(Some(_)) = self.nonces.insert(
+            now,
+            hello.nonce,
+            source,
+            nonce_exp.max(now.plus_millis(1)),
+            (),
+        ) {
+            self.nonce_evictions += 1;
+        }
         let hello_hash = p.hash.hash(msg);
         let entry = HalfOpen {
             hello_hash,

@@ -1,5 +1,6 @@
-//! The gateway's half-open table with per-source accounting (docs/protocol.md §7.3 step 9,
-//! §11): a cap per source, and when the table is full a hello from a source holding fewer
+//! The gateway's tables with per-source accounting (docs/protocol.md §7.3 step 9, §11): the
+//! half-open table (by session id) and the hello nonce cache (by nonce). A cap per source
+//! (the half-open table's), and when a table is full a hello from a source holding fewer
 //! entries than the largest holder evicts that holder's oldest entry, so that a flood from
 //! many sources cannot lock out a source that holds none.
 
@@ -61,12 +62,13 @@ struct Entry<V> {
     value: V,
 }
 
-/// Half-open handshakes by session id, with expiry and per-source accounting.
+/// Entries by key (a half-open handshake's session id, a hello's nonce), with expiry and
+/// per-source accounting.
 #[derive(Debug)]
-pub(crate) struct HalfOpenTable<V> {
-    entries: BTreeMap<u32, Entry<V>>,
-    by_expiry: BTreeSet<(Time, u32)>,
-    by_group: BTreeMap<Group, BTreeSet<(Time, u32)>>,
+pub(crate) struct HalfOpenTable<K: Ord + Copy, V> {
+    entries: BTreeMap<K, Entry<V>>,
+    by_expiry: BTreeSet<(Time, K)>,
+    by_group: BTreeMap<Group, BTreeSet<(Time, K)>>,
     /// (entries held, its oldest entry's expiry reversed, group) for every group holding any:
     /// the last is the largest holder, and of equal holders the one with the oldest entry.
     holders: BTreeSet<HolderKey>,
@@ -74,7 +76,7 @@ pub(crate) struct HalfOpenTable<V> {
     per_source: usize,
 }
 
-impl<V> HalfOpenTable<V> {
+impl<K: Ord + Copy, V> HalfOpenTable<K, V> {
     /// A table of at most `capacity` entries, at most `per_source` of them per source
     /// (0: no per-source cap).
     pub(crate) fn new(capacity: usize, per_source: usize) -> Self {
@@ -109,12 +111,12 @@ impl<V> HalfOpenTable<V> {
     }
 
     /// Whether a live entry exists for `id`.
-    pub(crate) fn contains(&self, now: Time, id: u32) -> bool {
+    pub(crate) fn contains(&self, now: Time, id: K) -> bool {
         self.get(now, id).is_some()
     }
 
     /// The live value for `id`.
-    pub(crate) fn get(&self, now: Time, id: u32) -> Option<&V> {
+    pub(crate) fn get(&self, now: Time, id: K) -> Option<&V> {
         self.entries
             .get(&id)
             .filter(|e| e.expires > now)
@@ -147,7 +149,7 @@ impl<V> HalfOpenTable<V> {
     }
 
     /// Removes and returns the value for `id`.
-    pub(crate) fn remove(&mut self, id: u32) -> Option<V> {
+    pub(crate) fn remove(&mut self, id: K) -> Option<V> {
         let e = self.entries.remove(&id)?;
         self.by_expiry.remove(&(e.expires, id));
         let before = self.holder_key(e.group);
@@ -183,7 +185,7 @@ impl<V> HalfOpenTable<V> {
     /// The entry [`Self::insert`] would evict to make room for one from `source`, when the
     /// table is full: the oldest entry of the group holding the most (of several holding as
     /// many, the one whose oldest entry is the oldest).
-    fn victim(&self, source: Option<SourceKey>) -> Option<u32> {
+    fn victim(&self, source: Option<SourceKey>) -> Option<K> {
         if self.entries.len() < self.capacity {
             return None;
         }
@@ -200,11 +202,11 @@ impl<V> HalfOpenTable<V> {
     pub(crate) fn insert(
         &mut self,
         now: Time,
-        id: u32,
+        id: K,
         source: Option<SourceKey>,
         expires: Time,
         value: V,
-    ) -> Result<Option<(u32, V)>, V> {
+    ) -> Result<Option<(K, V)>, V> {
         let _ = self.remove(id);
         if self.room(now, source).is_err() {
             return Err(value);
@@ -259,7 +261,7 @@ mod tests {
 
     #[test]
     fn per_source_cap() {
-        let mut t = HalfOpenTable::new(10, 2);
+        let mut t: HalfOpenTable<u32, ()> = HalfOpenTable::new(10, 2);
         let now = Time(1000);
         let exp = Time(2000);
         assert_eq!(t.insert(now, 1, src(1), exp, ()), Ok(None));
@@ -281,7 +283,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_largest_holders_oldest() {
-        let mut t = HalfOpenTable::new(4, 0);
+        let mut t: HalfOpenTable<u32, ()> = HalfOpenTable::new(4, 0);
         // Source 1 holds three (ids 1..=3, oldest first), source 2 one.
         for id in 1..=3 {
             let at = Time(u64::from(id));
@@ -312,7 +314,7 @@ mod tests {
 
     #[test]
     fn flood_from_many_sources_cannot_lock_out_a_newcomer() {
-        let mut t = HalfOpenTable::new(64, 8);
+        let mut t: HalfOpenTable<u32, ()> = HalfOpenTable::new(64, 8);
         let mut id = 0u32;
         let mut now = Time(0);
         // 200 flooding sources, round after round, each as many as it may.
