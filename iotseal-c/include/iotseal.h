@@ -143,6 +143,13 @@ typedef enum iotseal_event_kind {
 // library has no global state.
 typedef struct iotseal_device iotseal_device;
 
+#if defined(IOTSEAL_BENCH)
+// A gateway in this process that knows one device (`iotseal_loopback_new`), for benchmarks
+// and tests: it opens records, counts their readings and acknowledges them; it stores
+// nothing and has no network. Not a gateway to deploy.
+typedef struct iotseal_loopback iotseal_loopback;
+#endif
+
 // Settings for a new handle. Zero-initialise it (`iotseal_options o = {0};`): a field left
 // 0 takes its default.
 typedef struct iotseal_options {
@@ -487,6 +494,65 @@ const char *iotseal_refusal_name(uint8_t code);
 // `"0.1.0 (hybrid: x25519mlkem768, ed25519, aes256gcm, chacha20poly1305)"`. A static
 // string.
 const char *iotseal_version(void);
+
+#if defined(IOTSEAL_BENCH)
+// Creates a loopback gateway (`*gateway`, free it with `iotseal_loopback_free`) and a device
+// that trusts it (`*device`, free it with `iotseal_device_free`). `options` may be NULL. On
+// failure both are NULL and `error` (if not NULL) holds a message.
+//
+// # Safety
+// `options` is NULL or points to an `iotseal_options`; `gateway` and `device` are valid for
+// a write; `error` is NULL or valid for `error_cap` writes.
+enum iotseal_status iotseal_loopback_new(const struct iotseal_options *options,
+                                         struct iotseal_loopback **gateway,
+                                         struct iotseal_device **device,
+                                         char *error,
+                                         size_t error_cap);
+#endif
+
+#if defined(IOTSEAL_BENCH)
+// Frees a loopback gateway (NULL: nothing).
+//
+// # Safety
+// `gateway` is NULL or from `iotseal_loopback_new`, not freed before.
+void iotseal_loopback_free(struct iotseal_loopback *gateway);
+#endif
+
+#if defined(IOTSEAL_BENCH)
+// The gateway's answer to a request (`endpoint`, `body` of `len` bytes) at `now_ms`, as the
+// HTTP binding gives it: `*status` (200, or a refusal's status with its alert) and the body
+// in `buf` (`*answer_len` bytes). `IOTSEAL_ERR_BUFFER_TOO_SMALL` if `cap` is less than
+// `*answer_len` (the answer is then lost: give a buffer of `IOTSEAL_MIN_REQUEST_LEN`).
+//
+// # Safety
+// `gateway` is a live loopback gateway used by this thread alone; `body` is valid for `len`
+// reads; `status` and `answer_len` are valid for a write; `buf` for `cap` writes.
+enum iotseal_status iotseal_loopback_answer(struct iotseal_loopback *gateway,
+                                            uint64_t now_ms,
+                                            enum iotseal_endpoint endpoint,
+                                            const uint8_t *body,
+                                            size_t len,
+                                            uint16_t *status,
+                                            uint8_t *buf,
+                                            size_t cap,
+                                            size_t *answer_len);
+#endif
+
+#if defined(IOTSEAL_BENCH)
+// The Rust side of the benchmark (`footprint/bench.c`): on a fresh loopback gateway and
+// device, after a handshake, `rounds` times: push `batch` one-value readings (temperature
+// 21.5), take the request, let the gateway answer (not timed), hand the answer to the engine
+// and drain its events, calling the engine directly (no C boundary). `*seconds`: the time
+// spent in the engine's calls (push, poll_transmit, handle_response, poll_event; `Instant`);
+// `*acknowledged`: the readings acknowledged (`rounds * batch` when all went well).
+//
+// # Safety
+// `seconds` and `acknowledged` are valid for a write.
+enum iotseal_status iotseal_bench_rust_rate(size_t batch,
+                                            uint64_t rounds,
+                                            double *seconds,
+                                            uint64_t *acknowledged);
+#endif
 
 extern void *malloc(size_t size);
 

@@ -81,6 +81,8 @@ use iotseal_proto::handshake::PinnedKey;
 use iotseal_proto::reading::SensorKind;
 use iotseal_proto::{Refusal, SigAlg, Time};
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[cfg(all(not(feature = "std"), not(test)))]
 mod firmware;
 #[cfg(feature = "tls-pin")]
