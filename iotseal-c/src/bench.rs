@@ -6,10 +6,10 @@
 
 use alloc::boxed::Box;
 use core::ffi::c_char;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iotseal_device_core::loopback::{self, Gateway};
-use iotseal_device_core::{Endpoint, Response, Sample};
+use iotseal_device_core::{Endpoint, Sample};
 use iotseal_proto::reading::SensorKind;
 use iotseal_proto::{SigAlg, Time};
 
@@ -179,43 +179,16 @@ pub unsafe extern "C" fn iotseal_bench_rust_rate(
 
 fn rust_rate(batch: usize, rounds: u64) -> Result<(Duration, u64), Failure> {
     let (mut lb, mut dev) = make(None)?;
-    let gw = &mut lb.gw;
-    let engine = &mut dev.engine;
     let now = Time(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     );
-    let stalled = || Failure::new(IOTSEAL_ERR_CONFIG, "the loopback handshake stalled");
-    engine.connect();
-    while !engine.is_established() {
-        let t = engine.poll_transmit(now).ok_or_else(stalled)?;
-        let (status, body) = gw.answer(now, t.endpoint, &t.body);
-        engine.handle_response(now, Response::http(status, &body));
-        while engine.poll_event().is_some() {}
-    }
-    let before = engine.stats().acknowledged;
-    let mut spent = Duration::ZERO;
-    for _ in 0..rounds {
-        let start = Instant::now();
-        for _ in 0..batch {
-            // As `iotseal_push` builds it.
-            let s = Sample {
-                values: alloc::vec![(SensorKind::Temperature, 21.5)],
-                ..Sample::default()
-            };
-            engine
-                .push(now, s)
-                .map_err(|_| Failure::new(IOTSEAL_ERR_QUEUE_FULL, "queue full"))?;
-        }
-        let t = engine.poll_transmit(now);
-        spent += start.elapsed();
-        let t = t.ok_or_else(|| Failure::new(IOTSEAL_ERR_CONFIG, "no request to send"))?;
-        let (status, body) = gw.answer(now, t.endpoint, &t.body);
-        let start = Instant::now();
-        engine.handle_response(now, Response::http(status, &body));
-        while engine.poll_event().is_some() {}
-        spent += start.elapsed();
-    }
-    Ok((spent, engine.stats().acknowledged - before))
+    // As `iotseal_push` builds it.
+    let sample = || Sample {
+        values: alloc::vec![(SensorKind::Temperature, 21.5)],
+        ..Sample::default()
+    };
+    loopback::engine_rate(&mut dev.engine, &mut lb.gw, now, rounds, batch, sample)
+        .map_err(|e| Failure::new(IOTSEAL_ERR_CONFIG, e))
 }

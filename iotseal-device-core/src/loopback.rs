@@ -26,6 +26,8 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::string::{String, ToString};
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use alloc::boxed::Box;
@@ -41,7 +43,7 @@ use iotseal_proto::record::header::Header;
 use iotseal_proto::record::{ContentType, Session, batch};
 use iotseal_proto::{Refusal, SigAlg, Suite, Time};
 
-use crate::{Endpoint, Engine, EngineConfig, Response, Transmit};
+use crate::{Endpoint, Engine, EngineConfig, Response, Sample, Transmit};
 
 /// A gateway and the configuration of one device registered on it, trusting each other: a
 /// fresh gateway key (from `gateway_provider`) pinned by the device, a fresh device key (from
@@ -70,6 +72,59 @@ pub fn pair(
     let mut gw = Gateway::new(gc);
     gw.register(device_id, sig, dpub);
     Ok((gw, cfg))
+}
+
+/// Completes a handshake of `engine` with `gw` at `now` (a fresh engine of the pair: no
+/// faults, nothing queued). Events are dropped.
+pub fn establish(engine: &mut Engine, gw: &mut Gateway, now: Time) -> Result<(), &'static str> {
+    engine.connect();
+    while !engine.is_established() {
+        let t = engine
+            .poll_transmit(now)
+            .ok_or("the loopback handshake stalled")?;
+        let (status, body) = gw.answer(now, t.endpoint, &t.body);
+        engine.handle_response(now, Response::http(status, &body));
+        while engine.poll_event().is_some() {}
+    }
+    Ok(())
+}
+
+/// The Rust side of the device benchmarks (iotseal-python's `rust_engine_rate`, iotseal-c's
+/// `iotseal_bench_rust_rate`; docs/performance.md "Devices in Python", "Devices in C"): after
+/// [`establish`], `rounds` times push `batch` readings from `sample`, take the request, let
+/// `gw` answer (**not timed**), hand the answer to the engine and drain its events, all at
+/// `now`. Returns the time spent in the engine's calls (push, poll_transmit, handle_response,
+/// poll_event; building each sample included) and the readings acknowledged meanwhile.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark reads the clock to time the engine; the engine itself is given `now`"
+)]
+pub fn engine_rate(
+    engine: &mut Engine,
+    gw: &mut Gateway,
+    now: Time,
+    rounds: u64,
+    batch: usize,
+    mut sample: impl FnMut() -> Sample,
+) -> Result<(Duration, u64), String> {
+    establish(engine, gw, now)?;
+    let before = engine.stats().acknowledged;
+    let mut spent = Duration::ZERO;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..batch {
+            engine.push(now, sample()).map_err(|e| e.to_string())?;
+        }
+        let t = engine.poll_transmit(now);
+        spent += start.elapsed();
+        let t = t.ok_or("no request to send")?;
+        let (status, body) = gw.answer(now, t.endpoint, &t.body);
+        let start = Instant::now();
+        engine.handle_response(now, Response::http(status, &body));
+        while engine.poll_event().is_some() {}
+        spent += start.elapsed();
+    }
+    Ok((spent, engine.stats().acknowledged - before))
 }
 
 /// How answers travel back.

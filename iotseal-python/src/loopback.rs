@@ -5,10 +5,8 @@
 //! the bindings that need no gateway binary. Not a gateway: no registry beyond its one device,
 //! no limits, nothing stored (readings are counted).
 
-use std::time::{Duration, Instant};
-
 use iotseal_device_core::loopback::Gateway;
-use iotseal_device_core::{Endpoint, EngineConfig, Response, Sample, loopback};
+use iotseal_device_core::{Endpoint, EngineConfig, Sample, loopback};
 use iotseal_proto::Suite;
 use iotseal_proto::reading::SensorKind;
 use pyo3::exceptions::PyValueError;
@@ -124,39 +122,19 @@ pub(crate) fn rust_engine_rate(
 ) -> PyResult<(f64, u64)> {
     let (mut gw, config) = pair(py, parse_suite(py, suite)?)?;
     let mut engine = Engine::build(py, config, Settings::default(), None, None)?;
-    let engine = engine.core_mut();
-    let now = now_or(None);
-    engine.connect();
-    while !engine.is_established() {
-        let t = engine
-            .poll_transmit(now)
-            .ok_or_else(|| PyValueError::new_err("the loopback handshake stalled"))?;
-        let (status, body) = gw.answer(now, t.endpoint, &t.body);
-        engine.handle_response(now, Response::http(status, &body));
-        while engine.poll_event().is_some() {}
-    }
-    let before = engine.stats().acknowledged;
-    let mut spent = Duration::ZERO;
-    for _ in 0..rounds {
-        let start = Instant::now();
-        for _ in 0..batch {
-            let s = Sample {
-                time: None,
-                values: vec![(SensorKind::Temperature, 21.5)],
-                extra: Vec::new(),
-            };
-            engine
-                .push(now, s)
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        }
-        let t = engine.poll_transmit(now);
-        spent += start.elapsed();
-        let t = t.ok_or_else(|| PyValueError::new_err("no request to send"))?;
-        let (status, body) = gw.answer(now, t.endpoint, &t.body);
-        let start = Instant::now();
-        engine.handle_response(now, Response::http(status, &body));
-        while engine.poll_event().is_some() {}
-        spent += start.elapsed();
-    }
-    Ok((spent.as_secs_f64(), engine.stats().acknowledged - before))
+    let sample = || Sample {
+        time: None,
+        values: vec![(SensorKind::Temperature, 21.5)],
+        extra: Vec::new(),
+    };
+    let (spent, acked) = loopback::engine_rate(
+        engine.core_mut(),
+        &mut gw,
+        now_or(None),
+        rounds,
+        batch,
+        sample,
+    )
+    .map_err(PyValueError::new_err)?;
+    Ok((spent.as_secs_f64(), acked))
 }
