@@ -1,7 +1,8 @@
 //! Memory footprint of the device side (docs/footprint.md): heap per handle, per session and
 //! per queued reading, counted by a global allocator that counts only the device's calls; the
 //! stack high-water mark of a handshake, measured on a thread whose stack this test owns and
-//! paints. The gateway is the device engine's in-memory test gateway
+//! paints. The gateway is the device engine's in-memory gateway (`iotseal_device_core::loopback`,
+//! feature `loopback`), driven by the device-core tests' harness
 //! (iotseal-device-core/tests/support), run outside the counted scope or on another thread.
 //!
 //! `cargo test -p iotseal-c --release --test footprint -- --nocapture` prints the figures;
