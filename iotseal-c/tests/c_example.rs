@@ -505,3 +505,59 @@ fn c_firmware_build_sends_every_reading_once() {
     check_stored(&s, "c-firmware-1");
     s.stop();
 }
+
+/// `footprint/bench.c` (the C benchmark, docs/performance.md "Devices in C"; cargo feature
+/// `bench`, which the library linked must have) builds with make and runs for a tiny count:
+/// both sides acknowledge every reading and print a rate. CI: `cargo test -p iotseal-c
+/// --features bench --test c_example c_bench`. Needs a C compiler and make (not libcurl).
+#[cfg(feature = "bench")]
+#[test]
+fn c_bench_builds_and_runs() {
+    let missing = if !runs("cc", &["--version"]) {
+        Some("no C compiler (cc)")
+    } else if !runs("make", &["--version"]) {
+        Some("no make")
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        assert!(!required(), "IOTSEAL_TEST_C=1 but {why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let out = temp_dir("bench").join("bench");
+    let made = Command::new("make")
+        .arg("-C")
+        .arg(crate_dir().join("footprint"))
+        .arg("-B")
+        .arg(format!("IOTSEAL_LIB_DIR={}", lib_dir().display()))
+        .arg(format!("OUT={}", out.display()))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "make: {}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let run = Command::new(&out).args(["300", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The table: a line per batch (1 and 100) with the Rust and C rates and their ratio.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| matches!(w.first(), Some(&"1" | &"100")))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for w in rows {
+        for f in &w[1..4] {
+            let v: f64 = f.parse().unwrap_or_else(|_| panic!("{f:?} in {stdout}"));
+            assert!(v > 0.0, "{stdout}");
+        }
+    }
+}
