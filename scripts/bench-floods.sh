@@ -17,24 +17,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ -n "${IOTSEAL_BIN:-}" ] || cargo build --release -p iotseal-cli --quiet
-bin="${IOTSEAL_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal}"
+. scripts/lib/gateway.sh
+iotseal_bin
 work="$(mktemp -d -t iotseal-floods-XXXXXX)"
 gw_pid=""
 trap '[ -n "$gw_pid" ] && { kill -9 "$gw_pid"; wait "$gw_pid"; } 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 20000 2>/dev/null || true
 
-"$bin" gateway init --dir "$work/gw" >/dev/null
 # shellcheck disable=SC2086 # word splitting of the extra flags is wanted
-"$bin" gateway run --config "$work/gw/gateway.toml" --listen 127.0.0.1:0 ${IOTSEAL_GATEWAY_ARGS:-} \
-  >"$work/gateway.out" 2>"$work/gateway.log" &
-gw_pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^listening on ' "$work/gateway.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^listening on //p' "$work/gateway.out" | head -1)
-[ -n "$url" ] || { cat "$work/gateway.log" >&2; exit 1; }
+start_gateway "$work" ${IOTSEAL_GATEWAY_ARGS:-}
 echo "gateway $url (pid $gw_pid), $(nproc) cores, $(date -u +%FT%TZ)" >&2
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$gw_pid/status"; }

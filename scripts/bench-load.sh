@@ -28,8 +28,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -p iotseal-cli --quiet
-bin="${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal"
+. scripts/lib/gateway.sh
+iotseal_bin
 load=("$bin" bench load)
 work="${out:-$(mktemp -d -t iotseal-bench-load-XXXXXX)}"
 mkdir -p "$work"
@@ -43,18 +43,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 8192 2>/dev/null || true
 
-rm -rf "$work/gw"
-"$bin" gateway init --dir "$work/gw" >/dev/null
-"$bin" gateway run --config "$work/gw/gateway.toml" --listen 127.0.0.1:0 \
-  --handshake-rate-per-ip 100000 --handshake-burst-per-ip 100000 \
-  >"$work/gateway.out" 2>"$work/gateway.log" &
-gw_pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^listening on ' "$work/gateway.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^listening on //p' "$work/gateway.out" | head -1)
-[ -n "$url" ] || { cat "$work/gateway.log" >&2; exit 1; }
+start_gateway "$work" --handshake-rate-per-ip 100000 --handshake-burst-per-ip 100000
 
 nginx_url=""
 if command -v nginx >/dev/null && command -v openssl >/dev/null; then

@@ -17,24 +17,14 @@ cd "$(dirname "$0")/.."
 n="${1:-10000}"
 addrs="${2:-10}"
 
-[ -n "${IOTSEAL_BIN:-}" ] || cargo build --release -p iotseal-cli --quiet
-bin="${IOTSEAL_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal}"
+. scripts/lib/gateway.sh
+iotseal_bin
 work="$(mktemp -d -t iotseal-burst-XXXXXX)"
 gw_pid=""
 trap '[ -n "$gw_pid" ] && kill -9 "$gw_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n $((n + 1024)) 2>/dev/null || ulimit -n 20000 2>/dev/null || true
 
-"$bin" gateway init --dir "$work/gw" >/dev/null
-"$bin" gateway run --config "$work/gw/gateway.toml" --listen 127.0.0.1:0 \
-  --max-connections $((n + 1000)) \
-  >"$work/gateway.out" 2>"$work/gateway.log" &
-gw_pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^listening on ' "$work/gateway.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^listening on //p' "$work/gateway.out" | head -1)
-[ -n "$url" ] || { cat "$work/gateway.log" >&2; exit 1; }
+start_gateway "$work" --max-connections $((n + 1000))
 
 
 python3 - "$url" "$gw_pid" "$n" "$addrs" <<'EOF'

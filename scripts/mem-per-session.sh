@@ -15,25 +15,15 @@ cd "$(dirname "$0")/.."
 rounds="${1:-16}"
 n="${2:-500}"
 
-[ -n "${IOTSEAL_BIN:-}" ] || cargo build --release -p iotseal-cli --quiet
-bin="${IOTSEAL_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/iotseal}"
+. scripts/lib/gateway.sh
+iotseal_bin
 work="$(mktemp -d -t iotseal-mem-XXXXXX)"
 gw_pid=""
 trap '[ -n "$gw_pid" ] && kill -9 "$gw_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 8192 2>/dev/null || true
 
-"$bin" gateway init --dir "$work/gw" >/dev/null
-"$bin" gateway run --config "$work/gw/gateway.toml" --listen 127.0.0.1:0 \
-  --handshake-rate-per-ip 100000 --handshake-burst-per-ip 100000 \
-  --park-after-secs "${PARK_AFTER_SECS:-0}" --sweep-interval-secs 1 \
-  >"$work/gateway.out" 2>"$work/gateway.log" &
-gw_pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^listening on ' "$work/gateway.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^listening on //p' "$work/gateway.out" | head -1)
-[ -n "$url" ] || { cat "$work/gateway.log" >&2; exit 1; }
+start_gateway "$work" --handshake-rate-per-ip 100000 --handshake-burst-per-ip 100000 \
+  --park-after-secs "${PARK_AFTER_SECS:-0}" --sweep-interval-secs 1
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status"; }
 sessions() {
