@@ -1,11 +1,7 @@
 /* device PINS_FILE KEY_FILE COUNT [GATEWAY_URL]: sends COUNT readings (temperature, humidity)
  * to an iotseal gateway over HTTPS. libiotseal does the protocol (handshake, sealing, acks,
  * retries, backoff); this program moves its requests with libcurl and keeps the time. Exit 0
- * once all are acknowledged; 1 on a refusal, pin mismatch, error or 60 s; 2 on bad input.
- *
- * Built with -DIOTSEAL_FROM_RAW (the firmware variant, for the library built without std:
- * docs/footprint.md): device URL CURL_PIN DEVICE_ID PRIVATE_KEY_HEX GATEWAY_KEY_HEX COUNT, no
- * key files; the keys as bytes (a device has them in flash), randomness from the program. */
+ * once all are acknowledged; 1 on a refusal, pin mismatch, error or 60 s; 2 on bad input. */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
 #include <stdio.h>
@@ -14,23 +10,9 @@
 #include <strings.h>
 #include <time.h>
 #include "iotseal.h"
-#ifdef IOTSEAL_FROM_RAW
-#include <sys/random.h>
-#define ARGS "URL CURL_PIN DEVICE_ID PRIVATE_KEY_HEX GATEWAY_KEY_HEX COUNT"
-#define COUNT_ARG 6
-#define MIN_ARGS 7
-#define MAX_ARGS 7
-#else
-#define ARGS "PINS_FILE KEY_FILE COUNT [GATEWAY_URL]"
-#define COUNT_ARG 3
-#define MIN_ARGS 4
-#define MAX_ARGS 5
-#endif
 
 #define TIMEOUT_MS 60000u
 #define INTERVAL_MS 20u  /* a reading every 20 ms */
-#define URL_CAP 512
-#define PIN_CAP 128
 
 struct answer { uint8_t data[65536]; size_t len; uint32_t retry_after; };  /* answers: a few KiB */
 
@@ -77,59 +59,15 @@ static int post(CURL *curl, iotseal_device *dev, const char *url, iotseal_endpoi
     return 0;
 }
 
-#ifdef IOTSEAL_FROM_RAW
-/* The library's random source: a device's is its hardware RNG. */
-static int32_t random_bytes(void *ctx, uint8_t *buf, size_t len) {
-    (void)ctx;
-    while (len > 0) {
-        ssize_t n = getrandom(buf, len, 0);
-        if (n <= 0) return -1;
-        buf += n, len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Hex to bytes: the length, or 0 if not hex or longer than cap. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-    size_t n = strlen(s) / 2;
-    if (strlen(s) % 2 || n > cap) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) return 0;
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
-
-/* The handle from raw keys; the URL and curl's pin from the command line (a device: flash). */
-static iotseal_status create(char **argv, const iotseal_options *opts, iotseal_device **dev, char *url,
-                             char *pin, char *err, size_t err_cap) {
-    uint8_t private_key[64], gateway_key[64];
-    iotseal_pinned_key pinned = { .alg = IOTSEAL_SIG_ED25519, .public_key = gateway_key };
-    iotseal_raw_config raw = {
-        .device_id = (const uint8_t *)argv[3], .device_id_len = strlen(argv[3]),
-        .alg = IOTSEAL_SIG_ED25519, .private_key = private_key, .pins = &pinned, .pins_len = 1,
-        .random = random_bytes,
-    };
-    snprintf(url, URL_CAP, "%s", argv[1]);
-    snprintf(pin, PIN_CAP, "%s", argv[2]);
-    raw.private_key_len = unhex(argv[4], private_key, sizeof private_key);
-    pinned.public_key_len = unhex(argv[5], gateway_key, sizeof gateway_key);
-    iotseal_status st = iotseal_device_from_raw(&raw, opts, dev, err, err_cap);
-    memset(private_key, 0, sizeof private_key);  /* the caller's copy: wiped */
-    return st;
-}
-#endif
-
 int main(int argc, char **argv) {
-    if (argc < MIN_ARGS || argc > MAX_ARGS || atol(argv[COUNT_ARG]) <= 0) {
-        fprintf(stderr, "usage: %s " ARGS "\n", argv[0]);
+    if (argc < 4 || argc > 5 || atol(argv[3]) <= 0) {
+        fprintf(stderr, "usage: %s PINS_FILE KEY_FILE COUNT [GATEWAY_URL]\n", argv[0]);
         return 2;
     }
-    const long count = atol(argv[COUNT_ARG]);
+    const long count = atol(argv[3]);
     long pushed = 0, acked = 0, rc = 2;
     static struct answer ans;
-    char err[256], url[URL_CAP], pin[PIN_CAP];
+    char err[256], url[512], pin[128];
     size_t cap = 4096, len = 0;
     uint8_t *buf = malloc(cap);
     /* Message ids must never repeat for a device (the gateway stores each id once). This
@@ -140,16 +78,11 @@ int main(int argc, char **argv) {
     CURL *curl = curl_easy_init();
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/octet-stream");
     headers = curl_slist_append(headers, "Expect:");  /* no 100-continue round trip */
-#ifdef IOTSEAL_FROM_RAW
-    iotseal_status st = create(argv, &opts, &dev, url, pin, err, sizeof err);
-    if (st != IOTSEAL_OK) { fprintf(stderr, "device: %s\n", err); goto out; }
-#else
     iotseal_status st = iotseal_device_from_files(argv[1], argv[2], &opts, &dev, err, sizeof err);
     if (st != IOTSEAL_OK) { fprintf(stderr, "device: %s\n", err); goto out; }
     if ((st = iotseal_gateway_url(dev, url, sizeof url, NULL)) != IOTSEAL_OK ||
         (st = iotseal_gateway_curl_pin(dev, pin, sizeof pin, NULL)) != IOTSEAL_OK) goto fail;
     if (argc == 5) snprintf(url, sizeof url, "%s", argv[4]);
-#endif
     /* The pin is the gateway's TLS identity (protocol.md §18.2: no CA, no host name). curl
      * enforces it even with VERIFYPEER off, which drops only the CA check (self-signed). */
     curl_easy_setopt(curl, CURLOPT_PINNEDPUBLICKEY, pin);

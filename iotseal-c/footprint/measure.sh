@@ -65,10 +65,14 @@ if [ "$what" != firmware ]; then
 fi
 
 if [ "$what" != std ]; then
-  fwflags=("${cflags[@]}" -DIOTSEAL_FROM_RAW -Wl,-T,iotseal-c/footprint/no-eh-frame.ld)
+  # The firmware variant of the example: raw_keys.h included ahead of device.c. The stub is
+  # compiled on its own (raw_keys.h renames the key-file calls the stub defines).
+  fwflags=("${cflags[@]}" -DIOTSEAL_FROM_RAW -include iotseal-c/examples/raw_keys.h
+    -Wl,-T,iotseal-c/footprint/no-eh-frame.ld)
+  cc "${cflags[@]}" -c -o "$out/fw-stub.o" "$stub"
   declare -A fwbase
   for pie in pie no-pie; do
-    cc "${fwflags[@]}" "-$pie" -s -o "$out/fw-stub-$pie" "$example" "$stub" -lcurl
+    cc "${fwflags[@]}" "-$pie" -s -o "$out/fw-stub-$pie" "$example" "$out/fw-stub.o" -lcurl
     fwbase[$pie]=$(flash "$out/fw-stub-$pie")
   done
   echo "== firmware (no std, panic = abort, one backend per primitive)"

@@ -11,7 +11,7 @@
 //! The firmware build (no std, docs/footprint.md) runs the same way when
 //! `IOTSEAL_FIRMWARE_LIB_DIR` names the folder of its `libiotseal.a`
 //! (`iotseal-c/footprint/build-firmware.sh`; CI sets it): the example built with
-//! `-DIOTSEAL_FROM_RAW` (raw keys, the program's random source) and linked as firmware is,
+//! `-DIOTSEAL_FROM_RAW` (examples/raw_keys.h: raw keys, the program's random source) and linked as firmware is,
 //! without unwind tables (`footprint/no-eh-frame.ld`), against a real gateway.
 
 use std::path::{Path, PathBuf};
@@ -485,12 +485,15 @@ fn c_firmware_build_sends_every_reading_once() {
     } else {
         Command::new(bin)
     };
-    cmd.arg(s.gw.handle.url())
-        .arg(curl_pin(&s.pins_path, &key))
-        .arg(&ident.id)
-        .arg(ident.private_key.as_str())
-        .arg(&pins.identity[0].public_key)
-        .arg(COUNT.to_string());
+    // device GATEWAY KEY COUNT (examples/raw_keys.h).
+    cmd.arg(format!(
+        "{},{},{}",
+        s.gw.handle.url(),
+        curl_pin(&s.pins_path, &key),
+        pins.identity[0].public_key
+    ))
+    .arg(format!("{},{}", ident.id, ident.private_key.as_str()))
+    .arg(COUNT.to_string());
     let out = run(cmd, Duration::from_secs(if valgrind { 300 } else { 90 }));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
