@@ -104,7 +104,7 @@ pub(crate) fn describe(name: &str) -> &'static str {
             "Valid hellos (mac1 is public) from 16 connections for twice the half-open lifetime plus a second (at least three times the half-open cap), never finished, while an honest device opens sessions and sends readings."
         }
         "connection-hog" => {
-            "One address opens TLS connections as fast as it can, trying to hold 10,000 at once (re-opening what the gateway closes), for 8 s, while honest devices at another address open sessions and send readings."
+            "One address opens TLS connections as fast as it can, trying to hold up to 10,000 at once (fewer if the lab process has too few descriptors; the evidence says how many), re-opening what the gateway closes, for 8 s, while honest devices at another address open sessions and send readings."
         }
         "hello-flood-addresses" => {
             "Fresh valid hellos from 250 addresses at full speed (each following a cookie Retry once, as a device would, never finishing), for twice the clock skew plus a second, while honest devices open sessions and send readings."

@@ -25,8 +25,31 @@ use crate::target::{Delta, GatewaySpec, Gw};
 
 type R<T> = Result<T, LabError>;
 
-/// Connections the hog tries to hold at once (the burst).
+/// Connections the hog tries to hold at once (the burst), at most.
 pub(crate) const HOG_CONNECTIONS: usize = 10_000;
+
+/// How many connections the hog tries to hold: [`HOG_CONNECTIONS`], or fewer where this
+/// process's descriptor limit would not leave room for everything else. Against a server in
+/// this process each connection takes two descriptors, and the lab's tests run the iotseal and
+/// the legacy lab side by side in one process: there it gets an eighth of the limit, against a
+/// gateway elsewhere half.
+pub(crate) fn hog_target(server_in_process: bool) -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024);
+    let share = if server_in_process {
+        limit / 8
+    } else {
+        limit / 2
+    };
+    share.min(HOG_CONNECTIONS)
+}
 /// Sources of the hello flood.
 pub(crate) const FLOOD_SOURCES: u8 = 250;
 /// How long the hog runs.
@@ -132,7 +155,7 @@ impl HogReport {
     }
 }
 
-/// `connection-hog`: one address tries to hold [`HOG_CONNECTIONS`] TLS connections while the
+/// `connection-hog`: one address tries to hold [`hog_target`] TLS connections while the
 /// honest devices (another address) send readings.
 pub(crate) fn connection_hog(ctx: &Ctx) -> BoxFut<'_> {
     Box::pin(async move {
@@ -142,19 +165,14 @@ pub(crate) fn connection_hog(ctx: &Ctx) -> BoxFut<'_> {
         let rss0 = crate::rss_kib();
         let before = ctx.gw.metrics().await?;
         let stop = AtomicBool::new(false);
-        let attack = hog(
-            ctx.gw.url(),
-            ctx.gw.http.tls(),
-            from,
-            HOG_CONNECTIONS,
-            run_for,
-        );
+        let target = hog_target(ctx.gw.local.is_some());
+        let attack = hog(ctx.gw.url(), ctx.gw.http.tls(), from, target, run_for);
         let (rep, honest) = service::alongside(&stop, attack, honest_traffic(ctx, &stop)).await;
         let honest = honest?;
         let after = ctx.gw.metrics().await?;
         let d = Delta::between(&before, &after);
         let cap = ctx.gw.limits.max_connections_per_ip;
-        f.saw(rep.describe(from));
+        f.saw(format!("{} (trying to hold {target})", rep.describe(from)));
         f.saw(format!(
             "refused at the gateway: {} per-address, {} global",
             d.refusals.get("limit_per_ip").copied().unwrap_or(0),

@@ -125,7 +125,7 @@ pub fn criterion(name: &str) -> &'static str {
             "honest devices served during the flood (no request refused, every session opened and reading stored within 5 s); the flood opens no session, memory bounded"
         }
         "connection-hog" => {
-            "another address served while one tries to hold 10,000 connections (nothing refused, all stored within 2 s); the hog held to the per-address cap"
+            "another address served while one tries to hold up to 10,000 connections (nothing refused, all stored within 2 s); the hog held to the per-address cap"
         }
         "hello-flood-addresses" => {
             "honest devices served during valid hellos from 250 addresses (nothing refused, every session opened and reading stored within 5 s); no session for the flood"
