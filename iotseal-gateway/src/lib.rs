@@ -60,9 +60,10 @@ pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod settings;
-pub mod storage;
 pub mod testing;
 pub mod tls;
+
+pub use iotseal_storage as storage;
 
 use std::fmt;
 

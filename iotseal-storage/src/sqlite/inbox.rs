@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 
 use super::db;
 use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INSERT_CHUNK};
-use crate::storage::StorageError;
+use crate::StorageError;
 
 /// Inbox rows at which the writer merges once no request is waiting.
 pub(super) const MERGE_ROWS: usize = 2048;

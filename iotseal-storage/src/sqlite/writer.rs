@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::db;
 use super::inbox::{Inbox, MERGE_FORCE_ROWS, MERGE_ROWS, MERGE_STEP};
 use super::schema::{CHUNK_MAX_READINGS, CHUNK_SPAN_MS, INBOX_BELOW, INSERT_CHUNK, INSERT_INBOX};
-use crate::storage::{StorageError, StoreOutcome};
+use crate::{StorageError, StoreOutcome};
 
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::db;
-use crate::storage::StorageError;
+use crate::StorageError;
 
 /// `PRAGMA application_id` of iotseal gateway databases ("IOTS").
 pub(super) const APPLICATION_ID: i32 = 0x494F_5453;

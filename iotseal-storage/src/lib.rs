@@ -6,7 +6,11 @@
 //! - A reading is identified by (device id, message id): storing it again is a no-op counted
 //!   as a duplicate, never a second row.
 //! - A batch is all-or-nothing: a crash leaves either every reading of a call or none.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod json;
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
@@ -107,7 +111,7 @@ pub struct StoredReading {
     /// The reading's message id, chosen by the device and unique per device: a reading
     /// received again with the same id is stored once. A decimal string, not a JSON number:
     /// ids go up to 2^62 − 1 and JavaScript's numbers are exact only up to 2^53.
-    #[serde(serialize_with = "crate::admin::msg_id_json")]
+    #[serde(serialize_with = "crate::json::msg_id_json")]
     #[schema(value_type = String, pattern = "^(0|[1-9][0-9]{0,18})$", example = "17")]
     pub msg_id: u64,
     /// When the reading was taken, by the device's clock: ms since the Unix epoch (`time_ms`
@@ -127,8 +131,8 @@ pub struct StoredReading {
     pub payload_hex: String,
     /// Values parsed from the payload: (sensor name, value), in payload order; NaN and
     /// ±infinity as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
-    #[serde(serialize_with = "crate::admin::values_json")]
-    #[schema(schema_with = crate::admin::values_schema)]
+    #[serde(serialize_with = "crate::json::values_json")]
+    #[schema(schema_with = json::values_schema)]
     pub values: Vec<(String, f64)>,
 }
 

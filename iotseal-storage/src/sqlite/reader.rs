@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::schema::CHUNK_SPAN_MS;
 use super::{db, schema};
-use crate::storage::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
+use crate::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
 
 /// Readings returned when the query sets no limit.
 pub(super) const DEFAULT_LIMIT: u32 = 1000;

@@ -7,7 +7,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Config, Row, Statement};
 
 use super::{pg, schema};
-use crate::storage::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
+use crate::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
 
 /// Readings returned when the query sets no limit.
 pub(super) const DEFAULT_LIMIT: u32 = 1000;

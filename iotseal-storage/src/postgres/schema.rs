@@ -9,7 +9,7 @@ use std::str::FromStr;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{PgOptions, pg};
-use crate::storage::StorageError;
+use crate::StorageError;
 
 /// `schema_version.application` of iotseal gateway schemas.
 pub(super) const APPLICATION: &str = "iotseal-gateway";

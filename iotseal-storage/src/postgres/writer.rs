@@ -43,7 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Statement};
 
 use super::{pg, schema};
-use crate::storage::{SensorName, StorageError, StoreOutcome};
+use crate::{SensorName, StorageError, StoreOutcome};
 
 /// Times a request is run again after a deadlock or a serialization failure.
 const RETRIES: u32 = 3;
