@@ -167,6 +167,9 @@ pub enum ApiMisuse {
     /// A session-id partitioning into zero partitions, or owning a partition not below the
     /// partition count.
     BadPartition,
+    /// A commit step given another message than its check step
+    /// ([`crate::handshake::HandshakeServer::commit_finish`]).
+    CommitMismatch,
 }
 
 /// What a peer is told: one byte, the same for every authentication failure.

@@ -25,7 +25,10 @@ pub use config::{
     mac1_key,
 };
 pub use device::{DeviceEstablished, DeviceHandshake, DeviceNext};
-pub use gateway::{DeviceRegistry, GatewayEstablished, HandshakeServer, HelloReply};
+pub use gateway::{
+    DeviceRegistry, FinishJob, FinishVerified, GatewayEstablished, HandshakeServer, HelloComputed,
+    HelloJob, HelloReply, HelloStep,
+};
 pub use half_open::SourceKey;
 pub use session_id::{MAX_PARTITIONS, PartitionSet, SessionIdPolicy};
 
