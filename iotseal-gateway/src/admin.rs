@@ -28,8 +28,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cluster::Cluster;
+use crate::pipeline::Pipeline;
 use crate::registry::{DeviceState, RegisterError};
-use crate::server::Shared;
 use crate::sessions::EndReason;
 use crate::storage::json::non_finite;
 use crate::storage::{DeviceRecord, ReadingQuery, StoredReading};
@@ -101,7 +102,23 @@ impl Modify for AdminToken {
 
 /// Every admin route with its documentation: the one declaration of both (see the module
 /// documentation).
-fn api() -> OpenApiRouter<Arc<Shared>> {
+/// What the admin API (and the dashboard, through it) works with: the engine, the admin
+/// token's hash and, in cluster mode, the cluster (announcements, `GET /v1/cluster`).
+pub(crate) struct AdminState {
+    pub(crate) pipeline: Arc<Pipeline>,
+    /// SHA-256 of the admin token.
+    pub(crate) token_sha256: [u8; 32],
+    pub(crate) cluster: Option<Arc<Cluster>>,
+}
+
+impl std::ops::Deref for AdminState {
+    type Target = Pipeline;
+    fn deref(&self) -> &Pipeline {
+        &self.pipeline
+    }
+}
+
+fn api() -> OpenApiRouter<Arc<AdminState>> {
     OpenApiRouter::with_openapi(AdminApi::openapi())
         .routes(routes!(list, register))
         .routes(routes!(show))
@@ -112,9 +129,11 @@ fn api() -> OpenApiRouter<Arc<Shared>> {
 }
 
 /// The admin routes, behind the token.
-pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(state: Arc<AdminState>) -> Router {
     let (router, _) = api().split_for_parts();
-    router.route_layer(middleware::from_fn_with_state(shared, require_token))
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
 }
 
 /// The admin API's OpenAPI 3.1 document as served at `GET /v1/openapi.json` and kept in
@@ -130,7 +149,7 @@ static DOCUMENT: LazyLock<Result<String, String>> =
     LazyLock::new(|| openapi_json().map_err(|e| e.to_string()));
 
 /// Whether the request carries the admin token as `Authorization: Bearer T`.
-pub(crate) fn token_ok(sh: &Shared, headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn token_ok(sh: &AdminState, headers: &axum::http::HeaderMap) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -139,12 +158,12 @@ pub(crate) fn token_ok(sh: &Shared, headers: &axum::http::HeaderMap) -> bool {
     // Compare hashes: constant time, and the same work whatever the presented length.
     presented.is_some_and(|t| {
         let h = sh.provider.hash.hash(t.as_bytes());
-        bool::from(h.ct_eq(&sh.admin_token_sha256))
+        bool::from(h.ct_eq(&sh.token_sha256))
     })
 }
 
 /// The 401 of the admin API (counted as an `unauthorized` refusal).
-pub(crate) fn unauthorized(sh: &Shared) -> Response {
+pub(crate) fn unauthorized(sh: &AdminState) -> Response {
     sh.metrics.refusal("unauthorized");
     (
         StatusCode::UNAUTHORIZED,
@@ -153,7 +172,7 @@ pub(crate) fn unauthorized(sh: &Shared) -> Response {
         .into_response()
 }
 
-async fn require_token(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+async fn require_token(State(sh): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
     if !token_ok(&sh, req.headers()) {
         return unauthorized(&sh);
     }
@@ -203,7 +222,7 @@ pub(crate) struct DeviceInfo {
     readings: u64,
 }
 
-fn info(sh: &Shared, d: &DeviceState) -> DeviceInfo {
+fn info(sh: &AdminState, d: &DeviceState) -> DeviceInfo {
     let (handshakes, records_accepted, _) = d.counters();
     DeviceInfo {
         id: d.id.to_string(),
@@ -257,7 +276,7 @@ fn bad_id() -> Response {
         (status = 401, description = UNAUTHORIZED, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
     )
 )]
-async fn list(State(sh): State<Arc<Shared>>) -> Response {
+async fn list(State(sh): State<Arc<AdminState>>) -> Response {
     let v: Vec<DeviceInfo> = sh.registry.all().iter().map(|d| info(&sh, d)).collect();
     Json(v).into_response()
 }
@@ -279,7 +298,10 @@ const UNAUTHORIZED: &str = "No admin token, or another one: no body.";
         (status = 404, description = "No device has this id (`unknown device`).", body = ErrorBody),
     )
 )]
-async fn show(State(sh): State<Arc<Shared>>, id: Result<Path<String>, PathRejection>) -> Response {
+async fn show(
+    State(sh): State<Arc<AdminState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let Ok(Path(id)) = id else {
         return bad_id();
     };
@@ -348,7 +370,7 @@ struct RegisterReq {
     )
 )]
 async fn register(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<AdminState>>,
     body: Result<Json<RegisterReq>, JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
@@ -412,6 +434,9 @@ async fn register(
     match sh.registry.insert(&rec) {
         Ok(d) => {
             info!(device = %rec.id, %alg, "device registered");
+            if let Some(c) = &sh.cluster {
+                c.announce_device(&rec.id).await;
+            }
             (StatusCode::CREATED, Json(info(&sh, &d))).into_response()
         }
         Err(_) => error(StatusCode::CONFLICT, "id already registered"),
@@ -450,7 +475,7 @@ struct Revoked {
     )
 )]
 async fn revoke(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<AdminState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
@@ -467,6 +492,9 @@ async fn revoke(
     match sh.storage.revoke_device(id.clone()).await {
         Ok(_) => {
             info!(device = %id, sessions = ended.len(), "device revoked");
+            if let Some(c) = &sh.cluster {
+                c.announce_device(&id).await;
+            }
             Json(Revoked {
                 id,
                 revoked: true,
@@ -545,7 +573,7 @@ enum Format {
     )
 )]
 async fn readings(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<AdminState>>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<ReadingsParams>, QueryRejection>,
 ) -> Response {
@@ -718,8 +746,11 @@ struct ClusterNode {
         (status = 404, description = "The gateway is not in cluster mode (`not in cluster mode`).", body = ErrorBody),
     )
 )]
-async fn cluster() -> Response {
-    error(StatusCode::NOT_FOUND, "not in cluster mode")
+async fn cluster(State(sh): State<Arc<AdminState>>) -> Response {
+    match &sh.cluster {
+        Some(c) => Json(c.status_json()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not in cluster mode"),
+    }
 }
 
 /// This document.

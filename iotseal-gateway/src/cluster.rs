@@ -35,38 +35,30 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
-use iotseal_proto::handshake::messages::{Cookie, Hello, encode_alert};
+use iotseal_proto::handshake::messages::{Cookie, Hello, decode_alert};
 use iotseal_proto::handshake::{SessionIdPolicy, SourceKey};
 use iotseal_proto::record::{Header, batch};
 use iotseal_proto::{CryptoProvider, Refusal};
 use tokio::sync::watch;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::server::{Peer, Shared};
-use crate::sessions::EndReason;
+use crate::pipeline::{Answer, Binding, Kind, Pipeline, Request, Route, SessionIds};
 use crate::settings::ClusterSettings;
+use crate::storage::BoxFuture;
 use crate::{GatewayError, Settings};
 
 const PATH_HEADER: &str = "Iotseal-Path";
 const PEER_HEADER: &str = "Iotseal-Peer";
-/// A forwarded MQTT hello's source key (hex, docs/protocol.md §17): the owner checks and
-/// issues Address cookies for the same source as the receiving node would.
+/// A forwarded hello's source key (hex, docs/protocol.md §17): the owner checks and issues
+/// Address cookies for the same source as the receiving node would.
 const SOURCE_HEADER: &str = "Iotseal-Source";
-const STATUS_HEADER: &str = "Iotseal-Status";
-const RETRY_AFTER_HEADER: &str = "Iotseal-Retry-After";
-/// Which binding a forwarded request came in on: absent (HTTP) or `mqtt`.
+/// The owner's answer: `bytes` (the payload is the answer), `refused` (the payload is the
+/// alert) or `rate_limited`; each binding turns it into its transport's answer.
+const ANSWER_HEADER: &str = "Iotseal-Answer";
+/// Which binding a forwarded request came in on: `http` or `mqtt`.
 const BINDING_HEADER: &str = "Iotseal-Binding";
-const OCTET: &str = "application/octet-stream";
 /// How often every node re-reads the device registry from the shared storage.
 const REGISTRY_RESYNC: Duration = Duration::from_secs(30);
 /// Most members remembered (the nodes view); the longest-unseen are dropped first.
@@ -159,11 +151,7 @@ fn unix_ms() -> u64 {
 /// The answer of a forwarded request.
 enum Forwarded {
     /// The owner answered.
-    Answer {
-        status: StatusCode,
-        retry_after: Option<String>,
-        body: Bytes,
-    },
+    Answer(Answer),
     /// Nobody subscribes to the partition's subject now.
     NoOwner,
     /// A timeout or a NATS error: the device should retry.
@@ -192,10 +180,9 @@ pub struct Cluster {
     members: Mutex<HashMap<String, Member>>,
     /// The task answering membership pings (ended when the node leaves).
     members_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The router without the cluster layer: what forwarded requests run through.
-    inner: OnceLock<Router>,
-    /// The gateway's state, for forwarded MQTT requests (weak: the state holds the cluster).
-    shared: OnceLock<std::sync::Weak<Shared>>,
+    /// The engine forwarded requests enter (weak: the engine holds the cluster as its
+    /// router and session-id source).
+    pipeline: OnceLock<std::sync::Weak<Pipeline>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -294,8 +281,7 @@ impl Cluster {
             address: address.to_string(),
             members: Mutex::new(HashMap::new()),
             members_task: Mutex::new(None),
-            inner: OnceLock::new(),
-            shared: OnceLock::new(),
+            pipeline: OnceLock::new(),
         });
         // Answer membership pings.
         let mut members = cluster
@@ -386,14 +372,14 @@ impl Cluster {
     }
 
     /// Where a device request goes.
-    fn target(&self, path: &str, body: &[u8]) -> Target {
+    fn target(&self, kind: Kind, body: &[u8]) -> Target {
         let part = |h: &[u8]| {
             let mut b = [0u8; 4];
             b.copy_from_slice(&h[..4]);
             u32::from_be_bytes(b) % self.partitions
         };
-        match (path, body.first()) {
-            ("/v1/handshake", Some(0x01)) => match Hello::decode(body) {
+        match (kind, body.first()) {
+            (Kind::Handshake, Some(0x01)) => match Hello::decode(body) {
                 Ok(h) => match h.cookie.map(Cookie::decode) {
                     Some(Ok(c)) => Target::Hello(part(&c.hello_hash)),
                     Some(Err(_)) => Target::Here,
@@ -401,11 +387,11 @@ impl Cluster {
                 },
                 Err(_) => Target::Here,
             },
-            ("/v1/handshake", Some(0x04)) if body.len() >= 5 => {
+            (Kind::Handshake, Some(0x04)) if body.len() >= 5 => {
                 let id = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
                 Target::Session(id % self.partitions)
             }
-            ("/v1/records", _) => match batch::split(body) {
+            (Kind::Records, _) => match batch::split(body) {
                 Ok(recs) => match recs.first().map(|r| Header::peek_session_id(r)) {
                     Some(Ok(id)) => Target::Session(id % self.partitions),
                     _ => Target::Here,
@@ -419,23 +405,21 @@ impl Cluster {
     // -----------------------------------------------------------------------------------
     // Start
 
-    /// Wraps `router` with request routing, and starts the lease keeper, the forwarded
-    /// request servers and the registry sync. They stop when `shutdown` turns true (the
-    /// leases are then released, so other nodes take the partitions over at once).
+    /// Starts the lease keeper, the forwarded request servers and the registry sync for
+    /// `pipeline` (whose router and session-id source this cluster is). They stop when
+    /// `shutdown` turns true (the leases are then released, so other nodes take the
+    /// partitions over at once).
     pub(crate) fn start(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
-        router: Router,
+        pipeline: &Arc<Pipeline>,
         shutdown: watch::Receiver<bool>,
-    ) -> Router {
-        let _ = self.inner.set(router.clone());
-        let _ = self.shared.set(Arc::downgrade(shared));
-        tokio::spawn(self.clone().lease_keeper(shared.clone(), shutdown.clone()));
-        tokio::spawn(self.clone().registry_sync(shared.clone(), shutdown));
-        router.layer(middleware::from_fn_with_state(
-            (self.clone(), shared.clone()),
-            route,
-        ))
+    ) {
+        let _ = self.pipeline.set(Arc::downgrade(pipeline));
+        tokio::spawn(
+            self.clone()
+                .lease_keeper(pipeline.clone(), shutdown.clone()),
+        );
+        tokio::spawn(self.clone().registry_sync(pipeline.clone(), shutdown));
     }
 
     // -----------------------------------------------------------------------------------
@@ -531,7 +515,7 @@ impl Cluster {
 
     async fn lease_keeper(
         self: Arc<Self>,
-        shared: Arc<Shared>,
+        pipeline: Arc<Pipeline>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let every = self.lease / 3;
@@ -545,7 +529,7 @@ impl Cluster {
             if *shutdown.borrow() {
                 break;
             }
-            self.tick(&shared, &mut taken).await;
+            self.tick(&pipeline, &mut taken).await;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stopped(&mut shutdown) => break,
@@ -559,7 +543,7 @@ impl Cluster {
         fnv(&[self.node_id.as_bytes(), &p.to_be_bytes()])
     }
 
-    async fn tick(self: &Arc<Self>, shared: &Arc<Shared>, taken: &mut HashMap<u32, Instant>) {
+    async fn tick(self: &Arc<Self>, pipeline: &Pipeline, taken: &mut HashMap<u32, Instant>) {
         let op = self.lease / 4;
         // Stop serving before anybody else may claim: the lease counts from the start of the
         // renewal, minus a margin for timer slack.
@@ -595,13 +579,13 @@ impl Cluster {
                 }
                 Ok(Err(e)) => {
                     warn!(node = %self.node_id, partition = p, error = %e, "lease lost");
-                    self.lose(shared, p);
+                    self.lose(pipeline, p);
                 }
                 Err(_) => {
                     // NATS is slow or away: keep serving until the lease runs out.
                     if !self.owns(p) {
                         warn!(node = %self.node_id, partition = p, "lease expired unrenewed");
-                        self.lose(shared, p);
+                        self.lose(pipeline, p);
                     }
                 }
             }
@@ -616,7 +600,7 @@ impl Cluster {
             };
             mine.sort_by_key(|(p, _)| self.score(*p));
             for (p, rev) in mine.into_iter().take(count - share) {
-                self.lose(shared, p);
+                self.lose(pipeline, p);
                 let _ = tokio::time::timeout(
                     op,
                     self.owners.delete_expect_revision(Self::key(p), Some(rev)),
@@ -707,7 +691,7 @@ impl Cluster {
     /// Stops serving a partition. Its sessions are no longer reachable (requests for them go
     /// to the new owner, which answers UnknownSession); they expire here with the idle
     /// timeout.
-    fn lose(&self, shared: &Shared, p: u32) {
+    fn lose(&self, pipeline: &Pipeline, p: u32) {
         self.deadlines[p as usize].store(0, Ordering::Relaxed);
         if let Some(o) = self
             .owned
@@ -718,7 +702,7 @@ impl Cluster {
             o.subscription.abort();
             self.counters.lost.fetch_add(1, Ordering::Relaxed);
         }
-        shared.metrics.set_active_sessions(shared.sessions.len());
+        pipeline.refresh_gauges();
     }
 
     async fn release_all(&self) {
@@ -754,52 +738,24 @@ impl Cluster {
     // -----------------------------------------------------------------------------------
     // Forwarding
 
-    /// Sends a request to the owner of partition `p`; `None` when nobody owns it now.
-    async fn forward(
-        &self,
-        p: u32,
-        path: &str,
-        peer: Option<SocketAddr>,
-        body: Bytes,
-    ) -> Option<Response> {
-        match self.forward_raw(p, path, None, peer, None, body).await {
-            Forwarded::NoOwner => None,
-            Forwarded::Failed => Some(busy()),
-            Forwarded::Answer {
-                status,
-                retry_after,
-                body,
-            } => {
-                let mut resp = (status, [(header::CONTENT_TYPE, OCTET)], body).into_response();
-                if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Some(resp)
-            }
-        }
-    }
-
     /// Sends a request to the owner of partition `p` over NATS request/reply.
-    async fn forward_raw(
-        &self,
-        p: u32,
-        path: &str,
-        binding: Option<&str>,
-        peer: Option<SocketAddr>,
-        source: Option<SourceKey>,
-        body: Bytes,
-    ) -> Forwarded {
+    async fn forward(&self, p: u32, req: &Request) -> Forwarded {
         let mut h = async_nats::HeaderMap::new();
-        h.insert(PATH_HEADER, path);
-        if let Some(b) = binding {
-            h.insert(BINDING_HEADER, b);
-        }
-        if let Some(peer) = peer {
+        h.insert(
+            PATH_HEADER,
+            match req.kind {
+                Kind::Handshake => "/v1/handshake",
+                Kind::Records => "/v1/records",
+            },
+        );
+        h.insert(BINDING_HEADER, req.binding.as_str());
+        if let Some(peer) = req.peer {
             h.insert(PEER_HEADER, peer.to_string());
         }
-        if let Some(s) = source {
+        if let Some(s) = req.source {
             h.insert(SOURCE_HEADER, hex::encode(s.0));
         }
+        let body = req.body.clone();
         self.counters.forwarded_out.fetch_add(1, Ordering::Relaxed);
         let r = tokio::time::timeout(
             self.forward_timeout,
@@ -834,63 +790,53 @@ impl Cluster {
                 .and_then(|h| h.get(n))
                 .map(|v| v.as_str().to_string())
         };
-        let status = hv(STATUS_HEADER)
-            .and_then(|s| s.parse::<u16>().ok())
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(StatusCode::BAD_GATEWAY);
-        Forwarded::Answer {
-            status,
-            retry_after: hv(RETRY_AFTER_HEADER),
-            body: msg.payload,
-        }
+        let answer = match hv(ANSWER_HEADER).as_deref() {
+            Some("bytes") => Answer::Bytes(msg.payload),
+            Some("rate_limited") => Answer::RateLimited,
+            Some("refused") => Answer::Refused(decode_alert(&msg.payload).unwrap_or(Refusal::Busy)),
+            _ => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Forwarded::Failed;
+            }
+        };
+        Forwarded::Answer(answer)
     }
 
-    /// The MQTT binding's routing of one request (`path`: `/v1/handshake` for the `hs`
-    /// topic, `/v1/records` for `rec`): `None` when this node handles it, else the answer
-    /// payload to publish on the device's response topic (the owner's answer, or an alert
-    /// when the owner cannot be reached).
-    pub(crate) async fn route_mqtt(
-        &self,
-        path: &str,
-        body: &Bytes,
-        source: Option<SourceKey>,
-    ) -> Option<Bytes> {
-        let target = self.target(path, body);
-        let here = || {
-            self.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
+    /// Where a request is served: `None` here, else the owner's answer (or the refusal when
+    /// it cannot be reached or nobody owns the partition).
+    async fn route_request(&self, req: &Request) -> Option<Answer> {
+        let target = self.target(req.kind, &req.body);
+        let here = |c: &Self| {
+            if req.binding == Binding::Mqtt {
+                c.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
+            }
             None
         };
         let p = match target {
-            Target::Here => return here(),
-            Target::Hello(p) | Target::Session(p) if self.owns(p) => return here(),
+            Target::Here => return here(self),
+            Target::Hello(p) | Target::Session(p) if self.owns(p) => return here(self),
             Target::Hello(p) | Target::Session(p) => p,
         };
-        let r = self
-            .forward_raw(p, path, Some("mqtt"), None, source, body.clone())
-            .await;
-        if !matches!(r, Forwarded::NoOwner) {
+        let r = self.forward(p, req).await;
+        if req.binding == Binding::Mqtt && !matches!(r, Forwarded::NoOwner) {
             self.counters.mqtt_forwarded.fetch_add(1, Ordering::Relaxed);
         }
         match r {
-            Forwarded::Answer { body, .. } => Some(body),
-            Forwarded::Failed => Some(Bytes::copy_from_slice(&encode_alert(Refusal::Busy))),
-            Forwarded::NoOwner => {
-                self.counters.mqtt_here.fetch_add(1, Ordering::Relaxed);
-                match target {
-                    // Any owner can answer a hello (it draws the session id in its partitions).
-                    Target::Hello(_) if !self.owned_partitions().is_empty() => None,
-                    Target::Hello(_) => Some(Bytes::copy_from_slice(&encode_alert(Refusal::Busy))),
-                    // The session died with its node: the device handshakes again.
-                    _ => Some(Bytes::copy_from_slice(&encode_alert(
-                        Refusal::UnknownSession,
-                    ))),
-                }
-            }
+            Forwarded::Answer(a) => Some(a),
+            Forwarded::Failed => Some(Answer::Refused(Refusal::Busy)),
+            // Nobody owns the partition right now (a node died, its lease has not run out).
+            Forwarded::NoOwner => match target {
+                // Any owner can answer a hello (it draws the session id in its partitions).
+                Target::Hello(_) if !self.owned_partitions().is_empty() => here(self),
+                Target::Hello(_) => Some(Answer::Refused(Refusal::Busy)),
+                // The session died with its node: the device handshakes again.
+                _ => Some(Answer::Refused(Refusal::UnknownSession)),
+            },
         }
     }
 
-    /// Serves a request forwarded by another node: runs it through this node's router (as if
-    /// it had arrived here) and replies with the status and body.
+    /// Serves a request forwarded by another node: it enters this node's pipeline as if it
+    /// had arrived here over its binding, and the answer goes back.
     async fn serve_forwarded(self: Arc<Self>, msg: async_nats::Message) {
         let Some(reply) = msg.reply.clone() else {
             return;
@@ -902,65 +848,50 @@ impl Cluster {
                 .and_then(|h| h.get(n))
                 .map(|v| v.as_str().to_string())
         };
-        let path = match hv(PATH_HEADER).as_deref() {
-            Some("/v1/handshake") => "/v1/handshake",
-            Some("/v1/records") => "/v1/records",
+        let kind = match hv(PATH_HEADER).as_deref() {
+            Some("/v1/handshake") => Kind::Handshake,
+            Some("/v1/records") => Kind::Records,
             _ => return,
         };
-        if hv(BINDING_HEADER).as_deref() == Some("mqtt") {
-            // An MQTT request another node received: processed here as if the broker had
-            // delivered it here (the MQTT handshake server, no per-address rate limit); the
-            // receiving node publishes the answer.
-            let Some(sh) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
-                return;
-            };
-            // The hello's source key, as the receiving node computed it.
-            let source = hv(SOURCE_HEADER)
-                .and_then(|v| hex::decode(v).ok())
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(SourceKey);
-            let body =
-                crate::mqtt::process(&sh, path == "/v1/handshake", source, msg.payload).await;
-            let mut h = async_nats::HeaderMap::new();
-            h.insert(STATUS_HEADER, "200");
-            if let Err(e) = self.client.publish_with_headers(reply, h, body).await {
-                debug!(error = %e, "answering a forwarded MQTT request failed");
-            }
-            return;
-        }
-        let Some(router) = self.inner.get() else {
+        let binding = match hv(BINDING_HEADER).as_deref() {
+            Some("mqtt") => Binding::Mqtt,
+            _ => Binding::Http,
+        };
+        let Some(pipeline) = self.pipeline.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(header::CONTENT_TYPE, OCTET)
-            .header(header::CONTENT_LENGTH, msg.payload.len())
-            .body(Body::from(msg.payload.clone()))
-            .expect("request");
-        if let Some(peer) = hv(PEER_HEADER).and_then(|p| p.parse::<SocketAddr>().ok()) {
-            req.extensions_mut().insert(Peer(peer));
-        }
-        let resp = match router.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => match e {},
+        // The hello's source key and the peer, as the receiving node saw them.
+        let source = hv(SOURCE_HEADER)
+            .and_then(|v| hex::decode(v).ok())
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(SourceKey);
+        let peer = hv(PEER_HEADER).and_then(|p| p.parse::<SocketAddr>().ok());
+        let req = Request {
+            binding,
+            kind,
+            peer,
+            source,
+            body: msg.payload.clone(),
         };
-        let status = resp.status().as_u16();
-        let retry = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => Bytes::new(),
+        let answer = if req.body.len() > pipeline.settings.limits.max_body {
+            Answer::Refused(Refusal::Malformed)
+        } else {
+            pipeline.handle_local(req).await
         };
         let mut h = async_nats::HeaderMap::new();
-        h.insert(STATUS_HEADER, status.to_string());
-        if let Some(r) = retry {
-            h.insert(RETRY_AFTER_HEADER, r);
-        }
-        if let Err(e) = self.client.publish_with_headers(reply, h, body).await {
+        h.insert(
+            ANSWER_HEADER,
+            match answer {
+                Answer::Bytes(_) => "bytes",
+                Answer::Refused(_) => "refused",
+                Answer::RateLimited => "rate_limited",
+            },
+        );
+        if let Err(e) = self
+            .client
+            .publish_with_headers(reply, h, answer.to_payload())
+            .await
+        {
             debug!(error = %e, "answering a forwarded request failed");
         }
     }
@@ -968,7 +899,8 @@ impl Cluster {
     // -----------------------------------------------------------------------------------
     // Registry
 
-    async fn announce_device(&self, id: &str) {
+    /// Tells the other nodes that device `id` was registered or revoked here.
+    pub(crate) async fn announce_device(&self, id: &str) {
         let _ = self
             .client
             .publish(self.registry_subject(), Bytes::from(id.to_string()))
@@ -977,7 +909,7 @@ impl Cluster {
 
     async fn registry_sync(
         self: Arc<Self>,
-        shared: Arc<Shared>,
+        pipeline: Arc<Pipeline>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut sub = match self.client.subscribe(self.registry_subject()).await {
@@ -993,16 +925,16 @@ impl Cluster {
             tokio::select! {
                 _ = stopped(&mut shutdown) => break,
                 _ = iv.tick() => {
-                    if let Ok(all) = shared.storage.devices().await {
+                    if let Ok(all) = pipeline.storage.devices().await {
                         for d in &all {
-                            apply_device(&shared, d);
+                            pipeline.apply_device(d);
                         }
                     }
                 }
                 Some(m) = async { match sub.as_mut() { Some(s) => s.next().await, None => None } } => {
                     let id = String::from_utf8_lossy(&m.payload).to_string();
-                    if let Ok(Some(d)) = shared.storage.device(id).await {
-                        apply_device(&shared, &d);
+                    if let Ok(Some(d)) = pipeline.storage.device(id).await {
+                        pipeline.apply_device(&d);
                     }
                 }
             }
@@ -1010,7 +942,7 @@ impl Cluster {
     }
 
     /// Prometheus lines of this node's cluster state.
-    fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         let c = &self.counters;
         let n = &self.node_id;
         format!(
@@ -1052,7 +984,7 @@ impl Cluster {
     }
 
     /// This node's cluster state as JSON (`GET /v1/cluster`).
-    fn status_json(&self) -> serde_json::Value {
+    pub(crate) fn status_json(&self) -> serde_json::Value {
         let (out, inn) = self.forwarded();
         serde_json::json!({
             "node": self.node_id,
@@ -1120,157 +1052,21 @@ fn note_members(
     }
 }
 
-/// Brings one device of the shared storage into this node's registry: a new device is added,
-/// a revoked one is revoked here too and its sessions end.
-fn apply_device(shared: &Shared, d: &crate::storage::DeviceRecord) {
-    match shared.registry.get(d.id.as_bytes()) {
-        Some(s) if d.revoked && !s.is_revoked() => {
-            shared.registry.revoke(d.id.as_bytes());
-            let ended = shared.sessions.remove_device(&d.id);
-            shared.ended(&ended, EndReason::Revoked, shared.now());
-        }
-        Some(_) => {}
-        None => {
-            let _ = shared.registry.insert(d);
-        }
-    }
-}
-
 /// Completes once shutdown was requested.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn busy() -> Response {
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, OCTET)],
-        encode_alert(Refusal::Busy).to_vec(),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+impl Route for Cluster {
+    fn route<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Option<Answer>> {
+        Box::pin(self.route_request(req))
+    }
 }
 
-fn unknown_session() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, OCTET)],
-        encode_alert(Refusal::UnknownSession).to_vec(),
-    )
-        .into_response()
-}
-
-/// The cluster layer: device requests go to their owner; admin changes are announced; the
-/// metrics get the cluster's lines; `GET /v1/cluster` (admin token) tells this node's state
-/// and the nodes it knows.
-async fn route(
-    State((c, sh)): State<(Arc<Cluster>, Arc<Shared>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    if method == Method::GET {
-        if path == "/v1/cluster" {
-            // Node names, addresses and partitions: for the operator only.
-            if !crate::admin::token_ok(&sh, req.headers()) {
-                return crate::admin::unauthorized(&sh);
-            }
-            return axum::Json(c.status_json()).into_response();
-        }
-        if path == "/metrics" {
-            let resp = next.run(req).await;
-            let (parts, body) = resp.into_parts();
-            let Ok(b) = body.collect().await else {
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            };
-            let mut text = b.to_bytes().to_vec();
-            text.extend_from_slice(c.metrics_text().as_bytes());
-            return Response::from_parts(parts, Body::from(text));
-        }
-        return next.run(req).await;
+impl SessionIds for Cluster {
+    fn policy(&self) -> Result<SessionIdPolicy, iotseal_proto::Error> {
+        self.session_id_policy()
     }
-    if method != Method::POST {
-        return next.run(req).await;
-    }
-    if path.starts_with("/v1/devices") {
-        // Registration or revocation: once it succeeded here, tell the other nodes.
-        let (parts, body) = req.into_parts();
-        let Ok(b) = http_body_util::Limited::new(body, sh.settings.limits.max_body)
-            .collect()
-            .await
-        else {
-            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-        };
-        let b = b.to_bytes();
-        let id = if path == "/v1/devices" {
-            serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-        } else {
-            path.strip_prefix("/v1/devices/")
-                .and_then(|r| r.strip_suffix("/revoke"))
-                .map(str::to_string)
-        };
-        let resp = next.run(Request::from_parts(parts, Body::from(b))).await;
-        if resp.status().is_success()
-            && let Some(id) = id
-        {
-            c.announce_device(&id).await;
-        }
-        return resp;
-    }
-    if path != "/v1/handshake" && path != "/v1/records" {
-        return next.run(req).await;
-    }
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, sh.settings.limits.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            let mut r = (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                [(header::CONTENT_TYPE, OCTET)],
-                encode_alert(Refusal::Malformed).to_vec(),
-            )
-                .into_response();
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
-        }
-    };
-    let target = c.target(&path, &body);
-    let remote = match target {
-        Target::Here => None,
-        Target::Hello(p) | Target::Session(p) => (!c.owns(p)).then_some(p),
-    };
-    if let Some(p) = remote {
-        if let Some(resp) = c.forward(p, &path, peer, body.clone()).await {
-            return resp;
-        }
-        // Nobody owns the partition right now (a node died, its lease has not run out).
-        match target {
-            // Any owner can answer a hello (it draws the session id in its own partitions).
-            Target::Hello(_) if !c.owned_partitions().is_empty() => {}
-            Target::Hello(_) => return busy(),
-            // The session died with its node: the device handshakes again.
-            _ => return unknown_session(),
-        }
-    }
-    // Here. A hello draws its session id inside our partitions (the core's session-id
-    // policy), so the M3 that follows is routed back here whichever node receives it.
-    let mut r = Request::new(Body::from(body));
-    *r.method_mut() = parts.method;
-    *r.uri_mut() = parts.uri;
-    *r.version_mut() = parts.version;
-    *r.headers_mut() = parts.headers;
-    *r.extensions_mut() = parts.extensions;
-    next.run(r).await
 }
 
 #[cfg(test)]

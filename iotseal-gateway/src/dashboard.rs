@@ -62,11 +62,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::warn;
 
 use crate::GatewayError;
-use crate::server::Shared;
-use crate::storage::{
-    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SensorName, SessionEvent, Storage,
-    StorageError, StoreOutcome, StoredReading,
-};
+use crate::admin::AdminState;
+use crate::pipeline::CommitHook;
+use crate::storage::{NewReading, SensorName};
 
 /// The Content-Security-Policy of every dashboard response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -139,16 +137,13 @@ impl Dashboard {
         })
     }
 
-    /// `storage`, with each committed reading also noted in the dashboard's ring.
-    pub(crate) fn observe(&self, storage: Arc<dyn Storage>) -> Arc<dyn Storage> {
-        Arc::new(Observed {
-            inner: storage,
-            recent: self.recent.clone(),
-        })
+    /// The pipeline's post-commit hook: each committed reading is noted in the ring.
+    pub(crate) fn commit_hook(&self) -> Arc<dyn CommitHook> {
+        self.recent.clone()
     }
 
     /// The JSON snapshot, computed at most once per [`SNAPSHOT_EVERY`].
-    fn snapshot_json(&self, sh: &Shared) -> Arc<str> {
+    fn snapshot_json(&self, sh: &DashboardState) -> Arc<str> {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, json)) = &h.cached
             && at.elapsed() < SNAPSHOT_EVERY
@@ -253,17 +248,8 @@ impl Recent {
     }
 }
 
-/// The storage, with committed readings noted for the dashboard.
-struct Observed {
-    inner: Arc<dyn Storage>,
-    recent: Arc<Recent>,
-}
-
-impl Storage for Observed {
-    fn store_readings(
-        &self,
-        readings: Vec<NewReading>,
-    ) -> BoxFuture<'_, Result<StoreOutcome, StorageError>> {
+impl CommitHook for Recent {
+    fn committed(&self, readings: &[NewReading]) {
         // Only the last RING_POINTS readings of each device can stay in its ring.
         let mut per_device: Vec<(&str, usize)> = Vec::new();
         let mut notes: Vec<Note> = readings
@@ -288,41 +274,21 @@ impl Storage for Observed {
             })
             .collect();
         notes.reverse();
-        Box::pin(async move {
-            let out = self.inner.store_readings(readings).await?;
-            self.recent.record(notes);
-            Ok(out)
-        })
+        self.record(notes);
     }
-    fn add_device(&self, device: DeviceRecord) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.inner.add_device(device)
-    }
-    fn revoke_device(&self, id: String) -> BoxFuture<'_, Result<bool, StorageError>> {
-        self.inner.revoke_device(id)
-    }
-    fn device(&self, id: String) -> BoxFuture<'_, Result<Option<DeviceRecord>, StorageError>> {
-        self.inner.device(id)
-    }
-    fn devices(&self) -> BoxFuture<'_, Result<Vec<DeviceRecord>, StorageError>> {
-        self.inner.devices()
-    }
-    fn touch_device(&self, id: String, at_ms: u64) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.inner.touch_device(id, at_ms)
-    }
-    fn touch_devices(&self, seen: Vec<(String, u64)>) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.inner.touch_devices(seen)
-    }
-    fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>> {
-        self.inner.readings(q)
-    }
-    fn count_readings(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
-        self.inner.count_readings()
-    }
-    fn session_event(&self, ev: SessionEvent) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.inner.session_event(ev)
-    }
-    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.inner.flush()
+}
+
+/// The dashboard's routes' state: the admin API's (engine, token, cluster) and the
+/// dashboard's own.
+pub(crate) struct DashboardState {
+    pub(crate) admin: Arc<AdminState>,
+    pub(crate) dashboard: Dashboard,
+}
+
+impl std::ops::Deref for DashboardState {
+    type Target = AdminState;
+    fn deref(&self) -> &AdminState {
+        &self.admin
     }
 }
 
@@ -597,7 +563,7 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn snapshot(sh: &Shared, h: &mut History, recent: &Recent) -> Snapshot {
+fn snapshot(sh: &DashboardState, h: &mut History, recent: &Recent) -> Snapshot {
     // (The half-open gauge is kept current by the handshake path and the sweeper.)
     sh.metrics.set_active_sessions(sh.sessions.len());
     let now = sh.now().as_millis();
@@ -745,7 +711,7 @@ fn snapshot(sh: &Shared, h: &mut History, recent: &Recent) -> Snapshot {
 // ---------------------------------------------------------------------------------------
 // Routes
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
+pub(crate) fn routes(state: Arc<DashboardState>) -> Router {
     Router::new()
         .route("/dashboard", get(page))
         .route("/dashboard/login", post(login))
@@ -753,6 +719,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/dashboard/data", get(data))
         .route("/dashboard/events", get(events))
         .route("/dashboard/assets/{file}", get(asset))
+        .with_state(state)
 }
 
 /// A dashboard response: its content type and the dashboard's CSP.
@@ -769,17 +736,17 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Body>
 
 const HTML: &str = "text/html; charset=utf-8";
 
-fn token_ok(sh: &Shared, presented: &str) -> bool {
+fn token_ok(sh: &DashboardState, presented: &str) -> bool {
     let h = sh.provider.hash.hash(presented.trim().as_bytes());
-    bool::from(h.ct_eq(&sh.admin_token_sha256))
+    bool::from(h.ct_eq(&sh.token_sha256))
 }
 
-fn cookie_mac(sh: &Shared, expires_ms: &str, sid: &[u8; 16]) -> [u8; 32] {
+fn cookie_mac(sh: &DashboardState, expires_ms: &str, sid: &[u8; 16]) -> [u8; 32] {
     sh.provider.hmac.mac(
         &sh.dashboard.cookie_key,
         &[
             MAC_LABEL,
-            &sh.admin_token_sha256,
+            &sh.token_sha256,
             expires_ms.as_bytes(),
             b"|",
             sid,
@@ -788,7 +755,7 @@ fn cookie_mac(sh: &Shared, expires_ms: &str, sid: &[u8; 16]) -> [u8; 32] {
 }
 
 /// A fresh sign-in: `EXPIRES_MS.SESSION_ID.HMAC`, remembered until it expires or signs out.
-fn issue_cookie(sh: &Shared) -> Option<String> {
+fn issue_cookie(sh: &DashboardState) -> Option<String> {
     let now = sh.now().as_millis();
     let exp_ms = now + COOKIE_LIFETIME.as_millis() as u64;
     let exp = exp_ms.to_string();
@@ -816,7 +783,7 @@ fn issue_cookie(sh: &Shared) -> Option<String> {
 
 /// The session id of a cookie whose MAC verifies and which has not expired (whether it is
 /// still signed in is the caller's question).
-fn cookie_session(sh: &Shared, value: &str) -> Option<[u8; 16]> {
+fn cookie_session(sh: &DashboardState, value: &str) -> Option<[u8; 16]> {
     let mut parts = value.split('.');
     let (exp, sid, mac) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -829,7 +796,7 @@ fn cookie_session(sh: &Shared, value: &str) -> Option<[u8; 16]> {
     (bool::from(want.as_slice().ct_eq(&mac)) && exp_ms > sh.now().as_millis()).then_some(sid)
 }
 
-fn cookie_valid(sh: &Shared, value: &str) -> bool {
+fn cookie_valid(sh: &DashboardState, value: &str) -> bool {
     cookie_session(sh, value).is_some_and(|sid| {
         sh.dashboard
             .cookie_sessions
@@ -850,7 +817,7 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Whether a request carries the admin token (Bearer) or a valid dashboard cookie.
-fn authorized(sh: &Shared, headers: &HeaderMap) -> bool {
+fn authorized(sh: &DashboardState, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -860,7 +827,7 @@ fn authorized(sh: &Shared, headers: &HeaderMap) -> bool {
     bearer || cookies(headers).any(|v| cookie_valid(sh, v))
 }
 
-fn set_cookie_header(sh: &Shared, value: &str, max_age: u64) -> HeaderValue {
+fn set_cookie_header(sh: &DashboardState, value: &str, max_age: u64) -> HeaderValue {
     let secure = if sh.settings.plain_http {
         ""
     } else {
@@ -873,7 +840,7 @@ fn set_cookie_header(sh: &Shared, value: &str, max_age: u64) -> HeaderValue {
 }
 
 /// 303 to the page, with the cookie set (or cleared).
-fn to_page(sh: &Shared, cookie: Option<String>) -> Response {
+fn to_page(sh: &DashboardState, cookie: Option<String>) -> Response {
     let mut r = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
     let h = r.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
@@ -885,7 +852,7 @@ fn to_page(sh: &Shared, cookie: Option<String>) -> Response {
     r
 }
 
-fn unauthorized(sh: &Shared, html: bool) -> Response {
+fn unauthorized(sh: &DashboardState, html: bool) -> Response {
     sh.metrics.refusal("unauthorized");
     let mut r = if html {
         respond(StatusCode::UNAUTHORIZED, HTML, LOGIN)
@@ -902,7 +869,7 @@ fn unauthorized(sh: &Shared, html: bool) -> Response {
 }
 
 async fn page(
-    State(sh): State<Arc<Shared>>,
+    State(sh): State<Arc<DashboardState>>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -946,7 +913,7 @@ fn form_token(body: &[u8]) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn login(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+async fn login(State(sh): State<Arc<DashboardState>>, req: Request) -> Response {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return unauthorized(&sh, true),
@@ -962,7 +929,7 @@ async fn login(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 
 /// Signs out: the presented sign-in is forgotten by the gateway (the cookie no longer works,
 /// even if the browser kept a copy) and the browser is told to drop it.
-async fn logout(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn logout(State(sh): State<Arc<DashboardState>>, headers: HeaderMap) -> Response {
     let sids: Vec<[u8; 16]> = cookies(&headers)
         .filter_map(|v| cookie_session(&sh, v))
         .collect();
@@ -979,7 +946,7 @@ async fn logout(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     to_page(&sh, None)
 }
 
-async fn data(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn data(State(sh): State<Arc<DashboardState>>, headers: HeaderMap) -> Response {
     if !authorized(&sh, &headers) {
         return unauthorized(&sh, false);
     }
@@ -987,7 +954,7 @@ async fn data(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     respond(StatusCode::OK, "application/json", json.to_string())
 }
 
-async fn events(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn events(State(sh): State<Arc<DashboardState>>, headers: HeaderMap) -> Response {
     if !authorized(&sh, &headers) {
         return unauthorized(&sh, false);
     }

@@ -44,9 +44,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Layers, lowest first; a module imports only modules of lower layers (checked by the test
+// `no_import_cycles` in tests/layers.rs):
+// 1. leaves: addrlimit, client, clock, keys, metrics, proxy_protocol, ratelimit, settings, tls
+//    (and the storage crate)
+// 2. registry, sessions: the devices and the session table
+// 3. pipeline: the engine every binding enters
+// 4. cluster: routes requests to the node that owns them, serves forwarded ones
+// 5. admin, dashboard: the operator's API and page
+// 6. http, mqtt: the bindings
+// 7. server (composition root), local, testing
 mod addrlimit;
 mod admin;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod dashboard;
 pub mod http;
@@ -54,6 +65,7 @@ pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod mqtt;
+pub mod pipeline;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod registry;
@@ -68,7 +80,7 @@ pub use iotseal_storage as storage;
 use std::fmt;
 
 pub use admin::openapi_json;
-pub use server::{Gateway, GatewayHandle, open_storage, serve};
+pub use server::{Gateway, GatewayBuilder, GatewayHandle, open_storage, serve};
 pub use settings::{Settings, StorageSync};
 
 /// What can stop the gateway from starting or running. Details are for the operator's logs.

@@ -44,8 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::GatewayError;
-use crate::http::{Answer, handle_handshake, handle_records};
-use crate::server::{Binding, Shared};
+use crate::pipeline::{self, Binding, Pipeline, Request};
 
 /// Longest correlation data echoed back, bytes.
 const MAX_CORRELATION: usize = 64;
@@ -164,7 +163,7 @@ impl Topics {
     /// The source key of a request answered to the (answerable) response topic `t`:
     /// `SHA-256(X)[0..16]` of its client level `X`, where the answer (and so an Address
     /// cookie) goes (docs/protocol.md §17).
-    fn source(&self, sh: &Shared, t: &str) -> Option<SourceKey> {
+    fn source(&self, sh: &Pipeline, t: &str) -> Option<SourceKey> {
         let level = t.strip_prefix(&self.inbox)?;
         Some(SourceKey::from_label(&sh.provider, level.as_bytes()))
     }
@@ -177,16 +176,20 @@ enum Kind {
 
 /// Connects to the broker, subscribes, and serves until `shutdown`. Returns once subscribed
 /// (or after a few seconds if the broker cannot be reached yet: the worker keeps trying).
+///
+/// `node_id`: the cluster node's id (cluster mode: each node needs its own MQTT client id,
+/// and the nodes share one subscription).
 pub(crate) async fn start(
-    sh: Arc<Shared>,
+    sh: Arc<Pipeline>,
+    node_id: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
     let m = &sh.settings.mqtt;
     let url = BrokerUrl::parse(&m.broker).map_err(GatewayError::Config)?;
     // Cluster nodes share one configuration; each needs its own MQTT client id (a broker
     // disconnects the older of two clients with one id).
-    let client_id = match &sh.cluster {
-        Some(c) => format!("{}-{}", m.client_id, c.node_id()),
+    let client_id = match &node_id {
+        Some(n) => format!("{}-{n}", m.client_id),
         None => m.client_id.clone(),
     };
     let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
@@ -235,7 +238,7 @@ pub(crate) async fn start(
 }
 
 async fn run(
-    sh: Arc<Shared>,
+    sh: Arc<Pipeline>,
     client: AsyncClient,
     eventloop: EventLoop,
     mut shutdown: watch::Receiver<bool>,
@@ -275,7 +278,7 @@ async fn run(
 }
 
 async fn poll(
-    sh: Arc<Shared>,
+    sh: Arc<Pipeline>,
     client: AsyncClient,
     mut eventloop: EventLoop,
     stopping: Arc<AtomicBool>,
@@ -364,7 +367,7 @@ async fn poll(
 }
 
 /// Processes one request and publishes its answer; acknowledges it to the broker after.
-async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publish) {
+async fn handle(sh: &Arc<Pipeline>, client: &AsyncClient, topics: &Topics, p: Publish) {
     let topic = String::from_utf8_lossy(&p.topic);
     let kind = if topic.starts_with(&topics.hs) {
         Kind::Handshake
@@ -395,23 +398,21 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
         let body = p.payload.clone();
         let handshake = matches!(kind, Kind::Handshake);
         let source = topics.source(sh, &reply_to);
-        let work = async {
-            // In a cluster the partition's owner processes it (forwarded over NATS, as HTTP
-            // requests are); the answer is published here either way.
-            if let Some(c) = &sh.cluster {
-                let path = if handshake {
-                    "/v1/handshake"
-                } else {
-                    "/v1/records"
-                };
-                if let Some(answer) = c.route_mqtt(path, &body, source).await {
-                    return answer;
-                }
-            }
-            process(sh, handshake, source, body).await
-        };
+        // In a cluster the partition's owner processes it (forwarded over NATS, as HTTP
+        // requests are); the answer is published here either way.
+        let work = sh.handle(Request {
+            binding: Binding::Mqtt,
+            kind: if handshake {
+                pipeline::Kind::Handshake
+            } else {
+                pipeline::Kind::Records
+            },
+            peer: None,
+            source,
+            body,
+        });
         match tokio::time::timeout(limit, work).await {
-            Ok(a) => Some(a),
+            Ok(a) => Some(a.to_payload()),
             Err(_) => {
                 sh.metrics.refusal("timeout");
                 None
@@ -435,31 +436,11 @@ async fn handle(sh: &Arc<Shared>, client: &AsyncClient, topics: &Topics, p: Publ
 
 /// The shared-subscription prefix in cluster mode (`$share/<cluster prefix>/`): the broker
 /// delivers each request to one node of the group; empty on a single gateway.
-fn share_prefix(sh: &Shared) -> String {
-    match &sh.cluster {
-        Some(_) => format!("$share/{}/", sh.settings.cluster.prefix),
-        None => String::new(),
-    }
-}
-
-/// Processes one MQTT request on this node (a handshake message when `handshake`, else a
-/// batch of records; `source`: the hello's source key, if known) and returns the payload of
-/// its answer.
-pub(crate) async fn process(
-    sh: &Arc<Shared>,
-    handshake: bool,
-    source: Option<SourceKey>,
-    body: Bytes,
-) -> Bytes {
-    let a = if handshake {
-        handle_handshake(sh, Binding::Mqtt, None, source, body).await
+fn share_prefix(sh: &Pipeline) -> String {
+    if sh.settings.cluster.enabled() {
+        format!("$share/{}/", sh.settings.cluster.prefix)
     } else {
-        handle_records(sh, &body).await
-    };
-    match a {
-        Answer::Bytes(b) => Bytes::from(b),
-        Answer::Refused(r) => Bytes::copy_from_slice(&encode_alert(r)),
-        Answer::RateLimited => Bytes::copy_from_slice(&encode_alert(Refusal::Busy)),
+        String::new()
     }
 }
 

@@ -3,155 +3,40 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use iotseal_proto::handshake::{GatewayConfig, HandshakeServer};
-use iotseal_proto::{CryptoProvider, Time};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::{debug, error, info, warn};
 
+use crate::admin::AdminState;
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::Cluster;
+use crate::dashboard::{Dashboard, DashboardState};
+use crate::http::Peer;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::pipeline::{Parts, Pipeline, SessionIds};
 use crate::registry::Registry;
-use crate::sessions::{EndReason, SessionEntry, SessionTable};
 use crate::settings::{StorageSpec, StorageSync};
 use crate::storage::{SessionEvent, Storage};
 use crate::{GatewayError, Settings, http, keys, tls};
 
-/// The peer address of a request's connection (a request extension).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
-
-/// The transport binding a message arrived over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Binding {
-    /// HTTP/1.1 (over TLS 1.3 or behind a proxy).
-    Http,
-    /// MQTT through a broker (store and forward: its own record freshness setting).
-    Mqtt,
-}
-
-/// State shared by every connection and task.
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) hs: Mutex<HandshakeServer>,
-    pub(crate) sessions: SessionTable,
-    pub(crate) registry: Registry,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) limiter: RateLimiter,
-    pub(crate) admin_token_sha256: [u8; 32],
-    pub(crate) provider: CryptoProvider,
-    /// Bounds the handshakes doing public-key work at once (on blocking threads).
-    pub(crate) hs_permits: tokio::sync::Semaphore,
-    /// The live dashboard's state (recent readings, rate history, cookie key).
-    pub(crate) dashboard: crate::dashboard::Dashboard,
-    /// The handshake server of the MQTT binding (its sessions may be configured without record
-    /// freshness); `None` without MQTT.
-    pub(crate) mqtt_hs: Option<Mutex<HandshakeServer>>,
-    /// Half-open handshakes per binding (the gauge shows the sum).
-    half_open: [AtomicUsize; 2],
-    /// Cluster membership (`None`: a single node, the default).
-    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
-    audit: mpsc::Sender<SessionEvent>,
-    clock: AtomicU64,
-}
-
-impl Shared {
-    /// Wall-clock time that never goes backwards (the core needs non-decreasing times).
-    pub(crate) fn now(&self) -> Time {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let prev = self.clock.fetch_max(wall, Ordering::Relaxed);
-        Time(prev.max(wall))
-    }
-
-    /// Queues an audit event (written by a background task; never blocks a request).
-    pub(crate) fn audit(&self, session: &SessionEntry, event: &str, now: Time) {
-        let ev = SessionEvent {
-            at_ms: now.as_millis(),
-            device_id: Some(session.device.id.to_string()),
-            session_id: session.id,
-            event: event.to_string(),
-            suite: session.suite.to_string(),
-        };
-        if self.audit.try_send(ev).is_err() {
-            self.metrics.audit_dropped();
-            warn!(
-                session = session.id,
-                event, "audit queue full; event dropped"
-            );
-        }
-    }
-
-    /// Audits sessions that left the table and updates the gauge.
-    pub(crate) fn ended(&self, ended: &[Arc<SessionEntry>], reason: EndReason, now: Time) {
-        for e in ended {
-            debug!(session = e.id, device = %e.device.id, reason = reason.as_str(), "session ended");
-            self.audit(e, reason.as_str(), now);
-        }
-        self.metrics.set_active_sessions(self.sessions.len());
-    }
-
-    pub(crate) fn lock_hs(&self) -> std::sync::MutexGuard<'_, HandshakeServer> {
-        self.hs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The handshake server of a binding (MQTT has its own when it is configured).
-    pub(crate) fn lock_hs_of(&self, b: Binding) -> std::sync::MutexGuard<'_, HandshakeServer> {
-        match (b, &self.mqtt_hs) {
-            (Binding::Mqtt, Some(m)) => m.lock().unwrap_or_else(|e| e.into_inner()),
-            _ => self.lock_hs(),
-        }
-    }
-
-    /// Records a binding's half-open count and updates the gauge with the total.
-    pub(crate) fn set_half_open(&self, b: Binding, n: usize) {
-        let i = usize::from(b == Binding::Mqtt && self.mqtt_hs.is_some());
-        self.half_open[i].store(n, Ordering::Relaxed);
-        let total =
-            self.half_open[0].load(Ordering::Relaxed) + self.half_open[1].load(Ordering::Relaxed);
-        self.metrics.set_half_open(total);
-    }
-
-    /// Expires old half-open handshakes and cached answers of every binding, then updates
-    /// the gauge (one lock at a time).
-    pub(crate) fn expire_half_open(&self, now: Option<Time>) {
-        for b in [Binding::Http, Binding::Mqtt] {
-            if b == Binding::Mqtt && self.mqtt_hs.is_none() {
-                continue;
-            }
-            let mut hs = self.lock_hs_of(b);
-            if let Some(now) = now {
-                hs.expire(now);
-            }
-            let n = hs.half_open_len();
-            drop(hs);
-            self.set_half_open(b, n);
-        }
-    }
-
-    /// Updates the half-open gauge.
-    pub(crate) fn refresh_half_open(&self) {
-        self.expire_half_open(None);
-    }
-}
-
 /// Opens the storage the settings name.
 pub async fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, GatewayError> {
     match settings.storage_spec()? {
-        StorageSpec::Memory => Ok(Arc::new(crate::testing::MemoryStorage::default())),
+        StorageSpec::Memory => Ok(Arc::new(crate::storage::memory::MemoryStorage::default())),
         StorageSpec::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
@@ -193,8 +78,7 @@ impl Gateway {
     /// Loads keys, TLS and storage as `settings` say, binds, and starts serving. Returns once
     /// the socket is bound.
     pub async fn start(settings: Settings) -> Result<GatewayHandle, GatewayError> {
-        let storage = open_storage(&settings).await?;
-        Self::start_with_storage(settings, storage).await
+        Self::builder(settings).start().await
     }
 
     /// As [`Gateway::start`] with a given storage.
@@ -202,7 +86,57 @@ impl Gateway {
         settings: Settings,
         storage: Arc<dyn Storage>,
     ) -> Result<GatewayHandle, GatewayError> {
+        Self::builder(settings).storage(storage).start().await
+    }
+
+    /// A gateway with parts other than the settings' (a storage, a clock).
+    pub fn builder(settings: Settings) -> GatewayBuilder {
+        GatewayBuilder {
+            settings,
+            storage: None,
+            clock: None,
+        }
+    }
+}
+
+/// A gateway to start, with parts given instead of the settings' defaults.
+pub struct GatewayBuilder {
+    settings: Settings,
+    storage: Option<Arc<dyn Storage>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    /// Stores into `storage` instead of the storage the settings name.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock (tests: a
+    /// [`crate::clock::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Loads keys and TLS, binds, and starts serving. Returns once the socket is bound.
+    pub async fn start(self) -> Result<GatewayHandle, GatewayError> {
+        let settings = self.settings;
         settings.validate()?;
+        let storage = match self.storage {
+            Some(s) => s,
+            None => open_storage(&settings).await?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let provider = iotseal_crypto_awslc::default_provider();
         let key_files: Vec<_> = settings
             .identity_keys
@@ -224,13 +158,13 @@ impl Gateway {
             gc.session = session;
             Ok(gc)
         };
-        let gc = gateway_config(settings.session_config())?;
+        let hs = HandshakeServer::new(gateway_config(settings.session_config())?);
         // MQTT sessions get their own handshake server: same keys and limits, their own
         // record freshness (off by default: a broker stores and forwards).
         let mqtt_hs = if settings.mqtt.enabled() {
             let mut session = settings.session_config();
             session.max_record_age_secs = settings.mqtt.record_max_age();
-            Some(Mutex::new(HandshakeServer::new(gateway_config(session)?)))
+            Some(HandshakeServer::new(gateway_config(session)?))
         } else {
             None
         };
@@ -245,7 +179,7 @@ impl Gateway {
                 token_path.display()
             )));
         }
-        let admin_token_sha256 = provider.hash.hash(token.as_bytes());
+        let token_sha256 = provider.hash.hash(token.as_bytes());
 
         let acceptor = if settings.plain_http {
             None
@@ -270,51 +204,53 @@ impl Gateway {
         let url = settings.url_for(addr);
 
         let cluster = if settings.cluster.enabled() {
-            Some(crate::cluster::Cluster::connect(&settings, &url).await?)
+            Some(Cluster::connect(&settings, &url).await?)
         } else {
             None
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let dashboard = crate::dashboard::Dashboard::new(&provider, shutdown_rx.clone())?;
-        let storage = dashboard.observe(storage);
+        let dashboard = Dashboard::new(&provider, shutdown_rx.clone())?;
         let (audit_tx, audit_rx) = mpsc::channel(settings.limits.audit_queue);
-        let l = &settings.limits;
-        let shared = Arc::new(Shared {
-            sessions: SessionTable::new(l.max_sessions, l.max_sessions_per_device),
-            limiter: RateLimiter::new(
-                l.handshake_rate_per_ip,
-                l.handshake_burst_per_ip,
-                l.rate_limit_table,
-            ),
-            hs: Mutex::new(HandshakeServer::new(gc)),
+        let pipeline = Arc::new(Pipeline::new(Parts {
+            storage,
+            hs,
+            mqtt_hs,
             registry,
             metrics: Arc::new(Metrics::default()),
-            admin_token_sha256,
             provider,
-            hs_permits: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-            ),
-            storage,
-            dashboard,
-            cluster,
-            mqtt_hs,
-            half_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            clock,
             audit: audit_tx,
-            clock: AtomicU64::new(0),
+            session_ids: cluster.clone().map(|c| -> Arc<dyn SessionIds> { c }),
             settings,
-        });
-        let mut router = http::router(shared.clone());
-        if let Some(cluster) = &shared.cluster {
+        }));
+        pipeline.set_commit_hook(dashboard.commit_hook());
+        if let Some(c) = &cluster {
             // Requests whose session another node owns are forwarded to it.
-            router = cluster.start(&shared, router, shutdown_rx.clone());
+            pipeline.set_route(c.clone());
+            c.start(&pipeline, shutdown_rx.clone());
         }
-        let mqtt = if shared.settings.mqtt.enabled() {
-            Some(crate::mqtt::start(shared.clone(), shutdown_rx.clone()).await?)
+        let admin = Arc::new(AdminState {
+            pipeline: pipeline.clone(),
+            token_sha256,
+            cluster: cluster.clone(),
+        });
+        let extra = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state((pipeline.clone(), cluster.clone()))
+            .merge(crate::admin::routes(admin.clone()))
+            .merge(crate::dashboard::routes(Arc::new(DashboardState {
+                admin,
+                dashboard,
+            })));
+        let router = http::router(pipeline.clone(), extra);
+        let mqtt = if pipeline.settings.mqtt.enabled() {
+            let node = cluster.as_ref().map(|c| c.node_id().to_string());
+            Some(crate::mqtt::start(pipeline.clone(), node, shutdown_rx.clone()).await?)
         } else {
             None
         };
         let task = tokio::spawn(run(
-            shared.clone(),
+            pipeline.clone(),
             listener,
             acceptor,
             router,
@@ -328,9 +264,27 @@ impl Gateway {
             url,
             shutdown: shutdown_tx,
             task,
-            shared,
+            pipeline,
+            cluster,
         })
     }
+}
+
+/// `GET /metrics`: the gateway's metrics and, in cluster mode, the cluster's.
+async fn metrics(State((p, cluster)): State<(Arc<Pipeline>, Option<Arc<Cluster>>)>) -> Response {
+    p.refresh_gauges();
+    let mut text = p.metrics.render();
+    if let Some(c) = &cluster {
+        text.push_str(&c.metrics_text());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// A running gateway.
@@ -339,7 +293,8 @@ pub struct GatewayHandle {
     url: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), GatewayError>>,
-    shared: Arc<Shared>,
+    pipeline: Arc<Pipeline>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for GatewayHandle {
@@ -364,22 +319,28 @@ impl GatewayHandle {
 
     /// The metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
+        self.pipeline.metrics.clone()
     }
 
     /// The storage.
     pub fn storage(&self) -> Arc<dyn Storage> {
-        self.shared.storage.clone()
+        self.pipeline.storage.clone()
     }
 
     /// Cluster membership, when the gateway runs in cluster mode.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.shared.cluster.as_ref()
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Established sessions.
     pub fn session_count(&self) -> usize {
-        self.shared.sessions.len()
+        self.pipeline.sessions.len()
+    }
+
+    /// Runs one round of housekeeping now (what the sweeper does every
+    /// `limits.sweep_interval_secs`): expiries by the gateway's clock, last-seen times.
+    pub async fn sweep(&self) {
+        self.pipeline.sweep().await;
     }
 
     /// Starts a graceful shutdown: stop accepting, let in-flight requests finish, flush.
@@ -416,7 +377,7 @@ pub async fn serve(
 }
 
 async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<Pipeline>,
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
@@ -502,7 +463,7 @@ async fn run(
         let _ = m.await;
     }
     let _ = sweeper.await;
-    flush_last_seen(&shared).await;
+    shared.flush_last_seen().await;
     // Write what the audit queue holds, then make everything durable.
     let _ = audit_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), audit_task).await;
@@ -520,7 +481,7 @@ struct Admission {
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    shared: Arc<Pipeline>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     mut tcp: TcpStream,
@@ -641,52 +602,14 @@ async fn audit_writer(
     }
 }
 
-async fn sweeper(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn sweeper(shared: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(shared.settings.limits.sweep_interval_secs.max(1));
     let mut iv = tokio::time::interval(every);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = iv.tick() => sweep_once(&shared).await,
+            _ = iv.tick() => shared.sweep().await,
             _ = stopped(&mut shutdown) => break,
         }
-    }
-}
-
-pub(crate) async fn sweep_once(shared: &Shared) {
-    let now = shared.now();
-    shared.expire_half_open(Some(now));
-    let l = &shared.settings.limits;
-    let swept = shared.sessions.sweep(
-        now,
-        l.idle_timeout_secs.saturating_mul(1000),
-        l.session_lifetime_secs.saturating_mul(1000),
-        l.park_after_secs.saturating_mul(1000),
-    );
-    for (e, reason) in &swept.ended {
-        shared.ended(std::slice::from_ref(e), *reason, now);
-    }
-    shared.metrics.set_active_sessions(shared.sessions.len());
-    shared
-        .metrics
-        .set_parked_sessions(swept.parked, swept.newly_parked);
-    shared.limiter.sweep(now.as_millis());
-    flush_last_seen(shared).await;
-}
-
-/// Writes every device's new last-seen time in one storage call (one group commit), so a
-/// large fleet does not queue one transaction per device ahead of readings.
-async fn flush_last_seen(shared: &Shared) {
-    let seen: Vec<(String, u64)> = shared
-        .registry
-        .all()
-        .into_iter()
-        .filter_map(|d| d.take_unflushed_seen().map(|t| (d.id.to_string(), t)))
-        .collect();
-    let n = seen.len();
-    if n > 0
-        && let Err(e) = shared.storage.touch_devices(seen).await
-    {
-        warn!(devices = n, error = %e, "storing last-seen times failed");
     }
 }
