@@ -27,10 +27,10 @@ use crate::cluster::Cluster;
 use crate::dashboard::{Dashboard, DashboardState};
 use crate::http::Peer;
 use crate::metrics::Metrics;
-use crate::pipeline::{AuditMsg, Parts, Pipeline, SessionIds};
+use crate::pipeline::{Parts, Pipeline, SessionIds};
 use crate::registry::Registry;
 use crate::settings::{StorageSpec, StorageSync};
-use crate::storage::Storage;
+use crate::storage::{SessionEvent, Storage};
 use crate::{GatewayError, Settings, http, keys, tls};
 
 /// Opens the storage the settings name.
@@ -337,12 +337,6 @@ impl GatewayHandle {
         self.pipeline.sessions.len()
     }
 
-    /// Completes once every session audit event so far is stored (the audit trail is
-    /// written by a background task; await this rather than waiting for it).
-    pub async fn audit_settled(&self) {
-        self.pipeline.audit_settled().await;
-    }
-
     /// Runs one round of housekeeping now (what the sweeper does every
     /// `limits.sweep_interval_secs`): expiries by the gateway's clock, last-seen times.
     pub async fn sweep(&self) {
@@ -388,7 +382,7 @@ async fn run(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
-    audit_rx: mpsc::Receiver<AuditMsg>,
+    audit_rx: mpsc::Receiver<SessionEvent>,
     mqtt: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), GatewayError> {
     let l = shared.settings.limits.clone();
@@ -582,7 +576,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 async fn audit_writer(
     storage: Arc<dyn Storage>,
-    mut rx: mpsc::Receiver<AuditMsg>,
+    mut rx: mpsc::Receiver<SessionEvent>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut stopping = false;
@@ -601,16 +595,9 @@ async fn audit_writer(
                 }
             }
         };
-        match ev {
-            None => break,
-            Some(AuditMsg::Event(ev)) => {
-                if let Err(e) = storage.session_event(ev).await {
-                    error!(error = %e, "writing the session audit trail failed");
-                }
-            }
-            Some(AuditMsg::Barrier(done)) => {
-                let _ = done.send(());
-            }
+        let Some(ev) = ev else { break };
+        if let Err(e) = storage.session_event(ev).await {
+            error!(error = %e, "writing the session audit trail failed");
         }
     }
 }

@@ -74,93 +74,85 @@ struct RotateArgs {
     retire: Option<String>,
 }
 
-/// Every setting as a flag and an `IOTSEAL_*` variable (named after the key without its
-/// section); values are TOML (`42`, `true`, `["a"]`) or plain strings, lists also `a,b`.
-macro_rules! overrides {
-    ($( $field:ident = $key:literal, $env:literal; )*) => {
-        #[derive(Debug, Default, clap::Args)]
-        struct Overrides {
-            $(
-                #[doc = concat!("Setting `", $key, "`.")]
-                #[arg(long, env = $env, value_name = "VALUE", hide_env_values = true)]
-                $field: Option<String>,
-            )*
-        }
-
-        impl Overrides {
-            fn pairs(&self) -> Vec<(&'static str, Option<&str>)> {
-                vec![$( ($key, self.$field.as_deref()), )*]
-            }
-        }
-    };
+/// One flag per setting, made from the settings' declaration ([`Settings::fields`]): the
+/// flag's id is the setting's dotted name, its value the text [`Settings::apply_flag`] reads.
+/// The settings' `IOTSEAL_*` variables are applied by [`Settings::apply_env`], below the flags.
+#[derive(Debug, Default)]
+struct Overrides {
+    /// `(dotted name, value)` of each flag given, in declaration order.
+    given: Vec<(String, String)>,
 }
 
-overrides! {
-    listen = "listen", "IOTSEAL_LISTEN";
-    data_dir = "data_dir", "IOTSEAL_DATA_DIR";
-    storage = "storage", "IOTSEAL_STORAGE";
-    storage_sync = "storage_sync", "IOTSEAL_STORAGE_SYNC";
-    plain_http = "plain_http", "IOTSEAL_PLAIN_HTTP";
-    proxy_protocol = "proxy_protocol", "IOTSEAL_PROXY_PROTOCOL";
-    identity_keys = "identity_keys", "IOTSEAL_IDENTITY_KEYS";
-    admin_token_file = "admin_token_file", "IOTSEAL_ADMIN_TOKEN_FILE";
-    skew_secs = "skew_secs", "IOTSEAL_SKEW_SECS";
-    tls_cert = "tls.cert", "IOTSEAL_TLS_CERT";
-    tls_key = "tls.key", "IOTSEAL_TLS_KEY";
-    tls_client_ca = "tls.client_ca", "IOTSEAL_TLS_CLIENT_CA";
-    allowed_suites = "policy.allowed_suites", "IOTSEAL_ALLOWED_SUITES";
-    require_pq_kem = "policy.require_pq_kem", "IOTSEAL_REQUIRE_PQ_KEM";
-    require_pq_sig = "policy.require_pq_sig", "IOTSEAL_REQUIRE_PQ_SIG";
-    max_body = "limits.max_body", "IOTSEAL_MAX_BODY";
-    max_sessions = "limits.max_sessions", "IOTSEAL_MAX_SESSIONS";
-    max_sessions_per_device = "limits.max_sessions_per_device", "IOTSEAL_MAX_SESSIONS_PER_DEVICE";
-    idle_timeout_secs = "limits.idle_timeout_secs", "IOTSEAL_IDLE_TIMEOUT_SECS";
-    session_lifetime_secs = "limits.session_lifetime_secs", "IOTSEAL_SESSION_LIFETIME_SECS";
-    rekey_after_records = "limits.rekey_after_records", "IOTSEAL_REKEY_AFTER_RECORDS";
-    rekey_after_bytes = "limits.rekey_after_bytes", "IOTSEAL_REKEY_AFTER_BYTES";
-    rekey_after_secs = "limits.rekey_after_secs", "IOTSEAL_REKEY_AFTER_SECS";
-    grace_secs = "limits.grace_secs", "IOTSEAL_GRACE_SECS";
-    half_open = "limits.half_open", "IOTSEAL_HALF_OPEN";
-    half_open_per_source = "limits.half_open_per_source", "IOTSEAL_HALF_OPEN_PER_SOURCE";
-    half_open_cookie_threshold = "limits.half_open_cookie_threshold", "IOTSEAL_HALF_OPEN_COOKIE_THRESHOLD";
-    half_open_secs = "limits.half_open_secs", "IOTSEAL_HALF_OPEN_SECS";
-    nonce_cache = "limits.nonce_cache", "IOTSEAL_NONCE_CACHE";
-    response_cache = "limits.response_cache", "IOTSEAL_RESPONSE_CACHE";
-    handshake_rate_per_ip = "limits.handshake_rate_per_ip", "IOTSEAL_HANDSHAKE_RATE_PER_IP";
-    handshake_burst_per_ip = "limits.handshake_burst_per_ip", "IOTSEAL_HANDSHAKE_BURST_PER_IP";
-    rate_limit_table = "limits.rate_limit_table", "IOTSEAL_RATE_LIMIT_TABLE";
-    replay_ack_interval_ms = "limits.replay_ack_interval_ms", "IOTSEAL_REPLAY_ACK_INTERVAL_MS";
-    max_connections = "limits.max_connections", "IOTSEAL_MAX_CONNECTIONS";
-    max_connections_per_ip = "limits.max_connections_per_ip", "IOTSEAL_MAX_CONNECTIONS_PER_IP";
-    header_read_timeout_secs = "limits.header_read_timeout_secs", "IOTSEAL_HEADER_READ_TIMEOUT_SECS";
-    request_timeout_secs = "limits.request_timeout_secs", "IOTSEAL_REQUEST_TIMEOUT_SECS";
-    tls_handshake_timeout_secs = "limits.tls_handshake_timeout_secs", "IOTSEAL_TLS_HANDSHAKE_TIMEOUT_SECS";
-    shutdown_grace_secs = "limits.shutdown_grace_secs", "IOTSEAL_SHUTDOWN_GRACE_SECS";
-    sweep_interval_secs = "limits.sweep_interval_secs", "IOTSEAL_SWEEP_INTERVAL_SECS";
-    park_after_secs = "limits.park_after_secs", "IOTSEAL_PARK_AFTER_SECS";
-    retry_after_secs = "limits.retry_after_secs", "IOTSEAL_RETRY_AFTER_SECS";
-    storage_queue = "limits.storage_queue", "IOTSEAL_STORAGE_QUEUE";
-    storage_batch = "limits.storage_batch", "IOTSEAL_STORAGE_BATCH";
-    storage_read_connections = "limits.storage_read_connections", "IOTSEAL_STORAGE_READ_CONNECTIONS";
-    audit_queue = "limits.audit_queue", "IOTSEAL_AUDIT_QUEUE";
-    max_record_age_secs = "records.max_record_age_secs", "IOTSEAL_MAX_RECORD_AGE_SECS";
-    mqtt_broker = "mqtt.broker", "IOTSEAL_MQTT_BROKER";
-    mqtt_client_id = "mqtt.client_id", "IOTSEAL_MQTT_CLIENT_ID";
-    mqtt_topic_prefix = "mqtt.topic_prefix", "IOTSEAL_MQTT_TOPIC_PREFIX";
-    mqtt_ca_file = "mqtt.ca_file", "IOTSEAL_MQTT_CA_FILE";
-    mqtt_username = "mqtt.username", "IOTSEAL_MQTT_USERNAME";
-    mqtt_password_file = "mqtt.password_file", "IOTSEAL_MQTT_PASSWORD_FILE";
-    mqtt_max_record_age_secs = "mqtt.max_record_age_secs", "IOTSEAL_MQTT_MAX_RECORD_AGE_SECS";
-    mqtt_session_expiry_secs = "mqtt.session_expiry_secs", "IOTSEAL_MQTT_SESSION_EXPIRY_SECS";
-    mqtt_max_in_flight = "mqtt.max_in_flight", "IOTSEAL_MQTT_MAX_IN_FLIGHT";
-    mqtt_qos0_in_flight = "mqtt.qos0_in_flight", "IOTSEAL_MQTT_QOS0_IN_FLIGHT";
-    mqtt_tcp_nodelay = "mqtt.tcp_nodelay", "IOTSEAL_MQTT_TCP_NODELAY";
-    cluster = "cluster.url", "IOTSEAL_CLUSTER";
-    cluster_node_id = "cluster.node_id", "IOTSEAL_CLUSTER_NODE_ID";
-    cluster_partitions = "cluster.partitions", "IOTSEAL_CLUSTER_PARTITIONS";
-    cluster_lease_ms = "cluster.lease_ms", "IOTSEAL_CLUSTER_LEASE_MS";
-    cluster_prefix = "cluster.prefix", "IOTSEAL_CLUSTER_PREFIX";
-    cluster_forward_timeout_ms = "cluster.forward_timeout_ms", "IOTSEAL_CLUSTER_FORWARD_TIMEOUT_MS";
+impl clap::FromArgMatches for Overrides {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = Settings::fields()
+            .iter()
+            .filter_map(|f| {
+                let key = f.key();
+                let v = m.get_one::<String>(&key)?.clone();
+                Some((key, v))
+            })
+            .collect();
+        Ok(Self { given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Overrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Settings::fields().iter().fold(cmd, |cmd, f| {
+            let doc = f.doc_lines().collect::<Vec<_>>().join(" ");
+            cmd.arg(
+                clap::Arg::new(f.key())
+                    .long(f.flag())
+                    .value_name("VALUE")
+                    .help(format!("Setting `{}` [env: {}]", f.key(), f.env()))
+                    .long_help(format!(
+                        "Setting `{}` (docs/settings.md) [env: {}]. {doc}",
+                        f.key(),
+                        f.env()
+                    ))
+                    .help_heading("Settings"),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// `IOTSEAL_*` variables that are not gateway settings: every environment variable of the
+/// command line's own options (found in its definition), and those of the workspace's tests,
+/// benchmarks and scripts (by prefix). Any other `IOTSEAL_*` variable stops `gateway run`.
+fn other_variable(var: &str) -> bool {
+    const DEVELOPMENT: &[&str] = &[
+        "IOTSEAL_TEST_",
+        "IOTSEAL_REGEN_",
+        "IOTSEAL_BLESS",
+        "IOTSEAL_BIN",
+        "IOTSEAL_BENCH",
+        "IOTSEAL_LIB_DIR",
+        "IOTSEAL_FIRMWARE_LIB_DIR",
+        "IOTSEAL_VECTORS",
+        "IOTSEAL_LAB_DEBUG",
+        "IOTSEAL_GATEWAY_ARGS",
+        "IOTSEAL_KILL9_SEED",
+        "IOTSEAL_SQLITE_CRASH_",
+        "IOTSEAL_PG_CRASH_",
+        "IOTSEAL_QUEUE_CRASH_",
+    ];
+    fn walk(cmd: &clap::Command, var: &str) -> bool {
+        cmd.get_arguments()
+            .any(|a| a.get_env().is_some_and(|e| e == var))
+            || cmd.get_subcommands().any(|c| walk(c, var))
+    }
+    DEVELOPMENT.iter().any(|p| var.starts_with(p))
+        || walk(&<crate::Cli as clap::CommandFactory>::command(), var)
 }
 
 #[derive(Debug, clap::Args)]
@@ -415,14 +407,14 @@ fn run_gateway(a: RunArgs) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Defaults, then the file, then the environment, then the flags; checked once at the end.
     let mut settings = match &a.config {
-        Some(p) => Settings::load(p)?,
+        Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
     };
-    for (key, value) in a.overrides.pairs() {
-        if let Some(v) = value {
-            settings.set(key, v)?;
-        }
+    settings.apply_env(std::env::vars_os(), other_variable)?;
+    for (key, value) in &a.overrides.given {
+        settings.apply_flag(key, value)?;
     }
     settings.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -464,22 +456,22 @@ mod tests {
 
     #[test]
     fn every_setting_has_a_flag() {
-        let flags: Vec<&str> = Overrides::default()
-            .pairs()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = crate::Cli::command();
+        let run = cmd
+            .find_subcommand("gateway")
+            .and_then(|g| g.find_subcommand("run"))
+            .expect("gateway run");
+        let mut args = vec!["run".to_string()];
         for k in Settings::keys() {
-            assert!(flags.contains(&k.as_str()), "no flag for {k}");
-        }
-        let mut s = Settings::default();
-        for k in flags {
-            assert!(
-                Settings::keys().contains(&k.to_string()),
-                "flag for unknown key {k}"
-            );
-            // Each key is settable by name.
-            let v = match k {
+            let f = Settings::field(&k).unwrap();
+            let arg = run
+                .get_arguments()
+                .find(|a| a.get_long() == Some(f.flag().as_str()))
+                .unwrap_or_else(|| panic!("no flag for {k}"));
+            assert_eq!(arg.get_id().as_str(), k);
+            // Each key is settable from its flag's text.
+            let v = match k.as_str() {
                 "listen" => "127.0.0.1:0",
                 "storage" => "memory:",
                 "storage_sync" => "normal",
@@ -489,11 +481,34 @@ mod tests {
                 | "policy.require_pq_kem"
                 | "policy.require_pq_sig"
                 | "mqtt.tcp_nodelay" => "true",
-                "handshake_rate_per_ip" | "limits.handshake_rate_per_ip" => "3.5",
+                "limits.handshake_rate_per_ip" => "3.5",
                 "data_dir" | "admin_token_file" | "tls.cert" | "tls.key" | "tls.client_ca" => "x",
                 _ => "7",
             };
-            s.set(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+            args.push(format!("--{}={v}", f.flag()));
         }
+        let m = run.clone().try_get_matches_from(&args).unwrap();
+        let o = Overrides::from_arg_matches(&m).unwrap();
+        assert_eq!(o.given.len(), Settings::keys().len());
+        let mut s = Settings::default();
+        for (k, v) in &o.given {
+            s.apply_flag(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        assert_eq!(s.limits.max_body, 7);
+        assert_eq!(s.cluster.url, "7");
+    }
+
+    #[test]
+    fn other_variables_are_not_settings() {
+        for v in [
+            "IOTSEAL_CONFIG",
+            "IOTSEAL_GATEWAY",
+            "IOTSEAL_PINS",
+            "IOTSEAL_TEST_PG",
+        ] {
+            assert!(other_variable(v), "{v}");
+            assert!(Settings::fields().iter().all(|f| f.env() != v), "{v}");
+        }
+        assert!(!other_variable("IOTSEAL_MAX_BODDY"));
     }
 }
