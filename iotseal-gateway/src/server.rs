@@ -27,10 +27,10 @@ use crate::cluster::Cluster;
 use crate::dashboard::{Dashboard, DashboardState};
 use crate::http::Peer;
 use crate::metrics::Metrics;
-use crate::pipeline::{Parts, Pipeline, SessionIds};
+use crate::pipeline::{AuditMsg, Parts, Pipeline, SessionIds};
 use crate::registry::Registry;
 use crate::settings::{StorageSpec, StorageSync};
-use crate::storage::{SessionEvent, Storage};
+use crate::storage::Storage;
 use crate::{GatewayError, Settings, http, keys, tls};
 
 /// Opens the storage the settings name.
@@ -337,6 +337,12 @@ impl GatewayHandle {
         self.pipeline.sessions.len()
     }
 
+    /// Completes once every session audit event so far is stored (the audit trail is
+    /// written by a background task; await this rather than waiting for it).
+    pub async fn audit_settled(&self) {
+        self.pipeline.audit_settled().await;
+    }
+
     /// Runs one round of housekeeping now (what the sweeper does every
     /// `limits.sweep_interval_secs`): expiries by the gateway's clock, last-seen times.
     pub async fn sweep(&self) {
@@ -382,7 +388,7 @@ async fn run(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
-    audit_rx: mpsc::Receiver<SessionEvent>,
+    audit_rx: mpsc::Receiver<AuditMsg>,
     mqtt: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), GatewayError> {
     let l = shared.settings.limits.clone();
@@ -576,7 +582,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 async fn audit_writer(
     storage: Arc<dyn Storage>,
-    mut rx: mpsc::Receiver<SessionEvent>,
+    mut rx: mpsc::Receiver<AuditMsg>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut stopping = false;
@@ -595,9 +601,16 @@ async fn audit_writer(
                 }
             }
         };
-        let Some(ev) = ev else { break };
-        if let Err(e) = storage.session_event(ev).await {
-            error!(error = %e, "writing the session audit trail failed");
+        match ev {
+            None => break,
+            Some(AuditMsg::Event(ev)) => {
+                if let Err(e) = storage.session_event(ev).await {
+                    error!(error = %e, "writing the session audit trail failed");
+                }
+            }
+            Some(AuditMsg::Barrier(done)) => {
+                let _ = done.send(());
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use iotseal_proto::error::Limit;
 use iotseal_proto::handshake::messages::RetryReason;
-use iotseal_proto::handshake::{HelloReply, SourceKey};
+use iotseal_proto::handshake::{HelloReply, HelloStep, SourceKey};
 use iotseal_proto::record::batch;
 use iotseal_proto::{Error, Refusal};
 use tracing::{debug, error};
@@ -89,12 +89,19 @@ fn hello(
             }
         }
     }
-    let in_use = |id| sh.sessions.contains(id);
+    // Check under the lock (cheap: MACs, cookie, freshness, replay, room), compute without
+    // it (KEM, signature: this is what runs on every core), commit under it again.
     let evictions = hs.half_open_evictions();
     let nonce_evictions = hs.nonce_evictions();
-    let result = match source {
-        Some(s) => hs.handle_hello_from(now, body, s, &in_use),
-        None => hs.handle_hello(now, body, &in_use),
+    let result = match hs.check_hello(now, body, source) {
+        Ok(HelloStep::Reply(r)) => Ok(r),
+        Err(e) => Err(e),
+        Ok(HelloStep::Compute(job)) => {
+            drop(hs);
+            let computed = job.compute(&|id| sh.sessions.contains(id));
+            hs = sh.lock_hs(binding);
+            computed.and_then(|c| hs.commit_hello(now, c))
+        }
     };
     let evicted = hs.half_open_evictions() - evictions;
     let nonces_evicted = hs.nonce_evictions() - nonce_evictions;
@@ -150,11 +157,23 @@ async fn finish(sh: Arc<Pipeline>, binding: Binding, body: Bytes) -> Answer {
     let body2 = body.clone();
     let step = tokio::task::spawn_blocking(move || {
         let now = sh2.now();
-        let mut hs = sh2.lock_hs(binding);
+        let hs = sh2.lock_hs(binding);
         if let Some(a) = hs.cached_answer(now, &body2) {
             return FinishStep::Cached(a);
         }
-        let r = match hs.handle_finish(now, &body2, &sh2.registry) {
+        // Check under the lock, verify (AEAD, registry, signature) without it, commit
+        // under it: of two finishes of one session exactly one commits.
+        let job = match hs.check_finish(now, &body2) {
+            Ok(j) => j,
+            Err(e) => return FinishStep::Refused(e),
+        };
+        drop(hs);
+        let verified = match job.verify(&sh2.registry) {
+            Ok(v) => v,
+            Err(e) => return FinishStep::Refused(e),
+        };
+        let mut hs = sh2.lock_hs(binding);
+        let r = match hs.commit_finish(now, verified, &body2) {
             Ok(est) => FinishStep::Established {
                 session: Box::new(est.session),
                 device_id: est.device_id,

@@ -127,6 +127,15 @@ pub trait CommitHook: Send + Sync {
     fn committed(&self, readings: &[NewReading]);
 }
 
+/// What the audit writer (a background task) is sent.
+#[derive(Debug)]
+pub enum AuditMsg {
+    /// An event to store.
+    Event(SessionEvent),
+    /// Answer once everything sent before is stored.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// What the pipeline is built from.
 pub struct Parts {
     /// The settings.
@@ -146,7 +155,7 @@ pub struct Parts {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Where session audit events go (a background writer).
-    pub audit: mpsc::Sender<SessionEvent>,
+    pub audit: mpsc::Sender<AuditMsg>,
     /// Session id policy of a cluster node.
     pub session_ids: Option<Arc<dyn SessionIds>>,
 }
@@ -169,7 +178,7 @@ pub struct Pipeline {
     session_ids: Option<Arc<dyn SessionIds>>,
     route: OnceLock<Arc<dyn Route>>,
     pub(super) commit_hook: OnceLock<Arc<dyn CommitHook>>,
-    audit: mpsc::Sender<SessionEvent>,
+    audit: mpsc::Sender<AuditMsg>,
     clock: Arc<dyn Clock>,
     last_ms: AtomicU64,
 }
@@ -261,12 +270,21 @@ impl Pipeline {
             event: event.to_string(),
             suite: session.suite.to_string(),
         };
-        if self.audit.try_send(ev).is_err() {
+        if self.audit.try_send(AuditMsg::Event(ev)).is_err() {
             self.metrics.audit_dropped();
             warn!(
                 session = session.id,
                 event, "audit queue full; event dropped"
             );
+        }
+    }
+
+    /// Completes once every audit event queued before the call is stored (tests and
+    /// operators await this instead of waiting for the background writer).
+    pub async fn audit_settled(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.audit.send(AuditMsg::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
