@@ -230,8 +230,10 @@ fn interleaved_hellos_both_commit() {
     let (c_a, c_b) = (t_a.join().unwrap(), t_b.join().unwrap());
     assert_ne!(c_a.session_id(), c_b.session_id());
     let r_b = pair.server.commit_hello(now, c_b).unwrap();
+    assert!(pair.server.is_half_open(m2(&r_b).0));
     let r_a = pair.server.commit_hello(now, c_a).unwrap();
     assert_eq!(pair.server.half_open_len(), 2);
+    assert!(pair.server.is_half_open(m2(&r_a).0));
     assert_eq!(pair.server.half_open_held_by(src(1)), 1);
     assert_eq!(pair.server.half_open_held_by(src(2)), 1);
     let (_, m3_a) = device_finish(hs_a, now, m2(&r_a).1);

@@ -183,6 +183,12 @@ impl HandshakeServer {
         self.nonce_evictions
     }
 
+    /// Whether a half-open handshake holds `session_id` (expired entries not yet dropped
+    /// included, as the one-call draw counts them): for the `in_use` of [`HelloJob::compute`].
+    pub fn is_half_open(&self, session_id: u32) -> bool {
+        self.half_open.contains(Time(0), session_id)
+    }
+
     /// Number of half-open handshakes of `source` (`None`: of hellos given no source).
     pub fn half_open_held_by(&self, source: Option<SourceKey>) -> usize {
         self.half_open.held_by(source)
@@ -289,8 +295,8 @@ impl HandshakeServer {
             HelloStep::Reply(reply) => return Ok(reply),
             HelloStep::Compute(job) => job,
         };
-        let half_open = &self.half_open;
-        let computed = job.compute(&|id| in_use(id) || half_open.contains(Time(0), id))?;
+        let server = &*self;
+        let computed = job.compute(&|id| in_use(id) || server.is_half_open(id))?;
         self.commit_hello(now, computed)
     }
 
@@ -468,6 +474,7 @@ impl HandshakeServer {
     ///   [`Limit::HalfOpenFull`] (answered Busy: the device retries with a new hello; the id
     ///   is in the signed M2, so it cannot be drawn again here).
     ///
+    /// Live sessions are the caller's: see [`HelloJob::compute`] for the id it checks again.
     /// Not re-checked: the load (the Address retry decision stands), the hello's freshness
     /// (judged at `check_hello`'s time, which M2 carries) and the configuration (the job
     /// signs with the identities it was checked with). Then inserts the nonce, the half-open
@@ -745,9 +752,12 @@ impl HelloJob {
     /// `in_use` says no, at most 16 tries, else [`Limit::HalfOpenFull`]), the transcript and
     /// handshake secrets, the gateway's signature, Finished, and M2 sealed.
     ///
-    /// `in_use` should say whether an id is taken by a live session, and may also say it for
-    /// the half-open table; [`HandshakeServer::commit_hello`] refuses an id taken there by
-    /// then anyway.
+    /// `in_use` should say whether an id is taken by a live session or a half-open handshake
+    /// ([`HandshakeServer::is_half_open`], under the caller's lock for that one call).
+    /// [`HandshakeServer::commit_hello`] refuses an id a half-open handshake took meanwhile,
+    /// but it cannot see live sessions: a caller that computes outside its lock checks
+    /// [`HelloComputed::session_id`] against its live sessions again before committing (an id
+    /// drawn by two jobs at once whose first handshake finished before the second commits).
     pub fn compute(self, in_use: &dyn Fn(u32) -> bool) -> Result<HelloComputed, Error> {
         let cfg = &*self.config;
         let p = cfg.provider;
