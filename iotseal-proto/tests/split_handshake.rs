@@ -2,7 +2,7 @@
 //! the same bytes as the one-call path, and the races the commit steps settle.
 
 use iotseal_proto::crypto::{CryptoError, CryptoProvider, SecureRandom};
-use iotseal_proto::error::{ApiMisuse, Error, Limit};
+use iotseal_proto::error::{ApiMisuse, AuthFailure, Error, Limit};
 use iotseal_proto::handshake::messages::{MAC1_LEN, RetryReason};
 use iotseal_proto::handshake::{
     DeviceConfig, DeviceEstablished, DeviceHandshake, DeviceNext, FinishJob, FinishVerified,
@@ -467,4 +467,25 @@ fn session_id_policy_is_taken_at_check() {
         pair.server.set_session_id_policy(policy.clone());
     }
     assert_eq!(pair.server.half_open_len(), 8);
+}
+
+/// A tampered M3 fails verification outside the server and leaves the half-open handshake as
+/// it was: the genuine M3 still finishes.
+#[test]
+fn failed_verification_leaves_the_half_open_handshake() {
+    let mut pair = Pair::new(rc(), rc(), SMALL, 19);
+    let now = pair.now;
+    let (hs, m1) = DeviceHandshake::start(pair.device.clone(), now).unwrap();
+    let r = pair.server.handle_hello(now, &m1, &free).unwrap();
+    let (_, m3) = device_finish(hs, now, m2(&r).1);
+    let mut tampered = m3.clone();
+    tampered[10] ^= 0x80;
+    let job = pair.server.check_finish(now, &tampered).unwrap();
+    assert_eq!(
+        job.verify(&pair.registry).unwrap_err(),
+        Error::AuthFailed(AuthFailure::DecryptFailed)
+    );
+    assert_eq!(pair.server.half_open_len(), 1);
+    let (id, _, _) = split_finish(&mut pair.server, now, &m3, &pair.registry).unwrap();
+    assert_eq!(id, m2(&r).0);
 }
