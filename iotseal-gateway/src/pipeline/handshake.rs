@@ -91,8 +91,9 @@ fn hello(
     }
     // Check under the lock (cheap: MACs, cookie, freshness, replay, room), compute without
     // it (KEM, signature: this is what runs on every core), commit under it again.
-    let evictions = hs.half_open_evictions();
-    let nonce_evictions = hs.nonce_evictions();
+    // Evictions happen only at commit: the counters are read around it, under the lock.
+    let mut evictions = hs.half_open_evictions();
+    let mut nonce_evictions = hs.nonce_evictions();
     let result = match hs.check_hello(now, body, source) {
         Ok(HelloStep::Reply(r)) => Ok(r),
         Err(e) => Err(e),
@@ -100,7 +101,15 @@ fn hello(
             drop(hs);
             let computed = job.compute(&|id| sh.sessions.contains(id));
             hs = sh.lock_hs(binding);
-            computed.and_then(|c| hs.commit_hello(now, c))
+            evictions = hs.half_open_evictions();
+            nonce_evictions = hs.nonce_evictions();
+            match computed {
+                // A session established meanwhile took the drawn id (the core sees only
+                // half-open ones): the id is signed into M2, so refuse; the device retries.
+                Ok(c) if sh.sessions.contains(c.session_id()) => Err(Limit::HalfOpenFull.into()),
+                Ok(c) => hs.commit_hello(now, c),
+                Err(e) => Err(e),
+            }
         }
     };
     let evicted = hs.half_open_evictions() - evictions;
