@@ -45,67 +45,12 @@ use tracing::{debug, info, warn};
 
 use crate::GatewayError;
 use crate::pipeline::{self, Binding, Pipeline, Request};
+pub use crate::settings::BrokerUrl;
 
 /// Longest correlation data echoed back, bytes.
 const MAX_CORRELATION: usize = 64;
 /// Longest response topic accepted, bytes.
 const MAX_RESPONSE_TOPIC: usize = 256;
-
-/// A broker address: `mqtt://HOST[:PORT]` (plain, port 1883) or `mqtts://HOST[:PORT]` (TLS,
-/// port 8883). A bare `HOST:PORT` is plain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// TLS to the broker.
-    pub tls: bool,
-    /// Host name or IP address (without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    /// Parses a broker URL.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let url = url.trim();
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if url.contains("://") {
-            return Err(format!("{url:?}: the scheme must be mqtt:// or mqtts://"));
-        } else {
-            (false, url)
-        };
-        let rest = rest.trim_end_matches('/');
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
-            // [v6]:port
-            let (h, after) = r
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(format!("{url:?}: unexpected {after:?}")),
-            };
-            (h.to_string(), port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("{url:?}: bad port"))?,
-                ),
-                None => (rest.to_string(), default_port),
-            }
-        };
-        if host.is_empty() || host.contains(['/', '?', '@']) {
-            return Err(format!(
-                "{url:?}: expected mqtt://HOST:PORT or mqtts://HOST:PORT"
-            ));
-        }
-        Ok(Self { tls, host, port })
-    }
-}
 
 /// A TLS 1.2/1.3 client configuration (aws-lc) trusting the CAs in `ca_file`, or the
 /// system's roots without one.
