@@ -408,15 +408,12 @@ fn run_gateway(a: RunArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // Defaults, then the file, then the environment, then the flags; checked once at the end.
-    let mut settings = match &a.config {
-        Some(p) => Settings::from_file(p)?,
-        None => Settings::default(),
-    };
-    settings.apply_env(std::env::vars_os(), other_variable)?;
-    for (key, value) in &a.overrides.given {
-        settings.apply_flag(key, value)?;
-    }
-    settings.validate()?;
+    let settings = Settings::layered(
+        a.config.as_deref(),
+        std::env::vars_os(),
+        other_variable,
+        &a.overrides.given,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

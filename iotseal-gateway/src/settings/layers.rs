@@ -71,10 +71,14 @@ impl Settings {
     /// Reads a configuration file over the defaults, without [`Settings::validate`] (for
     /// layering further values on top); relative paths resolve against its directory.
     pub fn from_file(path: &Path) -> Result<Self, GatewayError> {
+        Self::from_file_noting(path, &mut Vec::new())
+    }
+
+    fn from_file_noting(path: &Path, seen: &mut Seen) -> Result<Self, GatewayError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| config(format!("{}: {e}", path.display())))?;
         let mut s = Self::default();
-        s.merge_toml(&text, &path.display().to_string())?;
+        s.merge_toml_noting(&text, &path.display().to_string(), seen)?;
         s.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -87,6 +91,15 @@ impl Settings {
     /// message, with the line of the setting when it can be found. A name that is not a
     /// setting is refused.
     pub fn merge_toml(&mut self, text: &str, origin: &str) -> Result<(), GatewayError> {
+        self.merge_toml_noting(text, origin, &mut Vec::new())
+    }
+
+    fn merge_toml_noting(
+        &mut self,
+        text: &str,
+        origin: &str,
+        seen: &mut Seen,
+    ) -> Result<(), GatewayError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
@@ -99,14 +112,14 @@ impl Settings {
             match (v, is_section) {
                 (toml::Value::Table(t), true) => {
                     for (name, v) in t {
-                        self.merge_one(text, origin, &k, &name, v)?;
+                        self.merge_one(text, origin, &k, &name, v, seen)?;
                     }
                 }
                 (_, true) => {
                     let at = line_of(text, "", &k);
                     return Err(config(format!("{origin}{at}: {k} is a section ([{k}])")));
                 }
-                (v, false) => self.merge_one(text, origin, "", &k, v)?,
+                (v, false) => self.merge_one(text, origin, "", &k, v, seen)?,
             }
         }
         Ok(())
@@ -119,12 +132,14 @@ impl Settings {
         section: &str,
         name: &str,
         v: toml::Value,
+        seen: &mut Seen,
     ) -> Result<(), GatewayError> {
         let key = join(section, name);
-        self.set_key(&key, Input::Toml(v)).map_err(|r| {
-            let at = line_of(text, section, name);
-            config(format!("{origin}{at}: {}", describe(&key, r)))
-        })
+        let at = line_of(text, section, name);
+        self.set_key(&key, Input::Toml(v))
+            .map_err(|r| config(format!("{origin}{at}: {}", describe(&key, r))))?;
+        seen.push((key, format!("{origin}{at}")));
+        Ok(())
     }
 
     /// Applies the `IOTSEAL_*` environment variables among `vars` (each setting's variable
@@ -135,6 +150,20 @@ impl Settings {
         &mut self,
         vars: I,
         is_other: impl Fn(&str) -> bool,
+    ) -> Result<(), GatewayError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        self.apply_env_noting(vars, is_other, &mut Vec::new())
+    }
+
+    fn apply_env_noting<I, K, V>(
+        &mut self,
+        vars: I,
+        is_other: impl Fn(&str) -> bool,
+        seen: &mut Seen,
     ) -> Result<(), GatewayError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -172,8 +201,43 @@ impl Settings {
                         describe(&field.key(), r)
                     ))
                 })?;
+            seen.push((field.key(), format!("environment variable {var}")));
         }
         Ok(())
+    }
+
+    /// The layers of `iotseal gateway run`, later ones winning: the defaults, the file `config`
+    /// (if any; relative paths resolve against its directory), the `IOTSEAL_*` variables among
+    /// `env` (as [`Settings::apply_env`]), the `flags` (dotted name and text, as
+    /// [`Settings::apply_flag`]); then [`Settings::validate`], whose message then ends with
+    /// where the settings it names were set (`--half-open`, `gateway.toml:40`, ...).
+    pub fn layered<I, K, V>(
+        config_file: Option<&Path>,
+        env: I,
+        is_other: impl Fn(&str) -> bool,
+        flags: &[(String, String)],
+    ) -> Result<Self, GatewayError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut seen = Vec::new();
+        let mut s = match config_file {
+            Some(p) => Self::from_file_noting(p, &mut seen)?,
+            None => Self::default(),
+        };
+        s.apply_env_noting(env, is_other, &mut seen)?;
+        for (key, value) in flags {
+            s.apply_flag(key, value)?;
+            let flag = Self::field(key).map_or_else(|| key.clone(), Field::flag);
+            seen.push((key.clone(), format!("--{flag}")));
+        }
+        match s.validate() {
+            Ok(()) => Ok(s),
+            Err(GatewayError::Config(m)) => Err(config(with_sources(m, &seen))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets one setting from its command-line flag's text (as [`Settings::set`] reads it); an
@@ -205,6 +269,40 @@ impl Settings {
         let (section, name) = split(key);
         self.field_value(section, name)
     }
+}
+
+/// `(dotted name, where it was set)` in the order the layers set them.
+type Seen = Vec<(String, String)>;
+
+/// `message`, followed by where each setting it names was last set (if not by default).
+fn with_sources(message: String, seen: &Seen) -> String {
+    let mut last: Vec<(&str, &str)> = Vec::new();
+    for (key, source) in seen {
+        last.retain(|(k, _)| k != key);
+        last.push((key, source));
+    }
+    let named: Vec<String> = last
+        .iter()
+        .filter(|(key, _)| {
+            let (section, name) = split(key);
+            has_word(&message, key)
+                || (has_word(&message, name)
+                    && (section.is_empty() || message.contains(&format!("{section}:"))))
+        })
+        .map(|(key, source)| format!("{key} from {source}"))
+        .collect();
+    if named.is_empty() {
+        message
+    } else {
+        format!("{message} ({})", named.join("; "))
+    }
+}
+
+/// Whether `word` occurs in `text` not as part of a longer name.
+fn has_word(text: &str, word: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word)
+        .any(|(i, _)| !text[..i].ends_with(part) && !text[i + word.len()..].starts_with(part))
 }
 
 fn split(key: &str) -> (&str, &str) {

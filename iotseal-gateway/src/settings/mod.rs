@@ -741,6 +741,36 @@ mod tests {
     }
 
     #[test]
+    fn validation_errors_say_where_the_settings_were_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "[limits]\nhalf_open = 100\nmax_body = 5\n").unwrap();
+        let flags = [(
+            "limits.half_open_cookie_threshold".to_string(),
+            "101".to_string(),
+        )];
+        let env = [("IOTSEAL_MAX_SESSIONS", "7")];
+        let e = Settings::layered(Some(&path), env, |_| false, &flags)
+            .unwrap_err()
+            .to_string();
+        let file = path.display();
+        assert!(
+            e.contains(&format!(
+                "(limits.half_open from {file}:2; limits.half_open_cookie_threshold from \
+                 --half-open-cookie-threshold)"
+            )),
+            "{e}"
+        );
+        let ok = [(
+            "limits.half_open_cookie_threshold".to_string(),
+            "100".to_string(),
+        )];
+        let s = Settings::layered(Some(&path), env, |_| false, &ok).unwrap();
+        assert_eq!((s.limits.max_body, s.limits.max_sessions), (5, 7));
+        assert_eq!(s.base_dir, dir.path());
+    }
+
+    #[test]
     fn half_open_cookie_threshold_is_at_most_half_open() {
         let mut s = Settings::default();
         s.set("limits.half_open", "100").unwrap();
