@@ -24,5 +24,5 @@ if [ "${1:-}" = "--update-docs" ]; then
 fi
 "$CHROMIUM" --version
 start=$(date +%s)
-cargo test -p iotseal-gateway --test dashboard_browser -- --ignored --nocapture
+cargo test -p iotseal-e2e --test dashboard_browser -- --ignored --nocapture
 echo "dashboard browser test: $(( $(date +%s) - start )) s (build included); screenshot $DASHBOARD_SCREENSHOT"

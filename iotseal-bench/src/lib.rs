@@ -1,11 +1,14 @@
 //! Benchmark support: building matching device and gateway configurations per suite and
 //! running the pieces of a handshake separately, so each side can be timed; the crypto matrix
 //! behind `iotseal bench crypto` ([`matrix`]) and the HTML report behind `iotseal report`
-//! ([`report`]).
+//! ([`report`]); the load generator behind `iotseal bench load` and `iotseal bench handshakes`
+//! ([`load`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod limit;
+pub mod load;
 pub mod matrix;
 pub mod mem;
 pub mod report;

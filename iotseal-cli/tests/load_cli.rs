@@ -1,13 +1,15 @@
 //! `iotseal bench load` against a gateway that is killed mid-run: the run fails (non-zero
 //! exit, `target_lost` said), its error kinds add up to its error count, and its rates are
-//! over the real measured time.
+//! over the real measured time. `iotseal bench handshakes` against a gateway process with one
+//! worker thread: handshakes counted, the limit measured, the JSON's keys (no timing asserted).
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestGateway, iotseal};
+use common::{Running, TestGateway, iotseal};
 
 #[test]
 fn bench_load_fails_when_its_target_dies() {
@@ -61,4 +63,86 @@ fn bench_load_fails_when_its_target_dies() {
         (rate - requests / secs).abs() < 1e-6 * rate.max(1.0),
         "{report}"
     );
+}
+
+#[test]
+fn bench_handshakes_reports_handshakes_and_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("gw");
+    let init = iotseal()
+        .args(["gateway", "init", "--alg", "ed25519", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "gateway init: {init:?}");
+    // One worker thread (the flag `bench handshakes` reports are made with); every handshake
+    // comes from 127.0.0.1, so the per-address handshake rate limit is raised.
+    let mut child = iotseal()
+        .args(["gateway", "run", "--worker-threads", "1", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--handshake-rate-per-ip", "100000"])
+        .args(["--handshake-burst-per-ip", "100000"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let gateway = Running(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+
+    let out = iotseal()
+        .args(["bench", "handshakes", "--pins"])
+        .arg(dir.join("gateway.pub.toml"))
+        .arg("--token-file")
+        .arg(dir.join("admin.token"))
+        .args([
+            "--gateway",
+            &url,
+            "--gateway-pid",
+            &gateway.0.id().to_string(),
+        ])
+        .args(["--suite", "x25519/ed25519/aes256gcm", "--connections", "1"])
+        .args(["--duration", "1s", "--warmup", "200ms", "--threads", "1"])
+        .args(["--gateway-cores", "1", "--limit-iterations", "11", "--json"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    for key in [
+        "suite",
+        "url",
+        "connections",
+        "gateway_cores",
+        "handshakes_per_s",
+        "limit_per_s",
+        "ratio",
+        "primitive_us",
+        "full_handshake_us",
+        "runs",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert!(
+        report["handshakes_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(report["limit_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["gateway_cores"], 1, "{report}");
+    let run = &report["runs"][0];
+    assert!(run["handshakes"].as_u64().unwrap() > 0, "{report}");
+    assert!(run["target_lost"].is_null(), "{report}");
+    assert!(run["gateway_cpu_percent"].is_number(), "{report}");
 }

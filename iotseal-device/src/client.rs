@@ -185,8 +185,11 @@ fn system_now() -> Time {
     )
 }
 
-/// Builds the engine's configuration from the SDK's.
-pub(crate) fn engine_config(
+/// Builds the engine's configuration from the SDK's: `config` (identity, pins, offers) with
+/// `opts` (queue, batching, backoff); `store_and_forward` (MQTT) leaves acknowledgements'
+/// age unchecked. For drivers of their own over [`engine`](crate::engine) (the load generator
+/// in iotseal-bench); returns the provider to build the engine with.
+pub fn engine_config(
     config: DeviceConfig,
     opts: &DeviceOptions,
     store_and_forward: bool,

@@ -27,7 +27,6 @@ mod client;
 mod clock;
 mod files;
 mod https;
-pub mod load;
 mod mqtt;
 mod pin;
 pub mod queue;
@@ -35,7 +34,9 @@ pub mod sim;
 mod transport;
 
 pub use admin::{AdminClient, StoredReadingJson};
-pub use client::{DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushReport};
+pub use client::{
+    DeviceClient, DeviceError, DeviceOptions, DeviceStats, FlushReport, engine_config,
+};
 pub use clock::Clock;
 pub use files::{FileError, GatewayPins, IdentityFile, IdentityFileExt, PinnedIdentity};
 pub use https::HttpsTransport;
@@ -49,7 +50,7 @@ pub use queue::{AckWriteError, DurableQueue, PendingReading, PushError, QueueFul
 pub use transport::{BoxFuture, Reply, Transport, TransportError};
 
 /// The SDK's protocol crypto provider: aws-lc-rs with the feature `aws-lc` (the default),
-/// else RustCrypto (pure Rust). Identity files, the load generator and MQTT client ids use it.
+/// else RustCrypto (pure Rust). Identity files and MQTT client ids use it.
 pub fn default_provider() -> iotseal_proto::crypto::CryptoProvider {
     #[cfg(feature = "aws-lc")]
     return iotseal_crypto_awslc::default_provider();

@@ -19,12 +19,6 @@ pub fn pinned_tls_config(cert_sha256: &[u8]) -> Result<ClientConfig, rustls::Err
     config(Some(pin))
 }
 
-/// A TLS 1.3 client configuration that accepts any certificate (the handshake signature is
-/// still checked): only for the load generator's baseline mode, which sends nothing secret.
-pub(crate) fn any_certificate_tls_config() -> Result<ClientConfig, rustls::Error> {
-    config(None)
-}
-
 /// The rustls provider of the SDK's TLS: aws-lc-rs with the feature `aws-lc` (the default;
 /// X25519MLKEM768 preferred), else ring with the feature `ring` (X25519; the readings are
 /// protected end to end by the iotseal layer whatever TLS negotiates, docs/decisions.md D28).

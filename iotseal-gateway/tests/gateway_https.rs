@@ -1252,8 +1252,7 @@ async fn idle_sessions_expire() {
 async fn sqlite_storage_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let p = provider();
-    let laid =
-        iotseal_gateway::testing::lay_out_gateway_dir(dir.path(), &p, &[SigAlg::Ed25519]).unwrap();
+    let laid = iotseal_testkit::lay_out_gateway_dir(dir.path(), &p, &[SigAlg::Ed25519]).unwrap();
     let mut settings = laid.settings;
     settings.storage = "sqlite:data/iotseal.db".into();
     let gw = iotseal_gateway::Gateway::start(settings.clone())
@@ -1264,15 +1263,8 @@ async fn sqlite_storage_end_to_end() {
         Some(iotseal_gateway::tls::pinned_client_config(&laid.public.cert_der().unwrap()).unwrap()),
     )
     .unwrap();
-    let key = p
-        .signature(SigAlg::Ed25519)
-        .unwrap()
-        .generate(p.random)
-        .unwrap();
-    let body = format!(
-        r#"{{"id":"s1","alg":"ed25519","public_key":"{}"}}"#,
-        hex::encode(key.public_key())
-    );
+    let key = iotseal_testkit::device_key(&p, SigAlg::Ed25519);
+    let body = iotseal_testkit::registration_json("s1", SigAlg::Ed25519, &key.public_key());
     let auth = format!("Bearer {}", laid.admin_token);
     let r = client
         .request(

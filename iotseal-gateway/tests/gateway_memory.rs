@@ -33,11 +33,7 @@ fn memory_per_idle_session() {
         .generate(p.random)
         .unwrap();
     let gpub = gkey.public_key();
-    let dkey = p
-        .signature(SigAlg::Ed25519)
-        .unwrap()
-        .generate(p.random)
-        .unwrap();
+    let dkey = iotseal_testkit::device_key(&p, SigAlg::Ed25519);
     let dpub = dkey.public_key();
     let mut dc = DeviceConfig::new(
         p,

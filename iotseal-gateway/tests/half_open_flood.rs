@@ -87,15 +87,8 @@ async fn hello(env: &Env, src: SocketAddr, m1: &[u8]) -> (u16, Vec<u8>) {
 async fn device(env: &Env, id: &str) -> std::sync::Arc<DeviceConfig> {
     let suite: Suite = SUITE.parse().unwrap();
     let p = provider();
-    let key = p
-        .signature(SigAlg::Ed25519)
-        .unwrap()
-        .generate(p.random)
-        .unwrap();
-    let body = format!(
-        r#"{{"id":"{id}","alg":"ed25519","public_key":"{}"}}"#,
-        hex::encode(key.public_key())
-    );
+    let key = iotseal_testkit::device_key(&p, SigAlg::Ed25519);
+    let body = iotseal_testkit::registration_json(id, SigAlg::Ed25519, &key.public_key());
     let auth = env.auth();
     let (status, b) = request(
         env,

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Device, Env, framed, now, open_acks, provider, seal_records};
-use iotseal_gateway::mqtt::{TestBroker, TestClient};
-use iotseal_gateway::testing::lay_out_gateway_dir;
 use iotseal_gateway::{Gateway, Settings};
 use iotseal_proto::handshake::messages::{Cookie, RetryReason};
 use iotseal_proto::handshake::{DeviceEstablished, DeviceHandshake, DeviceNext};
 use iotseal_proto::reading::encode_batch;
 use iotseal_proto::record::{ContentType, Session, batch};
 use iotseal_proto::{Refusal, SigAlg, Suite};
+use iotseal_testkit::lay_out_gateway_dir;
+use iotseal_testkit::mqtt::{TestBroker, TestClient};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 
@@ -307,11 +307,7 @@ async fn mqtt_requests_wait_at_the_broker_while_the_gateway_is_away() {
     let inbox = format!("{prefix}/inbox/me");
     let mut raw = Raw::connect(&broker, std::slice::from_ref(&inbox)).await;
     let p = provider();
-    let key = p
-        .signature(SigAlg::Ed25519)
-        .unwrap()
-        .generate(p.random)
-        .unwrap();
+    let key = iotseal_testkit::device_key(&p, SigAlg::Ed25519);
     let pins = laid
         .public
         .identity

@@ -161,6 +161,10 @@ struct RunArgs {
     /// relative paths are relative to the current directory.
     #[arg(long, env = "IOTSEAL_CONFIG")]
     config: Option<PathBuf>,
+    /// Worker threads of the gateway's runtime (default: one per CPU; `bench handshakes` reports
+    /// at 1 and 2). Not a setting: how this process runs, not what the gateway does.
+    #[arg(long, env = "IOTSEAL_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -414,9 +418,11 @@ fn run_gateway(a: RunArgs) -> Result<()> {
         other_variable,
         &a.overrides.given,
     )?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.worker_threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let gw = Gateway::start(settings).await?;
         {

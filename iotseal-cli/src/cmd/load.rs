@@ -1,8 +1,11 @@
 //! `iotseal bench load`: sealed readings per second over HTTPS keep-alive (or, with
 //! `--transport mqtt`, through an MQTT broker to the gateway's MQTT binding) against a running
 //! gateway (its own process), with latency percentiles and the gateway's CPU and memory; or
-//! the same client against a baseline server (`--baseline URL`, e.g. nginx returning 204).
-//! The library is [`iotseal_device::load`].
+//! the same client against a baseline server (`--baseline URL`, e.g. nginx returning 204); or
+//! both side by side (`--pins` and `--baseline`: the same connections, duration and mode,
+//! alternating `--runs` times, medians and their ratio). `--reconnect`: a new TLS connection
+//! per request (TLS session resumed, iotseal session kept). The library is
+//! [`iotseal_bench::load`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,9 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use iotseal_bench::load::{LoadConfig, LoadProgress, LoadReport, LoadTransport, Target};
 use iotseal_device::GatewayPins;
 use iotseal_device::MqttConfig;
-use iotseal_device::load::{LoadConfig, LoadProgress, LoadReport, LoadTransport, Target};
 use iotseal_proto::Suite;
 
 /// Arguments.
@@ -58,9 +61,19 @@ pub(crate) struct LoadArgs {
     prefix: Option<String>,
     /// Baseline mode: POST --body-size bytes to this URL with the same client and count 2xx
     /// answers (any TLS certificate is accepted; nothing secret is sent). For a plain TLS
-    /// server such as nginx returning 204.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["pins", "gateway"])]
+    /// server such as nginx returning 204. With --pins too: both, side by side (the same
+    /// connections, duration and --reconnect), and the ratio of their requests/s.
+    #[arg(long, value_name = "URL")]
     baseline: Option<String>,
+    /// A new TLS connection for every request (devices that wake, connect, send and sleep):
+    /// TLS sessions resumed from the client's session cache, the iotseal session kept; the
+    /// latency includes the connection's set-up. HTTP only.
+    #[arg(long)]
+    reconnect: bool,
+    /// Side by side (--pins and --baseline): this many runs of each, alternating; the JSON
+    /// has every run and the medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Request body size in baseline mode, bytes.
     #[arg(long, default_value_t = 200)]
     body_size: usize,
@@ -97,30 +110,36 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
     if a.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    let target = match &a.baseline {
-        Some(url) => Target::Raw {
-            url: url.clone(),
-            body_len: a.body_size,
-        },
-        None => {
-            let path = a.pins.as_ref().expect("required by clap");
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let raw = a.baseline.as_ref().map(|url| Target::Raw {
+        url: url.clone(),
+        body_len: a.body_size,
+    });
+    let sealed = match &a.pins {
+        None => None,
+        Some(path) => {
             let mut pins = GatewayPins::load(path).map_err(|e| anyhow!("{e}"))?;
             if let Some(u) = &a.gateway {
                 pins.url = u.clone();
             }
             let token = crate::cmd::simulate::admin_token(a.token.clone(), a.token_file.clone())?;
-            Target::Gateway {
+            Some(Target::Gateway {
                 pins,
                 token,
                 suite: a.suite,
                 prefix: a.prefix.clone(),
-            }
+            })
         }
     };
     let transport = match a.transport.as_str() {
         "mqtt" => {
             if a.baseline.is_some() {
                 bail!("--baseline is measured over HTTP only; drop --transport mqtt");
+            }
+            if a.reconnect {
+                bail!("--reconnect is measured over HTTP only; drop --transport mqtt");
             }
             LoadTransport::Mqtt(MqttConfig {
                 topic_prefix: a.mqtt_topic_prefix.clone(),
@@ -131,20 +150,98 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
         }
         _ => LoadTransport::Http,
     };
-    let cfg = LoadConfig {
+    let cfg = |target: Target| LoadConfig {
         target,
-        transport,
+        transport: transport.clone(),
         connections: a.connections,
         duration: a.duration,
         warmup: a.warmup,
         batch: a.batch,
         rate: a.rate,
         gateway_pids: a.gateway_pid.clone(),
+        reconnect: a.reconnect,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(async {
+    let (sealed, raw) = match (sealed, raw) {
+        (Some(s), Some(r)) => (s, r),
+        (Some(t), None) | (None, Some(t)) => {
+            let report = measure(&rt, cfg(t), &a)?;
+            return finish(&a, &report);
+        }
+        (None, None) => bail!("--pins (a gateway) or --baseline URL needed"),
+    };
+    // Side by side: alternating, so both see the same machine load over time.
+    let mut side = SideBySide {
+        mode: "side_by_side",
+        reconnect: a.reconnect,
+        connections: a.connections,
+        ..SideBySide::default()
+    };
+    for _ in 0..a.runs {
+        side.sealed.push(measure(&rt, cfg(sealed.clone()), &a)?);
+        side.baseline.push(measure(&rt, cfg(raw.clone()), &a)?);
+    }
+    let med = |rs: &[LoadReport]| {
+        iotseal_bench::stats::median(&rs.iter().map(|r| r.requests_per_s).collect::<Vec<_>>())
+    };
+    side.sealed_requests_per_s = med(&side.sealed);
+    side.baseline_requests_per_s = med(&side.baseline);
+    side.ratio = side.sealed_requests_per_s / side.baseline_requests_per_s;
+    if a.json {
+        println!("{}", serde_json::to_string(&side)?);
+    } else {
+        for (s, b) in side.sealed.iter().zip(&side.baseline) {
+            print_report(s);
+            print_report(b);
+        }
+        println!(
+            "side by side{}: {:.0} requests/s sealed, {:.0} baseline (medians of {} runs): ratio {:.2}",
+            if a.reconnect {
+                ", a new TLS connection per request"
+            } else {
+                ""
+            },
+            side.sealed_requests_per_s,
+            side.baseline_requests_per_s,
+            a.runs,
+            side.ratio
+        );
+    }
+    let lost = side
+        .sealed
+        .iter()
+        .chain(&side.baseline)
+        .find_map(|r| r.target_lost.clone());
+    if let Some(why) = lost {
+        bail!(
+            "a target was lost during the run: {why}; the figures above are not a measurement of it"
+        );
+    }
+    Ok(())
+}
+
+/// `bench load` with both a gateway and a baseline: every run of each and the medians.
+#[derive(Debug, Default, serde::Serialize)]
+struct SideBySide {
+    /// `side_by_side`.
+    mode: &'static str,
+    reconnect: bool,
+    connections: usize,
+    /// Median requests/s of the gateway runs.
+    sealed_requests_per_s: f64,
+    /// Median requests/s of the baseline runs.
+    baseline_requests_per_s: f64,
+    /// sealed / baseline.
+    ratio: f64,
+    sealed: Vec<LoadReport>,
+    baseline: Vec<LoadReport>,
+}
+
+/// One load run with a progress bar.
+fn measure(rt: &tokio::runtime::Runtime, cfg: LoadConfig, a: &LoadArgs) -> Result<LoadReport> {
+    rt.block_on(async {
         let progress = Arc::new(LoadProgress::default());
         let bar = indicatif::ProgressBar::new(
             (a.warmup + a.duration)
@@ -158,17 +255,20 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
                 .progress_chars("=> "),
         );
         let ticker = tokio::spawn(tick(progress.clone(), bar.clone(), a.connections));
-        let r = iotseal_device::load::run(cfg, progress)
+        let r = iotseal_bench::load::run(cfg, progress)
             .await
             .map_err(|e| anyhow!("{e}"));
         ticker.abort();
         bar.finish_and_clear();
         r
-    })?;
+    })
+}
+
+fn finish(a: &LoadArgs, report: &LoadReport) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_report(&report);
+        print_report(report);
     }
     if let Some(why) = &report.target_lost {
         bail!(
@@ -217,6 +317,10 @@ fn print_report(r: &LoadReport) {
         r.mode,
         match &r.broker {
             Some(b) => format!("MQTT (broker {b})"),
+            None if r.reconnect => format!(
+                "HTTPS, a new TLS connection per request ({} of {} TLS handshakes resumed)",
+                r.tls_resumed, r.connections_opened
+            ),
             None => "HTTPS".into(),
         },
         r.url,

@@ -1,6 +1,8 @@
 //! One HTTP/1.1 keep-alive connection over TLS 1.3 (or plain TCP), driven directly with
 //! hyper's connection API: no pool, no per-request URI parsing beyond the path, so the load
-//! generator spends as little of the shared CPUs as it can.
+//! generator spends as little of the shared CPUs as it can. The connections of one
+//! [`Endpoint`] share its TLS client configuration and so its session cache: a new connection
+//! resumes the TLS session of an earlier one when the server allows it.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::HandshakeKind;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
@@ -49,8 +52,13 @@ impl Endpoint {
             .map_or_else(|| host.clone(), |a| a.as_str().to_string());
         let tls = if https {
             let mut cfg = match &pin_sha256 {
-                Some(pin) => crate::pin::pinned_tls_config(pin),
-                None => crate::pin::any_certificate_tls_config(),
+                Some(pin) => iotseal_device::pinned_tls_config(pin),
+                // Any certificate (the handshake signature is still checked): only for the
+                // baseline mode, which sends nothing secret.
+                None => iotseal_crypto_rustcrypto::pin::pinned_client_config(
+                    None,
+                    iotseal_device::tls_provider(),
+                ),
             }
             .map_err(|e| format!("TLS: {e}"))?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -83,8 +91,8 @@ impl Endpoint {
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let sender = match &self.tls {
-            None => handshake(tcp).await?,
+        let (sender, resumed) = match &self.tls {
+            None => (handshake(tcp).await?, false),
             Some(cfg) => {
                 let name = ServerName::try_from(self.host.clone())
                     .map_err(|e| format!("server name: {e}"))?;
@@ -92,12 +100,14 @@ impl Endpoint {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?;
-                handshake(tls).await?
+                let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                (handshake(tls).await?, resumed)
             }
         };
         Ok(Conn {
             sender,
             authority: self.authority.clone(),
+            resumed,
         })
     }
 }
@@ -119,6 +129,9 @@ where
 pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
+    /// Its TLS handshake resumed an earlier session (the client configuration's session cache,
+    /// rustls' default: every connection of an [`Endpoint`] shares it).
+    pub(crate) resumed: bool,
 }
 
 impl Conn {
@@ -148,7 +161,7 @@ impl Conn {
             .await
             .map_err(|e| format!("request: {e}"))?;
         let status = resp.status();
-        let retry_after = crate::https::retry_after_secs(resp.headers());
+        let retry_after = retry_after_secs(resp.headers());
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
@@ -156,4 +169,13 @@ impl Conn {
             .to_bytes();
         Ok((status, body, retry_after))
     }
+}
+
+/// The `Retry-After` header in seconds (§18.9; the HTTP-date form is not used by the
+/// gateway), for the engine's backoff.
+fn retry_after_secs(headers: &hyper::HeaderMap) -> Option<u32> {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
 }

@@ -6,12 +6,12 @@
 //! print "skipped: set IOTSEAL_TEST_PG" and pass. Each test works in a schema of its own,
 //! dropped at the end.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use iotseal_device::GatewayPins;
 use iotseal_device::sim::{Impairments, Scenario, Simulation, Summary};
 use iotseal_gateway::local::{LocalGateway, restart, start_local};
+use iotseal_testkit::temp_dir;
 use tokio_postgres::{Client, NoTls};
 
 const ENV: &str = "IOTSEAL_TEST_PG";
@@ -79,16 +79,6 @@ async fn raw(url: &str) -> Client {
 
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let p = iotseal_crypto_awslc::default_provider();
-    let d = std::env::temp_dir().join(format!(
-        "iotseal-e2e-pg-{name}-{}",
-        hex::encode(p.random_vec(6).unwrap())
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn pins(gw: &LocalGateway) -> GatewayPins {

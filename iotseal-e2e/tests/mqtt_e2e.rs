@@ -4,7 +4,6 @@
 //! Every reading is checked in storage byte for byte, and a plain subscriber on `#` checks
 //! that the broker carries nothing readable.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,25 +13,12 @@ use iotseal_device::{
     MqttConfig, MqttTransport,
 };
 use iotseal_gateway::local::{LocalGateway, start_local};
-use iotseal_gateway::mqtt::TestBroker;
 use iotseal_proto::SigAlg;
 use iotseal_proto::reading::SensorKind;
+use iotseal_testkit::mqtt::TestBroker;
+use iotseal_testkit::{random_hex, temp_dir};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
-
-fn random_hex(n: usize) -> String {
-    hex::encode(
-        iotseal_crypto_awslc::default_provider()
-            .random_vec(n)
-            .unwrap(),
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("iotseal-mqtt-{name}-{}", random_hex(6)));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn pins(gw: &LocalGateway) -> GatewayPins {
     toml::from_str(&gw.public.to_toml().unwrap()).unwrap()
@@ -352,7 +338,7 @@ async fn mqtt_throughput_vs_https() {
 /// readings are in storage, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_bench_load_is_acknowledged() {
-    use iotseal_device::load::{self, LoadConfig, LoadTransport, Target};
+    use iotseal_bench::load::{self, LoadConfig, LoadTransport, Target};
     let Some(broker) = TestBroker::find() else {
         println!("{}", TestBroker::SKIPPED);
         return;

@@ -1,22 +1,12 @@
 //! End to end: simulated devices over real HTTPS against a real gateway (in this process,
 //! SQLite in a temporary directory), every reading checked in storage byte for byte.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use iotseal_device::GatewayPins;
 use iotseal_device::sim::{Impairments, Scenario, Simulation, Summary};
 use iotseal_gateway::local::{LocalGateway, restart, start_local};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let p = iotseal_crypto_awslc::default_provider();
-    let d = std::env::temp_dir().join(format!(
-        "iotseal-e2e-{name}-{}",
-        hex::encode(p.random_vec(6).unwrap())
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use iotseal_testkit::temp_dir;
 
 fn pins(gw: &LocalGateway) -> GatewayPins {
     toml::from_str(&gw.public.to_toml().unwrap()).unwrap()

@@ -2,31 +2,18 @@
 //! CSP, live numbers while a simulated fleet runs, refusals appearing after junk, the event
 //! stream, its bound and its end at shutdown.
 
-mod common;
-
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::root_trusting_config;
 use hyper::Method;
 use iotseal_device::GatewayPins;
 use iotseal_device::sim::{Scenario, Simulation};
 use iotseal_gateway::client::{Client, Response};
 use iotseal_gateway::dashboard::{CSP, MAX_STREAMS};
-use iotseal_gateway::local::{LocalGateway, start_local};
+use iotseal_gateway::local::LocalGateway;
+use iotseal_testkit::root_trusting_config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let p = iotseal_crypto_awslc::default_provider();
-    let d = std::env::temp_dir().join(format!(
-        "iotseal-dash-{name}-{}",
-        hex::encode(p.random_vec(6).unwrap())
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 struct Dash {
     gw: LocalGateway,
@@ -36,7 +23,7 @@ struct Dash {
 
 impl Dash {
     async fn start(name: &str) -> Self {
-        let gw = start_local(&temp_dir(name), |_| {}).await.unwrap();
+        let gw = iotseal_testkit::local_gateway(&format!("dash-{name}"), |_| {}).await;
         let tls = root_trusting_config(&gw.public.tls_cert_pem);
         let client = Client::new(gw.handle.url(), Some(tls.clone())).unwrap();
         Self { gw, client, tls }

@@ -4,7 +4,7 @@
 //! refusals and errors, and the gateway process's CPU and memory from `/proc`.
 //!
 //! Each device is registered through the admin API and driven by its own device engine
-//! ([`iotseal_device_core::Engine`], piggybacking off): it handshakes before the warm-up
+//! ([`iotseal_device::engine::Engine`], piggybacking off): it handshakes before the warm-up
 //! ([`Engine::connect`]), then loops: queue `batch` readings, send the engine's request to
 //! `/v1/records`, and hand the answer back. A request counts as acknowledged when nothing is
 //! left pending after its answer; it counts only if it was sent after the warm-up and
@@ -17,6 +17,10 @@
 //! acknowledgement check, latency from publish to answer) is the same, so the two transports
 //! can be compared run for run.
 //!
+//! With [`LoadConfig::reconnect`] every request goes over a new TLS connection (battery
+//! devices that wake, connect, send and sleep): the TLS session is resumed from the client's
+//! session cache, the iotseal session is kept; the baseline can be run the same way.
+//!
 //! The same client also drives a baseline server ([`Target::Raw`]): POSTs of a fixed body,
 //! counting 2xx answers, so a plain TLS server (nginx returning 204) can be measured with the
 //! very same connection code and connection count.
@@ -24,7 +28,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use iotseal_device::GatewayPins;
-//! use iotseal_device::load::{LoadConfig, LoadProgress, Target, run};
+//! use iotseal_bench::load::{LoadConfig, LoadProgress, Target, run};
 //! let target = Target::Gateway {
 //!     pins: GatewayPins::load("gw/gateway.pub.toml".as_ref())?,
 //!     token: std::fs::read_to_string("gw/admin.token")?,
@@ -37,6 +41,7 @@
 //! ```
 
 mod conn;
+pub mod handshakes;
 pub mod procfs;
 
 use std::collections::BTreeMap;
@@ -46,18 +51,17 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hyper::StatusCode;
-use iotseal_device_core::{Engine, Event, Sample, Transmit};
+use iotseal_device::engine::{Engine, Event, Sample, Transmit};
 use iotseal_proto::handshake::messages::decode_alert;
 use iotseal_proto::reading::{MAX_READINGS, SensorKind};
 use iotseal_proto::{Refusal, Suite, Time};
 use serde::Serialize;
 
 use self::conn::{Conn, Endpoint};
-use crate::admin::AdminClient;
-use crate::client::{DeviceOptions, engine_config};
-use crate::files::{GatewayPins, IdentityFile};
-use crate::mqtt::{MqttConfig, MqttTransport};
-use crate::transport::{Reply, Transport};
+use iotseal_device::{
+    AdminClient, DeviceOptions, GatewayPins, IdentityFile, MqttConfig, MqttTransport, Reply,
+    Transport, engine_config,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -128,6 +132,10 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// The gateway's process ids; empty: found by the listening port when the URL is local.
     pub gateway_pids: Vec<u32>,
+    /// A new TLS connection for every request (devices that wake, connect, send and sleep):
+    /// TLS sessions resumed (the client's session cache), the iotseal session kept; a request's
+    /// latency includes its connection's set-up. HTTP only.
+    pub reconnect: bool,
 }
 
 impl LoadConfig {
@@ -143,6 +151,7 @@ impl LoadConfig {
             batch: 1,
             rate: None,
             gateway_pids: Vec::new(),
+            reconnect: false,
         }
     }
 }
@@ -219,8 +228,15 @@ pub struct LoadReport {
     /// (no connection could be opened), `transport` (connection failed or reset) or `protocol`
     /// (no acknowledgement). The kinds add up to `errors`.
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// Connections opened beyond the first per device (after errors).
+    /// Connections opened beyond the first per device (after errors; with `reconnect`, one per
+    /// request).
     pub reconnects: u64,
+    /// A new TLS connection per request (`reconnect`).
+    pub reconnect: bool,
+    /// Connections opened during the whole run (warm-up included).
+    pub connections_opened: u64,
+    /// Of those, TLS handshakes that resumed an earlier session (abbreviated handshake).
+    pub tls_resumed: u64,
     /// Handshakes (sealed mode).
     pub handshakes: u64,
     /// Gateway process ids measured (empty: not found, e.g. a remote gateway).
@@ -270,6 +286,8 @@ struct Shared {
     duration: Duration,
     start: OnceLock<Instant>,
     barrier: tokio::sync::Barrier,
+    /// A new connection per request.
+    reconnect: bool,
 }
 
 #[derive(Default)]
@@ -281,6 +299,8 @@ struct WorkerResult {
     refusals: u64,
     errors_by_kind: BTreeMap<String, u64>,
     reconnects: u64,
+    connections_opened: u64,
+    tls_resumed: u64,
     handshakes: u64,
     /// The worker's last attempt could not reach the target (connect or transport failure).
     ended_unreachable: bool,
@@ -291,7 +311,7 @@ fn new_hist() -> Histogram<u64> {
 }
 
 fn random_tag() -> String {
-    let p = crate::default_provider();
+    let p = iotseal_device::default_provider();
     hex::encode(p.random_vec(3).unwrap_or_else(|_| vec![0, 0, 0]))
 }
 
@@ -316,12 +336,16 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
             return Err("the baseline is measured over HTTP only".into());
         }
     };
+    if cfg.reconnect && mqtt.is_some() {
+        return Err("reconnect is measured over HTTP only".into());
+    }
     let mut report = LoadReport {
         transport: cfg.transport.name().into(),
         broker: mqtt.as_ref().map(|m| m.broker.clone()),
         connections: cfg.connections,
         batch: cfg.batch,
         target_rate: cfg.rate,
+        reconnect: cfg.reconnect,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         ..LoadReport::default()
     };
@@ -402,6 +426,7 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
         duration: cfg.duration,
         start: OnceLock::new(),
         barrier: tokio::sync::Barrier::new(cfg.connections + 1),
+        reconnect: cfg.reconnect,
     });
     let mut tasks = tokio::task::JoinSet::new();
     let n = devices.len();
@@ -415,46 +440,12 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
     let start = *shared.start.get_or_init(Instant::now);
     let from = start + cfg.warmup;
     let end = from + cfg.duration;
-    let sampler = async {
-        tokio::time::sleep_until(from.into()).await;
-        let g0 = procfs::sample(&pids);
-        let c0 = procfs::sample_self();
-        let t0 = Instant::now();
-        let mut max_rss = g0.map(|s| s.rss_bytes);
-        while Instant::now() + Duration::from_millis(500) < end {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Some(s) = procfs::sample(&pids) {
-                max_rss = max_rss.max(Some(s.rss_bytes));
-            }
-        }
-        tokio::time::sleep_until(end.into()).await;
-        let g1 = procfs::sample(&pids);
-        let c1 = procfs::sample_self();
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        let hz = procfs::clock_ticks_per_sec() as f64;
-        let cpu = |a: Option<procfs::ProcSample>, b: Option<procfs::ProcSample>| match (a, b) {
-            (Some(a), Some(b)) => {
-                Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / hz / secs * 100.0)
-            }
-            _ => None,
-        };
-        if let Some(s) = g1 {
-            max_rss = max_rss.max(Some(s.rss_bytes));
-        }
-        // The real measured window: from the end of the warm-up until now (at least the
-        // requested duration).
-        let window = Instant::now().saturating_duration_since(from).as_secs_f64();
-        (cpu(g0, g1), cpu(c0, c1), g0, g1, max_rss, window)
-    };
-    let (gcpu, ccpu, g0, g1, max_rss, measured_secs) = sampler.await;
-    // A local target whose process was there when the measurement started and is gone now.
-    let pids_gone =
-        g0.is_some() && !pids.is_empty() && pids.iter().all(|p| procfs::sample_pid(*p).is_none());
-    report.gateway_cpu_percent = gcpu;
-    report.client_cpu_percent = ccpu;
-    report.gateway_rss_mb = g1.map(|s| mib(s.rss_bytes));
-    report.gateway_fds = g1.map(|s| s.fds);
-    report.gateway_rss_mb_max = max_rss.map(mib);
+    let w = Window::measure(&pids, from, end).await;
+    report.gateway_cpu_percent = w.gateway_cpu_percent;
+    report.client_cpu_percent = w.client_cpu_percent;
+    report.gateway_rss_mb = w.last.map(|s| mib(s.rss_bytes));
+    report.gateway_fds = w.last.map(|s| s.fds);
+    report.gateway_rss_mb_max = w.max_rss.map(mib);
 
     // Workers stop at `end`; requests in flight then get a few seconds to finish.
     let mut hist = new_hist();
@@ -469,6 +460,8 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
             report.readings += r.readings;
             report.errors += r.errors;
             report.reconnects += r.reconnects;
+            report.connections_opened += r.connections_opened;
+            report.tls_resumed += r.tls_resumed;
             report.handshakes += r.handshakes;
             report.refusals += r.refusals;
             workers += 1;
@@ -484,15 +477,8 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
     {
         tasks.abort_all();
     }
-    if pids_gone {
-        report.target_lost = Some(format!("gateway process {pids:?} exited during the run"));
-    } else if workers > 0 && unreachable == workers {
-        report.target_lost = Some(format!(
-            "every connection's last attempt failed to reach {} ({workers} connections)",
-            report.url
-        ));
-    }
-    let secs = measured_secs;
+    report.target_lost = w.target_lost(&pids, workers, unreachable, &report.url);
+    let secs = w.secs;
     report.duration = secs;
     report.requested_duration = cfg.duration.as_secs_f64();
     report.requests_per_s = report.requests as f64 / secs;
@@ -507,6 +493,82 @@ pub async fn run(cfg: LoadConfig, progress: Arc<LoadProgress>) -> Result<LoadRep
         report.max_ms = ms(hist.max());
     }
     Ok(report)
+}
+
+/// The measured window: the gateway's and this process's CPU from the end of the warm-up
+/// (`from`) to `end`, the gateway's largest resident memory, whether it exited.
+struct Window {
+    gateway_cpu_percent: Option<f64>,
+    client_cpu_percent: Option<f64>,
+    /// The gateway's sample at the end.
+    last: Option<procfs::ProcSample>,
+    max_rss: Option<u64>,
+    /// The real window, seconds: from `from` until the end of the sampling (at least the
+    /// requested duration; rates are over this).
+    secs: f64,
+    /// A local target whose process was there when the measurement started and is gone.
+    pids_gone: bool,
+}
+
+impl Window {
+    /// Samples `pids` and this process at `from`, every 500 ms (memory) and at `end`.
+    async fn measure(pids: &[u32], from: Instant, end: Instant) -> Self {
+        tokio::time::sleep_until(from.into()).await;
+        let g0 = procfs::sample(pids);
+        let c0 = procfs::sample_self();
+        let t0 = Instant::now();
+        let mut max_rss = g0.map(|s| s.rss_bytes);
+        while Instant::now() + Duration::from_millis(500) < end {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(s) = procfs::sample(pids) {
+                max_rss = max_rss.max(Some(s.rss_bytes));
+            }
+        }
+        tokio::time::sleep_until(end.into()).await;
+        let g1 = procfs::sample(pids);
+        let c1 = procfs::sample_self();
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let hz = procfs::clock_ticks_per_sec() as f64;
+        let cpu = |a: Option<procfs::ProcSample>, b: Option<procfs::ProcSample>| match (a, b) {
+            (Some(a), Some(b)) => {
+                Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / hz / secs * 100.0)
+            }
+            _ => None,
+        };
+        if let Some(s) = g1 {
+            max_rss = max_rss.max(Some(s.rss_bytes));
+        }
+        Self {
+            gateway_cpu_percent: cpu(g0, g1),
+            client_cpu_percent: cpu(c0, c1),
+            last: g1,
+            max_rss,
+            secs: Instant::now().saturating_duration_since(from).as_secs_f64(),
+            pids_gone: g0.is_some()
+                && !pids.is_empty()
+                && pids.iter().all(|p| procfs::sample_pid(*p).is_none()),
+        }
+    }
+
+    /// Why the target is considered lost (its process exited, or every worker's last attempt
+    /// failed to reach it), if it is.
+    fn target_lost(
+        &self,
+        pids: &[u32],
+        workers: u64,
+        unreachable: u64,
+        url: &str,
+    ) -> Option<String> {
+        if self.pids_gone {
+            Some(format!("gateway process {pids:?} exited during the run"))
+        } else if workers > 0 && unreachable == workers {
+            Some(format!(
+                "every connection's last attempt failed to reach {url} ({workers} connections)"
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The engine settings of a load device: `batch` readings in one request, no piggybacking
@@ -534,7 +596,7 @@ async fn register(
     progress: &LoadProgress,
 ) -> Result<Vec<Option<Device>>, Error> {
     let admin = AdminClient::new(pins, token)?;
-    let provider = crate::default_provider();
+    let provider = iotseal_device::default_provider();
     let mut out: Vec<Option<Device>> = (0..n).map(|_| None).collect();
     let mut set = tokio::task::JoinSet::new();
     let mut next = 0usize;
@@ -593,6 +655,11 @@ impl Shared {
 }
 
 impl Link {
+    /// Whether the connection's TLS handshake resumed an earlier session.
+    fn resumed(&self) -> bool {
+        matches!(self, Self::Http(c) if c.resumed)
+    }
+
     /// A request to `path` (the baseline's); the status and the answer. An error means the
     /// connection is no longer usable.
     async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<StatusCode, String> {
@@ -738,7 +805,7 @@ async fn sealed_turn(sh: &Shared, conn: &mut Link, d: &mut Device) -> Result<Tur
     let Some(t) = d.engine.poll_transmit(now()) else {
         return Ok(Turn::Wait(engine_wait(d, Duration::from_millis(500))));
     };
-    let records = t.endpoint == iotseal_device_core::Endpoint::Records;
+    let records = t.endpoint == iotseal_device::engine::Endpoint::Records;
     let n = request(conn, d, t).await?;
     if !records {
         return Ok(Turn::Handshaking);
@@ -812,9 +879,12 @@ async fn worker(
         if Instant::now() >= end {
             break;
         }
+        // With `reconnect`, a request's time includes its connection's set-up.
+        let began = Instant::now();
         if conn.is_none() {
             match sh.connect().await {
                 Ok(c) => {
+                    res.tls_resumed += u64::from(c.resumed());
                     conn = Some(c);
                     opened += 1;
                 }
@@ -828,7 +898,7 @@ async fn worker(
             }
         }
         let c = conn.as_mut().expect("connected");
-        let sent = Instant::now();
+        let sent = if sh.reconnect { began } else { Instant::now() };
         let outcome = match device.as_mut() {
             // The handshake messages of a new session go out in the same turn.
             Some(d) => loop {
@@ -884,11 +954,16 @@ async fn worker(
                 }
             }
         }
+        if sh.reconnect {
+            // Close it: the next request opens a new connection (the iotseal session stays).
+            conn = None;
+        }
     }
     if let Some(d) = &device {
         res.handshakes = d.engine.stats().handshakes;
     }
     res.reconnects = opened.saturating_sub(1);
+    res.connections_opened = opened;
     res.hist = Some(hist);
     res
 }

@@ -15,24 +15,21 @@
 //! (`postgres://USER@127.0.0.1:5432/DB`); MQTT: `IOTSEAL_TEST_MQTT` (or `mosquitto` on PATH).
 //! Without them the tests print "skipped" and pass.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{metric, provider, root_trusting_config};
 use iotseal_device::{
     AdminClient, BoxFuture, DeviceClient, DeviceOptions, Endpoint, GatewayPins, IdentityFile,
     MqttConfig, MqttTransport, Reply, Transport, TransportError,
 };
 use iotseal_gateway::client::Client;
-use iotseal_gateway::mqtt::TestBroker;
-use iotseal_gateway::testing::lay_out_gateway_dir;
 use iotseal_gateway::{Gateway, GatewayHandle, Settings};
 use iotseal_proto::reading::{Reading, SensorKind};
 use iotseal_proto::{Refusal, SigAlg, Suite};
+use iotseal_testkit::mqtt::TestBroker;
+use iotseal_testkit::{lay_out_gateway_dir, metric, provider, root_trusting_config};
 use serde_json::Value;
 
 const PARTITIONS: u32 = 12;

@@ -10,8 +10,6 @@
 //! `target/dashboard.png`); `DASHBOARD_LINGER_SECS` waits that long before the screenshot
 //! (probing with junk now and then) so the charts have more history (for `docs/`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -23,9 +21,10 @@ use iotseal_device::{IdentityFile, IdentityFileExt};
 use iotseal_gateway::Gateway;
 use iotseal_gateway::client::Client;
 use iotseal_gateway::local::start_local;
-use iotseal_gateway::testing::{MemoryStorage, lay_out_gateway_dir};
+use iotseal_gateway::testing::MemoryStorage;
 use iotseal_proto::SigAlg;
 use iotseal_proto::reading::SensorKind;
+use iotseal_testkit::lay_out_gateway_dir;
 use serde_json::{Value, json};
 
 /// A device id that would run script if it were ever parsed as HTML.
@@ -192,7 +191,9 @@ async fn dashboard_in_headless_chromium() {
     .await;
     let gw_client = Client::new(
         &url,
-        Some(common::root_trusting_config(&gw.public.tls_cert_pem)),
+        Some(iotseal_testkit::root_trusting_config(
+            &gw.public.tls_cert_pem,
+        )),
     )
     .unwrap();
     let r = gw_client
