@@ -941,46 +941,23 @@ impl Cluster {
         }
     }
 
-    /// Prometheus lines of this node's cluster state.
-    pub(crate) fn metrics_text(&self) -> String {
+    /// This node's cluster state for one scrape of `GET /metrics`.
+    pub(crate) fn metrics(&self) -> crate::metrics::ClusterMetrics {
         let c = &self.counters;
-        let n = &self.node_id;
-        format!(
-            "# HELP iotseal_cluster_partitions_owned Partitions this node owns.\n\
-             # TYPE iotseal_cluster_partitions_owned gauge\n\
-             iotseal_cluster_partitions_owned{{node=\"{n}\"}} {}\n\
-             # HELP iotseal_cluster_nodes Live nodes seen by this node.\n\
-             # TYPE iotseal_cluster_nodes gauge\n\
-             iotseal_cluster_nodes{{node=\"{n}\"}} {}\n\
-             # HELP iotseal_cluster_forwarded_total Requests forwarded to their owner (out) and served for other nodes (in).\n\
-             # TYPE iotseal_cluster_forwarded_total counter\n\
-             iotseal_cluster_forwarded_total{{node=\"{n}\",direction=\"out\"}} {}\n\
-             iotseal_cluster_forwarded_total{{node=\"{n}\",direction=\"in\"}} {}\n\
-             # HELP iotseal_cluster_forward_failures_total Forwarded requests that got no answer.\n\
-             # TYPE iotseal_cluster_forward_failures_total counter\n\
-             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"no_owner\"}} {}\n\
-             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"timeout\"}} {}\n\
-             iotseal_cluster_forward_failures_total{{node=\"{n}\",reason=\"error\"}} {}\n\
-             # HELP iotseal_cluster_partition_changes_total Partitions claimed and lost by this node.\n\
-             # TYPE iotseal_cluster_partition_changes_total counter\n\
-             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"claimed\"}} {}\n\
-             iotseal_cluster_partition_changes_total{{node=\"{n}\",change=\"lost\"}} {}\n\
-             # HELP iotseal_cluster_mqtt_requests_total MQTT requests the broker delivered to this node: processed here or forwarded to their owner.\n\
-             # TYPE iotseal_cluster_mqtt_requests_total counter\n\
-             iotseal_cluster_mqtt_requests_total{{node=\"{n}\",routed=\"here\"}} {}\n\
-             iotseal_cluster_mqtt_requests_total{{node=\"{n}\",routed=\"forwarded\"}} {}\n",
-            self.owned_partitions().len(),
-            self.live_nodes(),
-            c.forwarded_out.load(Ordering::Relaxed),
-            c.forwarded_in.load(Ordering::Relaxed),
-            c.no_owner.load(Ordering::Relaxed),
-            c.timeouts.load(Ordering::Relaxed),
-            c.errors.load(Ordering::Relaxed),
-            c.claimed.load(Ordering::Relaxed),
-            c.lost.load(Ordering::Relaxed),
-            c.mqtt_here.load(Ordering::Relaxed),
-            c.mqtt_forwarded.load(Ordering::Relaxed),
-        )
+        crate::metrics::ClusterMetrics {
+            node: self.node_id.clone(),
+            partitions_owned: self.owned_partitions().len() as u64,
+            live_nodes: self.live_nodes(),
+            forwarded_out: c.forwarded_out.load(Ordering::Relaxed),
+            forwarded_in: c.forwarded_in.load(Ordering::Relaxed),
+            no_owner: c.no_owner.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            claimed: c.claimed.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            mqtt_here: c.mqtt_here.load(Ordering::Relaxed),
+            mqtt_forwarded: c.mqtt_forwarded.load(Ordering::Relaxed),
+        }
     }
 
     /// This node's cluster state as JSON (`GET /v1/cluster`).

@@ -33,9 +33,10 @@
 //! other route keeps the gateway's `default-src 'none'`. The page writes strings (device ids
 //! are chosen by whoever registers a device) with `textContent` and SVG attributes only.
 //!
-//! **Data and bounds.** Numbers come from the gateway's [`Metrics`](crate::metrics::Metrics)
-//! exposition, the session table and the registry; the latest readings from a ring filled
-//! where readings are stored (a [`Storage`] wrapper, after the commit): at most
+//! **Data and bounds.** Numbers are the gateway's metrics, read as typed values
+//! ([`Metrics::snapshot`](crate::metrics::Metrics::snapshot): the handles `GET /metrics`
+//! renders, not its text), the session table and the registry; the latest readings come from a
+//! ring the pipeline fills after each commit (its post-commit hook): at most
 //! [`RING_DEVICES`] devices (least recently active dropped), [`RING_SENSORS`] sensors each,
 //! [`RING_POINTS`] values per sensor. A snapshot is computed at most once a second whoever
 //! asks; at most [`MAX_STREAMS`] event streams at once, each closed after [`STREAM_LIFETIME`]
@@ -63,6 +64,7 @@ use tracing::warn;
 
 use crate::GatewayError;
 use crate::admin::AdminState;
+use crate::metrics::MetricsSnapshot;
 use crate::pipeline::CommitHook;
 use crate::storage::{NewReading, SensorName};
 
@@ -295,7 +297,7 @@ impl std::ops::Deref for DashboardState {
 // ---------------------------------------------------------------------------------------
 // Snapshots
 
-/// Counters read from the metrics exposition at one moment.
+/// Counters read from the metrics at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Sample {
     t_ms: u64,
@@ -311,93 +313,6 @@ struct Sample {
 struct History {
     samples: VecDeque<Sample>,
     cached: Option<(Instant, Arc<str>)>,
-}
-
-/// Label pairs of a series.
-type Labels = Vec<(String, String)>;
-
-/// The parsed exposition: (name, labels, value) per line.
-#[derive(Debug, Default)]
-struct Exposition(Vec<(String, Labels, f64)>);
-
-impl Exposition {
-    fn parse(text: &str) -> Self {
-        let mut out = Vec::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                v => match v.parse::<f64>() {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}').unwrap_or(rest))),
-                None => (series, Vec::new()),
-            };
-            out.push((name.to_string(), labels, value));
-        }
-        Self(out)
-    }
-
-    fn value(&self, name: &str) -> f64 {
-        self.0
-            .iter()
-            .find(|(n, l, _)| n == name && l.is_empty())
-            .map_or(0.0, |x| x.2)
-    }
-
-    fn series<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> impl Iterator<Item = (&'a [(String, String)], f64)> + 'a {
-        self.0
-            .iter()
-            .filter(move |(n, _, _)| n == name)
-            .map(|(_, l, v)| (l.as_slice(), *v))
-    }
-}
-
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
-    labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-/// `a="x",b="y\"z"` → [(a, x), (b, y"z)].
-fn parse_labels(s: &str) -> Labels {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        if key.is_empty() || chars.next() != Some('"') {
-            break;
-        }
-        let mut val = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => val.push('\n'),
-                    Some(c) => val.push(c),
-                    None => break,
-                },
-                '"' => break,
-                c => val.push(c),
-            }
-        }
-        out.push((key.trim_start_matches(',').trim().to_string(), val));
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    out
 }
 
 #[derive(Debug, Serialize)]
@@ -485,28 +400,14 @@ struct SensorView {
     values: Vec<f64>,
 }
 
-fn sample(e: &Exposition, t_ms: u64) -> Sample {
-    let mut commit: Vec<(f64, u64)> = e
-        .series("iotseal_storage_commit_seconds_bucket")
-        .filter_map(|(l, v)| {
-            let le = match label(l, "le") {
-                "+Inf" => f64::INFINITY,
-                s => s.parse().ok()?,
-            };
-            Some((le, v as u64))
-        })
-        .collect();
-    commit.sort_by(|a, b| a.0.total_cmp(&b.0));
+fn sample(m: &MetricsSnapshot, t_ms: u64) -> Sample {
     Sample {
         t_ms,
-        readings: e.value("iotseal_readings_stored_total") as u64,
-        records: e.value("iotseal_records_accepted_total") as u64,
-        refusals: e
-            .series("iotseal_refusals_total")
-            .map(|(_, v)| v as u64)
-            .sum(),
-        commit,
-        commit_sum_s: e.value("iotseal_storage_commit_seconds_sum"),
+        readings: m.readings_stored,
+        records: m.records_accepted,
+        refusals: m.refusals_total(),
+        commit: m.storage_commit.buckets.clone(),
+        commit_sum_s: m.storage_commit.sum_s,
     }
 }
 
@@ -567,8 +468,8 @@ fn snapshot(sh: &DashboardState, h: &mut History, recent: &Recent) -> Snapshot {
     // (The half-open gauge is kept current by the handshake path and the sweeper.)
     sh.metrics.set_active_sessions(sh.sessions.len());
     let now = sh.now().as_millis();
-    let e = Exposition::parse(&sh.metrics.render());
-    let cur = sample(&e, now);
+    let m = sh.metrics.snapshot();
+    let cur = sample(&m, now);
 
     // History: drop what is older than the rate chart and the latency window need.
     let keep_ms = HISTORY_SECS.max(LATENCY_WINDOW_SECS) * 1000 + 5000;
@@ -628,26 +529,25 @@ fn snapshot(sh: &DashboardState, h: &mut History, recent: &Recent) -> Snapshot {
         total_mean_ms: (total_count > 0).then(|| ms(cur.commit_sum_s / total_count as f64)),
     };
 
-    let refusals = e
-        .series("iotseal_refusals_total")
-        .map(|(l, v)| Count {
-            reason: label(l, "reason").to_string(),
-            count: v as u64,
+    let refusals = m
+        .refusals
+        .iter()
+        .map(|(reason, count)| Count {
+            reason: reason.clone(),
+            count: *count,
         })
         .collect();
-    let mut handshakes: Vec<SuiteCount> = e
-        .series("iotseal_handshakes_total")
-        .filter(|(l, _)| label(l, "outcome") == "established" && label(l, "suite") != "none")
-        .map(|(l, v)| SuiteCount {
-            suite: label(l, "suite").to_string(),
-            established: v as u64,
+    let mut handshakes: Vec<SuiteCount> = m
+        .handshakes
+        .iter()
+        .filter(|(suite, outcome, _)| outcome == "established" && suite != "none")
+        .map(|(suite, _, n)| SuiteCount {
+            suite: suite.clone(),
+            established: *n,
         })
         .collect();
     handshakes.sort_by_key(|h| std::cmp::Reverse(h.established));
-    let tls = e
-        .series("iotseal_tls_handshakes_total")
-        .map(|(l, v)| (label(l, "outcome").to_string(), v as u64))
-        .collect();
+    let tls = m.tls_handshakes.iter().cloned().collect();
 
     let all = sh.registry.all();
     let revoked = all.iter().filter(|d| d.is_revoked()).count();
@@ -690,9 +590,9 @@ fn snapshot(sh: &DashboardState, h: &mut History, recent: &Recent) -> Snapshot {
             revoked,
             online,
         },
-        sessions: e.value("iotseal_active_sessions") as u64,
-        half_open: e.value("iotseal_half_open_handshakes") as u64,
-        connections: e.value("iotseal_open_connections") as u64,
+        sessions: m.active_sessions,
+        half_open: m.half_open,
+        connections: m.open_connections,
         readings_total: cur.readings,
         records_total: cur.records,
         readings_per_s: now_rate.map(|r| r.0),
@@ -1035,46 +935,36 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
+    /// A sample holds the metrics' values after known increments (typed reads, no text).
     #[test]
-    fn parses_the_metrics_exposition() {
+    fn samples_equal_the_counters() {
         let m = Metrics::default();
-        m.handshake("x25519/ed25519/aes256gcm", "established");
         m.handshake("x25519/ed25519/aes256gcm", "established");
         m.handshake("none", "tamper");
         m.refusal("replay");
         m.refusals_n("malformed", 3);
+        m.records_accepted(5);
         m.readings(7, 1);
         m.storage_commit(Duration::from_micros(700));
         m.storage_commit(Duration::from_millis(3));
-        let e = Exposition::parse(&m.render());
-        assert_eq!(e.value("iotseal_readings_stored_total"), 7.0);
-        let s = sample(&e, 1000);
+        let s = sample(&m.snapshot(), 1000);
+        assert_eq!(s.t_ms, 1000);
         assert_eq!(s.readings, 7);
+        assert_eq!(s.records, 5);
         assert_eq!(s.refusals, 4);
         assert_eq!(s.commit.len(), 14);
         assert_eq!(s.commit.last(), Some(&(f64::INFINITY, 2)));
-        let est: Vec<_> = e
-            .series("iotseal_handshakes_total")
-            .filter(|(l, _)| label(l, "outcome") == "established")
-            .map(|(l, v)| (label(l, "suite").to_string(), v))
-            .collect();
-        assert_eq!(est, vec![("x25519/ed25519/aes256gcm".to_string(), 2.0)]);
+        assert!((s.commit_sum_s - 0.0037).abs() < 1e-12);
         let d = histogram_delta(&s, None);
         assert_eq!(d.iter().map(|b| b.1).sum::<u64>(), 2);
         assert_eq!(d[1], (0.001, 1));
         assert_eq!(d[3], (0.005, 1));
-    }
-
-    #[test]
-    fn labels_with_escapes() {
-        assert_eq!(
-            parse_labels(r#"a="x",b="y\"z\\",c="""#),
-            vec![
-                ("a".into(), "x".into()),
-                ("b".into(), "y\"z\\".into()),
-                ("c".into(), String::new())
-            ]
-        );
+        // Against an older sample: only what came after it.
+        m.storage_commit(Duration::from_millis(3));
+        let later = sample(&m.snapshot(), 2000);
+        let d = histogram_delta(&later, Some(&s));
+        assert_eq!(d.iter().map(|b| b.1).sum::<u64>(), 1);
+        assert_eq!(d[3], (0.005, 1));
     }
 
     #[test]

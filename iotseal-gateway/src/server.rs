@@ -273,18 +273,8 @@ impl GatewayBuilder {
 /// `GET /metrics`: the gateway's metrics and, in cluster mode, the cluster's.
 async fn metrics(State((p, cluster)): State<(Arc<Pipeline>, Option<Arc<Cluster>>)>) -> Response {
     p.refresh_gauges();
-    let mut text = p.metrics.render();
-    if let Some(c) = &cluster {
-        text.push_str(&c.metrics_text());
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let text = p.metrics.render_with(cluster.as_ref().map(|c| c.metrics()));
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// A running gateway.
