@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hyper::Method;
+use iotseal_gateway::clock::ManualClock;
 use iotseal_gateway::storage::Storage;
 use iotseal_proto::handshake::messages::decode_alert;
 use iotseal_proto::reading::Reading;
@@ -140,7 +141,7 @@ async fn full_exchange(s: Suite) {
     assert!(metric(&m, "iotseal_tls_handshakes_total{outcome=\"ok\"}") >= 1);
 
     // Audit trail.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.gw().audit_settled().await;
     let ev = env.storage.events();
     assert_eq!(ev[0].event, "established");
     assert_eq!(ev[0].device_id.as_deref(), Some("sensor-1"));
@@ -361,7 +362,7 @@ async fn revocation_ends_live_sessions_and_refuses_handshakes() {
     );
     let m = env.metrics().await;
     assert!(metric(&m, "iotseal_refusals_total{reason=\"revoked\"}") >= 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.gw().audit_settled().await;
     assert!(env.storage.events().iter().any(|e| e.event == "revoked"));
 }
 
@@ -396,7 +397,7 @@ async fn sessions_per_device_are_bounded_and_close_ends_a_session() {
     let acks = open_acks(&mut second.session, &r.body);
     assert!(acked(&acks[0], 0));
     assert_eq!(env.gw().session_count(), 0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.gw().audit_settled().await;
     let ev: Vec<String> = env.storage.events().into_iter().map(|e| e.event).collect();
     assert_eq!(ev, ["established", "evicted", "established", "closed"]);
 }
@@ -405,7 +406,13 @@ async fn sessions_per_device_are_bounded_and_close_ends_a_session() {
 /// the least recently used one (not the one just used).
 #[tokio::test]
 async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
-    let env = Env::start(&[SigAlg::Ed25519], |s| s.limits.max_sessions = 2).await;
+    let clock = ManualClock::new();
+    let env = Env::start_with_clock(
+        &[SigAlg::Ed25519],
+        |s| s.limits.max_sessions = 2,
+        Some(clock.clone()),
+    )
+    .await;
     let s = suite("x25519/ed25519/aes256gcm");
     let mut conn = env.conn().await;
     let (mut a, mut b, mut c) = (
@@ -414,16 +421,16 @@ async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
         env.device("c", s).await,
     );
     let mut ha = a.handshake(&mut conn, 0).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_millis(20));
     let mut hb = b.handshake(&mut conn, 0).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_millis(20));
     // `a` is used again: `b` is now the least recently used.
     let body = framed(&seal_records(&mut ha.session, &[a.readings(1)]));
     assert_eq!(
         conn.post_binary("/v1/records", body).await.unwrap().status,
         200
     );
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_millis(20));
     let mut hc = c.handshake(&mut conn, 0).await;
     assert_eq!(env.gw().session_count(), 2, "never more than max_sessions");
     let body = framed(&seal_records(&mut hb.session, &[b.readings(1)]));
@@ -439,7 +446,7 @@ async fn session_table_is_bounded_and_evicts_the_least_recently_used() {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.gw().audit_settled().await;
     let evicted: Vec<String> = env
         .storage
         .events()
@@ -622,14 +629,8 @@ async fn a_full_audit_queue_drops_and_counts_events_without_blocking() {
     assert!((3..=4).contains(&dropped), "dropped {dropped}");
     assert!(env.storage.events().is_empty());
     release.send(true).unwrap();
-    let mut written = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        written = env.storage.events().len() as u64;
-        if written + dropped == 6 {
-            break;
-        }
-    }
+    env.gw().audit_settled().await;
+    let written = env.storage.events().len() as u64;
     assert_eq!(
         written + dropped,
         6,
@@ -1225,25 +1226,37 @@ async fn curl_check() {
 
 #[tokio::test]
 async fn idle_sessions_expire() {
-    let env = Env::start(&[SigAlg::Ed25519], |s| {
-        s.limits.idle_timeout_secs = 1;
-        s.limits.sweep_interval_secs = 1;
-    })
+    let clock = ManualClock::new();
+    let env = Env::start_with_clock(
+        &[SigAlg::Ed25519],
+        |s| {
+            s.limits.idle_timeout_secs = 1;
+            // The test sweeps (the background sweeper stays out of the way).
+            s.limits.sweep_interval_secs = 3600;
+        },
+        Some(clock.clone()),
+    )
     .await;
     let mut dev = env.device("d", suite("x25519/ed25519/aes256gcm")).await;
     let mut conn = env.conn().await;
     let mut hs = dev.handshake(&mut conn, 0).await;
     assert_eq!(env.gw().session_count(), 1);
-    let t0 = Instant::now();
-    while env.gw().session_count() > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "not swept");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Not idle long enough yet: kept.
+    clock.advance(Duration::from_millis(900));
+    env.gw().sweep().await;
+    assert_eq!(env.gw().session_count(), 1, "swept before its idle timeout");
+    clock.advance(Duration::from_millis(200));
+    env.gw().sweep().await;
+    assert_eq!(
+        env.gw().session_count(),
+        0,
+        "not swept after its idle timeout"
+    );
     let body = framed(&seal_records(&mut hs.session, &[dev.readings(1)]));
     let r = conn.post_binary("/v1/records", body).await.unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(decode_alert(&r.body), Some(Refusal::UnknownSession));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.gw().audit_settled().await;
     let ev: Vec<String> = env.storage.events().into_iter().map(|e| e.event).collect();
     assert_eq!(ev, ["established", "expired"]);
 }
@@ -1346,27 +1359,22 @@ async fn parked_sessions_go_on_as_before() {
     let s = suite("x25519/ed25519/aes128gcm");
     let env = Env::start(&[s.sig], |st| {
         st.limits.park_after_secs = 0;
-        st.limits.sweep_interval_secs = 1;
+        // The test sweeps (the background sweeper stays out of the way).
+        st.limits.sweep_interval_secs = 3600;
     })
     .await;
     let mut dev = env.device("parked-1", s).await;
     let mut conn = env.conn().await;
     let mut hs = dev.handshake(&mut conn, 1).await;
-    // Waits for the next time the sweep parks the (one) session.
+    // A sweep parks the (one) session: it is not in use.
     let mut parks = 0;
     let mut parked = async || {
-        let t = Instant::now();
-        loop {
-            let m = env.metrics().await;
-            let n = metric(&m, "iotseal_sessions_parked_total ");
-            if n > parks {
-                parks = n;
-                assert_eq!(metric(&m, "iotseal_parked_sessions "), 1);
-                return;
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "never parked");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        env.gw().sweep().await;
+        let m = env.metrics().await;
+        let n = metric(&m, "iotseal_sessions_parked_total ");
+        assert_eq!(n, parks + 1, "the sweep parked the session");
+        parks = n;
+        assert_eq!(metric(&m, "iotseal_parked_sessions "), 1);
     };
     let mut last = Vec::new();
     for round in 0..3u64 {

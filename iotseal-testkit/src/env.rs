@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use iotseal_gateway::client::{Client, Connection, Response};
+use iotseal_gateway::clock::ManualClock;
 use iotseal_gateway::keys::GatewayPublic;
 use iotseal_gateway::testing::MemoryStorage;
 use iotseal_gateway::{Gateway, GatewayHandle, Settings};
@@ -43,15 +44,27 @@ impl Env {
     /// A gateway with an identity per algorithm in `algs`, in-memory storage, and settings
     /// edited by `edit`.
     pub async fn start(algs: &[SigAlg], edit: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with_clock(algs, edit, None).await
+    }
+
+    /// As [`Env::start`], the gateway reading time from `clock` (a test advances it instead
+    /// of sleeping; the system clock without one).
+    pub async fn start_with_clock(
+        algs: &[SigAlg],
+        edit: impl FnOnce(&mut Settings),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p = provider();
         let laid = lay_out_gateway_dir(dir.path(), &p, algs).unwrap();
         let mut settings = laid.settings;
         edit(&mut settings);
         let storage = Arc::new(MemoryStorage::default());
-        let gw = Gateway::start_with_storage(settings.clone(), storage.clone())
-            .await
-            .unwrap();
+        let mut builder = Gateway::builder(settings.clone()).storage(storage.clone());
+        if let Some(c) = clock {
+            builder = builder.clock(c);
+        }
+        let gw = builder.start().await.unwrap();
         let url = gw.url().to_string();
         let cert_pem = laid.public.tls_cert_pem.clone();
         let client = if settings.plain_http {
