@@ -194,8 +194,28 @@ async fn mqtt_broker_sees_only_ciphertext() {
         let r = device.flush().await.unwrap();
         assert_eq!(r.acknowledged, 5);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The spy gets every message the broker carried: wait until it has the last ones (the
+    // record request and the three answers: M2, the ack of M3 and its records, the records'
+    // ack), then take whatever else is queued.
     let mut seen = Seen::default();
+    let rec_prefix = format!("{prefix}/rec/");
+    while seen
+        .topics
+        .iter()
+        .filter(|t| t.starts_with(&rec_prefix))
+        .count()
+        < 1
+        || seen.topics.iter().filter(|t| **t == inbox).count() < 3
+    {
+        let Ok(p) = tokio::time::timeout(Duration::from_secs(10), spy.received.recv()).await else {
+            panic!(
+                "the spy did not see every request and answer: {:?} (inbox {inbox})",
+                seen.topics
+            );
+        };
+        let p = p.expect("spy connected");
+        seen.add(&p);
+    }
     while let Ok(p) = spy.received.try_recv() {
         seen.add(&p);
     }
