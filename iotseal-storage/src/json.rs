@@ -11,8 +11,8 @@ use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
 pub const NON_FINITE: [&str; 3] = ["NaN", "Infinity", "-Infinity"];
 
 /// The name of a value JSON has no number for (NaN, ±infinity); `None` for a finite value.
-pub fn non_finite(v: f64) -> Option<&'static str> {
-    match v {
+pub fn non_finite(v: impl Into<f64>) -> Option<&'static str> {
+    match v.into() {
         v if v.is_finite() => None,
         v if v.is_nan() => Some(NON_FINITE[0]),
         v if v > 0.0 => Some(NON_FINITE[1]),
@@ -27,18 +27,20 @@ pub fn msg_id_json<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Err
 }
 
 /// A reading's `values` in the admin JSON: `[name, value]` pairs, a non-finite value as one
-/// of [`NON_FINITE`] (serde_json would write `null` for all three).
+/// of [`NON_FINITE`] (serde_json would write `null` for all three). A value is written as the
+/// f32 it is, in the f32's shortest decimal form (21.3, not 21.299999237060547): the decimal
+/// text exists only here, at output.
 pub fn values_json<S: serde::Serializer>(
-    values: &[(String, f64)],
+    values: &[(String, f32)],
     s: S,
 ) -> Result<S::Ok, S::Error> {
     /// One value: a number, or its name when JSON has no number for it.
-    struct Value(f64);
+    struct Value(f32);
     impl Serialize for Value {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             match non_finite(self.0) {
                 Some(name) => s.serialize_str(name),
-                None => s.serialize_f64(self.0),
+                None => s.serialize_f32(self.0),
             }
         }
     }

@@ -6,6 +6,10 @@
 //! - A reading is identified by (device id, message id): storing it again is a no-op counted
 //!   as a duplicate, never a second row.
 //! - A batch is all-or-nothing: a crash leaves either every reading of a call or none.
+//! - A reading is stored as its payload (the encoded reading as it arrived, bytes) and its
+//!   receive time: its values are stored once, inside the payload, and decoded when read
+//!   (docs/decisions.md D37). A payload that does not decode, or whose message id or device
+//!   time differ from the reading's, is refused by [`Storage::store_readings`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use iotseal_proto::SigAlg;
+use iotseal_proto::reading::{self, ReadingRef, SensorKind};
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,10 +57,89 @@ pub struct NewReading {
     /// Gateway receive time, ms since the Unix epoch.
     pub received_ms: u64,
     /// The encoded reading as it arrived (see `iotseal_proto::reading`); the readings of a
-    /// record share one buffer.
+    /// record share one buffer. What is stored: the values are decoded from it when read.
     pub payload: bytes::Bytes,
-    /// Values parsed out of the payload: (sensor name, value).
+    /// Not stored, not read by any backend (the payload holds the values): kept so the
+    /// gateway's constructor and its dashboard hook compile unchanged; to be removed (see
+    /// [`NewReading::decode_values`]).
     pub values: Vec<(SensorName, f64)>,
+}
+
+impl NewReading {
+    /// The values of the payload, decoded: (sensor name, value), in payload order.
+    pub fn decode_values(&self) -> Result<Vec<(SensorName, f32)>, StorageError> {
+        let mut scratch = Vec::new();
+        let r = decode_payload(&mut scratch, &self.payload)?;
+        Ok(r.values().map(|(k, v)| (sensor_name(k), v)).collect())
+    }
+}
+
+/// The name a value is stored and shown under (borrowed for the built-in kinds): the kind's
+/// name, or `other_<code>` for a kind this build does not know.
+pub fn sensor_name(k: SensorKind) -> SensorName {
+    match k {
+        SensorKind::Other(c) => SensorName::Owned(format!("other_{c}")),
+        k => SensorName::Borrowed(k.name()),
+    }
+}
+
+/// Decodes one reading's payload (an encoded reading without the batch's count), through
+/// `scratch` (reused by callers that decode many): the batch decoder of
+/// `iotseal_proto::reading` on a one-reading batch, so the payload must be exactly one
+/// reading, every length bounded by the decoder.
+pub(crate) fn decode_payload<'s>(
+    scratch: &'s mut Vec<u8>,
+    payload: &[u8],
+) -> Result<ReadingRef<'s>, StorageError> {
+    scratch.clear();
+    scratch.push(1);
+    scratch.extend_from_slice(payload);
+    let bad = |e: iotseal_proto::error::Malformed| {
+        StorageError(format!("payload is not one encoded reading: {e:?}"))
+    };
+    match reading::iter_batch(scratch).map_err(bad)?.next() {
+        Some(r) => r.map_err(bad),
+        None => Err(StorageError("payload is not one encoded reading".into())),
+    }
+}
+
+/// Checks that a reading's payload decodes and names its message id and device time.
+pub(crate) fn check_payload(r: &NewReading, scratch: &mut Vec<u8>) -> Result<(), StorageError> {
+    let d = decode_payload(scratch, &r.payload).map_err(|e| {
+        StorageError(format!(
+            "reading {} of {:?}: {}",
+            r.msg_id, r.device_id, e.0
+        ))
+    })?;
+    if d.msg_id != r.msg_id || d.time_ms != r.device_time_ms {
+        return Err(StorageError(format!(
+            "reading {} of {:?}: the payload says message {} at {} ms, not {} at {} ms",
+            r.msg_id, r.device_id, d.msg_id, d.time_ms, r.msg_id, r.device_time_ms
+        )));
+    }
+    Ok(())
+}
+
+/// A stored reading built from what is stored: its payload (decoded here) and receive time.
+pub(crate) fn stored_reading(
+    device_id: &str,
+    received_ms: u64,
+    payload: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<StoredReading, StorageError> {
+    let r = decode_payload(scratch, payload)
+        .map_err(|e| StorageError(format!("a stored reading of {device_id:?}: {}", e.0)))?;
+    Ok(StoredReading {
+        device_id: device_id.to_owned(),
+        msg_id: r.msg_id,
+        device_time_ms: r.time_ms,
+        received_ms,
+        payload_hex: hex::encode(payload),
+        values: r
+            .values()
+            .map(|(k, v)| (sensor_name(k).into_owned(), v))
+            .collect(),
+    })
 }
 
 /// Result of a store call.
@@ -129,11 +213,11 @@ pub struct StoredReading {
         example = "11c000019b76daa800020141ac0000024220000000"
     )]
     pub payload_hex: String,
-    /// Values parsed from the payload: (sensor name, value), in payload order; NaN and
+    /// Values decoded from the payload when read: (sensor name, value), in payload order; NaN and
     /// ±infinity as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
     #[serde(serialize_with = "crate::json::values_json")]
     #[schema(schema_with = json::values_schema)]
-    pub values: Vec<(String, f64)>,
+    pub values: Vec<(String, f32)>,
 }
 
 /// Which readings to return.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::{
     BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
-    StoreOutcome, StoredReading,
+    StoreOutcome, StoredReading, check_payload, stored_reading,
 };
 
 #[derive(Debug, Default)]
@@ -74,7 +74,15 @@ impl Storage for MemoryStorage {
         if self.fail_stores.load(Ordering::SeqCst) {
             return ready(Err(StorageError("injected failure".into())));
         }
+        let mut scratch = Vec::new();
+        if let Err(e) = readings
+            .iter()
+            .try_for_each(|r| check_payload(r, &mut scratch))
+        {
+            return ready(Err(e));
+        }
         let mut m = self.lock();
+
         m.store_calls += 1;
         let mut out = StoreOutcome::default();
         for r in readings {
@@ -85,6 +93,10 @@ impl Storage for MemoryStorage {
                     out.per_device.len() - 1
                 }
             };
+            // As the databases do: the latest receive time of the call, duplicates included.
+            if let Some(d) = m.devices.get_mut(&*r.device_id) {
+                d.last_seen_ms = Some(d.last_seen_ms.unwrap_or(0).max(r.received_ms));
+            }
             let k = (r.device_id.clone(), r.msg_id);
             if m.readings.contains_key(&k) {
                 out.duplicates += 1;
@@ -101,13 +113,43 @@ impl Storage for MemoryStorage {
     }
 
     fn add_device(&self, device: DeviceRecord) -> BoxFuture<'_, Result<(), StorageError>> {
+        // The checks of the databases, with their messages.
+        if device.id.is_empty() || device.id.len() > 32 {
+            return ready(Err(StorageError(format!(
+                "device id must be 1 to 32 bytes, got {}",
+                device.id.len()
+            ))));
+        }
+        if hex::decode(&device.public_key_hex).map_or(true, |k| k.is_empty()) {
+            return ready(Err(StorageError(format!(
+                "device {:?}: the public key must be non-empty hex",
+                device.id
+            ))));
+        }
+        let too_large = |v: u64| i64::try_from(v).is_err();
+        if too_large(device.created_ms) || device.last_seen_ms.is_some_and(too_large) {
+            return ready(Err(StorageError(format!(
+                "device {:?}: a time is out of range (max 2^63-1)",
+                device.id
+            ))));
+        }
         let mut m = self.lock();
-        if m.devices.contains_key(&device.id)
-            || m.devices
-                .values()
-                .any(|d| d.public_key_hex == device.public_key_hex)
+        if m.devices.contains_key(&device.id) {
+            return ready(Err(StorageError(format!(
+                "device {:?} is already registered",
+                device.id
+            ))));
+        }
+        let key = device.public_key_hex.to_ascii_lowercase();
+        if let Some(owner) = m
+            .devices
+            .values()
+            .find(|d| d.public_key_hex.to_ascii_lowercase() == key)
         {
-            return ready(Err(StorageError("device id or key exists".into())));
+            return ready(Err(StorageError(format!(
+                "public key is already registered (device {:?})",
+                owner.id
+            ))));
         }
         m.devices.insert(device.id.clone(), device);
         ready(Ok(()))
@@ -139,24 +181,23 @@ impl Storage for MemoryStorage {
 
     fn readings(&self, q: ReadingQuery) -> BoxFuture<'_, Result<Vec<StoredReading>, StorageError>> {
         let m = self.lock();
-        let mut v: Vec<StoredReading> = m
+        let mut v: Vec<&NewReading> = m
             .readings
             .values()
             .filter(|r| *r.device_id == *q.device_id)
             .filter(|r| q.from_ms.is_none_or(|f| r.device_time_ms >= f))
             .filter(|r| q.to_ms.is_none_or(|t| r.device_time_ms < t))
-            .map(|r| StoredReading {
-                device_id: r.device_id.to_string(),
-                msg_id: r.msg_id,
-                device_time_ms: r.device_time_ms,
-                received_ms: r.received_ms,
-                payload_hex: hex::encode(&r.payload),
-                values: r.values.iter().map(|(s, v)| (s.to_string(), *v)).collect(),
-            })
             .collect();
         v.sort_by_key(|r| (r.device_time_ms, r.msg_id));
-        v.truncate(q.limit.unwrap_or(100_000).min(100_000) as usize);
-        ready(Ok(v))
+        v.truncate(q.limit.unwrap_or(1000).min(100_000) as usize);
+        // As the databases do: only the payload and the receive time are kept; the rest is
+        // decoded from the payload.
+        let mut scratch = Vec::new();
+        ready(
+            v.into_iter()
+                .map(|r| stored_reading(&r.device_id, r.received_ms, &r.payload, &mut scratch))
+                .collect(),
+        )
     }
 
     fn count_readings(&self) -> BoxFuture<'_, Result<u64, StorageError>> {

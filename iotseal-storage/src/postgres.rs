@@ -49,6 +49,7 @@ mod writer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ use self::reader::Readers;
 use self::writer::{Answer, DeviceRow, EventRow, Op, ReadingRow, Request};
 use super::{
     BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
-    StoreOutcome, StoredReading,
+    StoreOutcome, StoredReading, check_payload,
 };
 
 /// Options of [`PgStorage::connect`].
@@ -100,6 +101,7 @@ pub struct PgStorage {
     writer: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
     readers: Arc<Readers>,
+    pending: AtomicUsize,
 }
 
 impl fmt::Debug for PgStorage {
@@ -224,6 +226,7 @@ impl PgStorage {
             writer: Some(tx),
             thread: Some(thread),
             readers,
+            pending: AtomicUsize::new(0),
         };
         // One reader now, so a database readers cannot use fails here rather than later.
         this.readers.get().await?;
@@ -243,17 +246,40 @@ impl PgStorage {
     }
 
     /// Sends a request to the writer and waits for its reply (after the commit).
+    /// Test hook: requests handed to the writer and not answered yet (a caller waiting for
+    /// room in the queue included).
+    #[doc(hidden)]
+    pub fn dangerous_pending_requests(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Test hook: the schema's migration scripts (script `i` takes version `i` to `i + 1`; the
+    /// `schema_version` table is the storage's own), to build a schema of an earlier version.
+    #[doc(hidden)]
+    pub const DANGEROUS_MIGRATIONS: &'static [&'static str] = schema::MIGRATIONS;
+
     async fn submit(&self, request: Request) -> Result<Answer, StorageError> {
         let Some(writer) = &self.writer else {
             return Err(StorageError("postgres: storage is closed".into()));
         };
         let (reply, rx) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let _answered = Pending(&self.pending);
         writer
             .send(Op { request, reply })
             .await
             .map_err(|_| StorageError("postgres: the writer has stopped".into()))?;
         rx.await
             .map_err(|_| StorageError("postgres: the writer stopped before committing".into()))?
+    }
+}
+
+/// Counts a request out of [`PgStorage::dangerous_pending_requests`] when dropped.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -270,17 +296,14 @@ impl Drop for PgStorage {
     }
 }
 
-fn reading_row(r: NewReading) -> Result<ReadingRow, StorageError> {
-    for (sensor, _) in &r.values {
-        check_text(sensor, "sensor name")?;
-    }
+fn reading_row(r: NewReading, scratch: &mut Vec<u8>) -> Result<ReadingRow, StorageError> {
+    check_payload(&r, scratch)?;
     Ok(ReadingRow {
         msg_id: to_i64(r.msg_id, "msg_id")?,
         device_time_ms: to_i64(r.device_time_ms, "device_time_ms")?,
         received_ms: to_i64(r.received_ms, "received_ms")?,
         device_id: r.device_id,
         payload: r.payload,
-        values: r.values,
     })
 }
 
@@ -326,9 +349,10 @@ impl Storage for PgStorage {
                 return Ok(StoreOutcome::default());
             }
             // Checked before queueing: a bad call must not fail the others of its batch.
+            let mut scratch = Vec::new();
             let readings = readings
                 .into_iter()
-                .map(reading_row)
+                .map(|r| reading_row(r, &mut scratch))
                 .collect::<Result<Vec<_>, _>>()?;
             match self.submit(Request::Store(readings)).await? {
                 Answer::Stored(o) => Ok(o),

@@ -48,6 +48,7 @@
 //! (device_id, msg_id, device_time_ms, received_ms, payload) and `reading_values` (device_id,
 //! msg_id, idx, sensor, value; one row per value).
 
+mod chunk;
 mod inbox;
 mod reader;
 mod schema;
@@ -56,6 +57,7 @@ mod writer;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,8 +66,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::reader::Readers;
 use self::writer::{DeviceReadings, DeviceRow, ElementRef, EventRow, Op};
 use super::{
-    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SensorName, SessionEvent, Storage,
-    StorageError, StoreOutcome, StoredReading,
+    BoxFuture, DeviceRecord, NewReading, ReadingQuery, SessionEvent, Storage, StorageError,
+    StoreOutcome, StoredReading, check_payload,
 };
 
 /// Options of [`SqliteStorage::open`].
@@ -108,6 +110,7 @@ pub struct SqliteStorage {
     writer: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
     readers: Arc<Readers>,
+    pending: AtomicUsize,
 }
 
 impl fmt::Debug for SqliteStorage {
@@ -162,7 +165,22 @@ impl SqliteStorage {
             writer: Some(tx),
             thread: Some(thread),
             readers: Arc::new(readers),
+            pending: AtomicUsize::new(0),
         })
+    }
+
+    /// Registers on `conn` the SQL function the views `readings` and `reading_values` need
+    /// (`iotseal_chunk_json`, docs/decisions.md D37): for tools that open the file with
+    /// rusqlite themselves. Every connection of this storage has it.
+    pub fn register_sql_functions(conn: &rusqlite::Connection) -> Result<(), StorageError> {
+        chunk::register_functions(conn)
+    }
+
+    /// Test hook: requests handed to the writer and not answered yet (a caller waiting for
+    /// room in the queue included).
+    #[doc(hidden)]
+    pub fn dangerous_pending_requests(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
     }
 
     /// The database file.
@@ -194,6 +212,8 @@ impl SqliteStorage {
             return Err(StorageError("sqlite: storage is closed".into()));
         };
         let (tx, rx) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let _answered = Pending(&self.pending);
         writer
             .send(op(tx))
             .await
@@ -201,6 +221,15 @@ impl SqliteStorage {
         rx.await.map_err(|_| {
             StorageError("sqlite: the writer thread stopped before committing".into())
         })?
+    }
+}
+
+/// Counts a request out of [`SqliteStorage::dangerous_pending_requests`] when dropped.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -221,9 +250,10 @@ impl Drop for SqliteStorage {
 /// others counted as repeats), checked to fit SQLite's integers, each one's chunk-body element
 /// written into its device's buffer.
 fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, StorageError> {
-    use std::fmt::Write;
+    let mut scratch = Vec::new();
     let mut groups: Vec<Vec<NewReading>> = Vec::new();
     for r in readings {
+        check_payload(&r, &mut scratch)?;
         match groups.iter_mut().find(|g| g[0].device_id == r.device_id) {
             Some(g) => g.push(r),
             None => groups.push(vec![r]),
@@ -232,16 +262,13 @@ fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, Sto
     let mut out = Vec::with_capacity(groups.len());
     for mut g in groups {
         g.sort_by_key(|r| r.msg_id);
-        let size: usize = g
-            .iter()
-            .map(|r| 64 + 2 * r.payload.len() + 24 * r.values.len())
-            .sum();
+        let size: usize = g.iter().map(|r| 12 + r.payload.len()).sum();
         let mut d = DeviceReadings {
             device_id: Arc::clone(&g[0].device_id),
             last_received: 0,
             repeats: 0,
             rows: Vec::with_capacity(g.len()),
-            body: String::with_capacity(size),
+            body: Vec::with_capacity(size),
         };
         let mut last: Option<u64> = None;
         for r in &g {
@@ -254,11 +281,7 @@ fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, Sto
                 continue;
             }
             last = Some(r.msg_id);
-            let _ = write!(d.body, "[{msg_id},{device_time_ms},{received_ms},\"");
-            push_hex(&mut d.body, &r.payload);
-            d.body.push_str("\",");
-            push_values_json(&mut d.body, &r.values);
-            d.body.push_str("],");
+            chunk::push_element(&mut d.body, &r.payload, device_time_ms, received_ms);
             d.rows.push(ElementRef {
                 msg_id,
                 device_time_ms,
@@ -268,58 +291,6 @@ fn device_readings(readings: Vec<NewReading>) -> Result<Vec<DeviceReadings>, Sto
         out.push(d);
     }
     Ok(out)
-}
-
-/// Appends `bytes` in lowercase hex, through a buffer on the stack.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    let mut buf = [0u8; 256];
-    out.reserve(2 * bytes.len());
-    for chunk in bytes.chunks(buf.len() / 2) {
-        let hex = &mut buf[..2 * chunk.len()];
-        // Cannot fail (the lengths match, hex digits are ASCII); the fallback is just as exact.
-        if hex::encode_to_slice(chunk, &mut *hex).is_ok()
-            && let Ok(s) = std::str::from_utf8(hex)
-        {
-            out.push_str(s);
-        } else {
-            out.push_str(&hex::encode(chunk));
-        }
-    }
-}
-
-/// Appends the values as JSON: `[["temperature",21.3],...]`, in payload order.
-/// NaN has no JSON form and is stored as null (read back as NaN); infinities are written as
-/// ±9e999, which SQLite's JSON functions read back as infinities.
-fn push_values_json(out: &mut String, values: &[(SensorName, f64)]) {
-    use std::fmt::Write;
-    out.push('[');
-    for (i, (sensor, v)) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('[');
-        // A JSON string: names that need no escaping (all the built-in ones) as they are.
-        if sensor
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        {
-            out.push('"');
-            out.push_str(sensor);
-            out.push('"');
-        } else {
-            out.push_str(&serde_json::to_string(sensor).unwrap_or_else(|_| "\"\"".into()));
-        }
-        out.push(',');
-        let _ = if v.is_nan() {
-            write!(out, "null")
-        } else if v.is_infinite() {
-            write!(out, "{}9e999", if *v < 0.0 { "-" } else { "" })
-        } else {
-            write!(out, "{v}")
-        };
-        out.push(']');
-    }
-    out.push(']');
 }
 
 fn device_row(d: DeviceRecord) -> Result<DeviceRow, StorageError> {

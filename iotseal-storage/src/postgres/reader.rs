@@ -7,7 +7,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Config, Row, Statement};
 
 use super::{pg, schema};
-use crate::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
+use crate::{
+    DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading, stored_reading,
+};
 
 /// Readings returned when the query sets no limit.
 pub(super) const DEFAULT_LIMIT: u32 = 1000;
@@ -42,17 +44,11 @@ impl ReadConn {
         // The per-device counters are maintained in the transactions that insert readings, so
         // their sum equals count(*) on readings without scanning it.
         let count = prepare("SELECT coalesce(sum(readings), 0)::bigint FROM devices").await?;
-        // One statement: one snapshot for the readings and their values.
+        // The values are decoded from the payloads here, not stored (D37).
         let readings = prepare(
-            "SELECT r.msg_id, r.device_time_ms, r.received_ms, r.payload, v.sensors, v.vals \
-             FROM (SELECT msg_id, device_time_ms, received_ms, payload FROM readings \
-                   WHERE device_id = $1 AND device_time_ms BETWEEN $2 AND $3 \
-                   ORDER BY device_time_ms, msg_id LIMIT $4) r \
-             CROSS JOIN LATERAL ( \
-                 SELECT coalesce(array_agg(sensor ORDER BY idx), '{}') AS sensors, \
-                        coalesce(array_agg(value ORDER BY idx), '{}') AS vals \
-                 FROM reading_values WHERE device_id = $1 AND msg_id = r.msg_id) v \
-             ORDER BY r.device_time_ms, r.msg_id",
+            "SELECT msg_id, device_time_ms, received_ms, payload FROM readings \
+             WHERE device_id = $1 AND device_time_ms BETWEEN $2 AND $3 \
+             ORDER BY device_time_ms, msg_id LIMIT $4",
         )
         .await?;
         let events = prepare(
@@ -231,33 +227,29 @@ pub(super) async fn readings(
         .query(&c.readings, &[&q.device_id, &from, &to_inclusive, &limit])
         .await
         .map_err(pg)?;
+    let mut scratch = Vec::new();
     rows.iter()
         .map(|row| {
             let msg_id: i64 = row.try_get(0).map_err(pg)?;
             let device_time_ms: i64 = row.try_get(1).map_err(pg)?;
             let received_ms: i64 = row.try_get(2).map_err(pg)?;
-            let payload: Vec<u8> = row.try_get(3).map_err(pg)?;
-            let sensors: Vec<String> = row.try_get(4).map_err(pg)?;
-            let vals: Vec<Option<f64>> = row.try_get(5).map_err(pg)?;
-            if sensors.len() != vals.len() {
+            let payload: &[u8] = row.try_get(3).map_err(pg)?;
+            let r = stored_reading(
+                &q.device_id,
+                to_u64(received_ms, "received_ms")?,
+                payload,
+                &mut scratch,
+            )
+            .map_err(|e| StorageError(format!("postgres: {}", e.0)))?;
+            if Ok(r.msg_id) != u64::try_from(msg_id)
+                || Ok(r.device_time_ms) != u64::try_from(device_time_ms)
+            {
                 return Err(StorageError(format!(
-                    "postgres: reading {msg_id}: {} sensors but {} values",
-                    sensors.len(),
-                    vals.len()
+                    "postgres: reading {msg_id} of {:?}: its payload names another message",
+                    q.device_id
                 )));
             }
-            Ok(StoredReading {
-                device_id: q.device_id.clone(),
-                msg_id: to_u64(msg_id, "msg_id")?,
-                device_time_ms: to_u64(device_time_ms, "device_time_ms")?,
-                received_ms: to_u64(received_ms, "received_ms")?,
-                payload_hex: hex::encode(payload),
-                values: sensors
-                    .into_iter()
-                    .zip(vals)
-                    .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
-                    .collect(),
-            })
+            Ok(r)
         })
         .collect()
 }

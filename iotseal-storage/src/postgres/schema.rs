@@ -96,6 +96,89 @@ pub(super) const MIGRATIONS: &[&str] = &[
           FROM devices) AS c
     WHERE c.id = d.id AND d.readings <> c.n;
     ",
+    // 6: values stored once (docs/decisions.md D37): `reading_values` was a second copy of
+    // what each payload (bytea, the encoded reading as received) holds. The function
+    // `iotseal_reading_values(payload)` decodes a payload's values (docs/protocol.md §8.12:
+    // two varints, a count, then (kind, big-endian f32) pairs); the migration checks that it
+    // answers every stored value (a difference aborts it), drops the table and puts a view of
+    // the same name and columns in its place. A value is the f32's shortest decimal form as a
+    // double precision (21.3, as before), NaN NULL (as before).
+    r"
+    CREATE FUNCTION iotseal_reading_values(payload bytea)
+    RETURNS TABLE (idx integer, sensor text, value double precision)
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+        WITH h AS (
+            SELECT (1 << (get_byte(payload, 0) >> 6)) AS a
+        ), o AS (
+            SELECT a + (1 << (get_byte(payload, a) >> 6)) AS n FROM h
+        ), v AS (
+            SELECT i,
+                   get_byte(payload, n + 1 + 5 * i) AS kind,
+                   (get_byte(payload, n + 2 + 5 * i)::bigint << 24)
+                   | (get_byte(payload, n + 3 + 5 * i) << 16)
+                   | (get_byte(payload, n + 4 + 5 * i) << 8)
+                   | get_byte(payload, n + 5 + 5 * i) AS bits
+            FROM o, generate_series(0, get_byte(payload, n) - 1) AS i
+        )
+        SELECT i,
+               CASE kind
+                      WHEN 1 THEN 'temperature'
+                      WHEN 2 THEN 'humidity'
+                      WHEN 3 THEN 'pressure'
+                      WHEN 4 THEN 'latitude'
+                      WHEN 5 THEN 'longitude'
+                      WHEN 6 THEN 'accel_x'
+                      WHEN 7 THEN 'accel_y'
+                      WHEN 8 THEN 'accel_z'
+                      WHEN 9 THEN 'heart_rate'
+                      WHEN 10 THEN 'power'
+                      WHEN 11 THEN 'energy'
+                      WHEN 12 THEN 'battery'
+                      ELSE 'other_' || kind
+               END,
+               CASE
+                   WHEN (bits >> 23) & 255 = 255 THEN
+                       CASE WHEN bits & 8388607 <> 0 THEN NULL
+                            WHEN bits >> 31 = 1 THEN '-Infinity'::float8
+                            ELSE 'Infinity'::float8 END
+                   ELSE ((CASE WHEN bits >> 31 = 1 THEN -1::float8 ELSE 1::float8 END)
+                         * CASE WHEN (bits >> 23) & 255 = 0
+                                THEN (bits & 8388607)::float8 * 2::float8 ^ -149
+                                ELSE ((bits & 8388607) + 8388608)::float8
+                                     * 2::float8 ^ (((bits >> 23) & 255) - 150)::float8
+                           END)::real::text::float8
+               END
+        FROM v ORDER BY i
+    $f$;
+
+    DO $check$
+    DECLARE bad bigint;
+    BEGIN
+        SELECT count(*) INTO bad FROM (
+            SELECT device_id, msg_id, idx, sensor, value FROM reading_values
+            EXCEPT ALL
+            SELECT r.device_id, r.msg_id, v.idx, v.sensor, v.value
+            FROM readings r, iotseal_reading_values(r.payload) v
+        ) d;
+        IF bad = 0 THEN
+            SELECT count(*) INTO bad FROM (
+                SELECT r.device_id, r.msg_id, v.idx, v.sensor, v.value
+                FROM readings r, iotseal_reading_values(r.payload) v
+                EXCEPT ALL
+                SELECT device_id, msg_id, idx, sensor, value FROM reading_values
+            ) d;
+        END IF;
+        IF bad > 0 THEN
+            RAISE EXCEPTION '% stored values differ from what their payloads decode to; refusing to drop them', bad;
+        END IF;
+    END
+    $check$;
+
+    DROP TABLE reading_values;
+    CREATE VIEW reading_values AS
+        SELECT r.device_id, r.msg_id, v.idx, v.sensor, v.value
+        FROM readings r, iotseal_reading_values(r.payload) v;
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -43,7 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Statement};
 
 use super::{pg, schema};
-use crate::{SensorName, StorageError, StoreOutcome};
+use crate::{StorageError, StoreOutcome};
 
 /// Times a request is run again after a deadlock or a serialization failure.
 const RETRIES: u32 = 3;
@@ -55,7 +55,6 @@ pub(super) struct ReadingRow {
     pub(super) device_time_ms: i64,
     pub(super) received_ms: i64,
     pub(super) payload: bytes::Bytes,
-    pub(super) values: Vec<(SensorName, f64)>,
 }
 
 /// A device checked and converted for PostgreSQL.
@@ -126,8 +125,7 @@ struct Statements {
 impl Statements {
     async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            // Inserted readings are returned; values are inserted for those only; the
-            // counters move by the number inserted per device, and last_seen_ms to the latest
+            // Inserted readings are returned; the counters move by the number inserted per device, and last_seen_ms to the latest
             // receive time of the call (duplicates included).
             store: c
                 .prepare(
@@ -138,18 +136,12 @@ impl Statements {
                              $4::bigint[], $5::bytea[]) \
                          ON CONFLICT (device_id, msg_id) DO NOTHING \
                          RETURNING device_id, msg_id), \
-                     vals AS ( \
-                         INSERT INTO reading_values (device_id, msg_id, idx, sensor, value) \
-                         SELECT v.device_id, v.msg_id, v.idx, v.sensor, v.value \
-                         FROM unnest($6::text[], $7::bigint[], $8::integer[], $9::text[], \
-                             $10::double precision[]) AS v (device_id, msg_id, idx, sensor, value) \
-                         JOIN ins ON ins.device_id = v.device_id AND ins.msg_id = v.msg_id), \
                      counters AS ( \
                          UPDATE devices d SET \
                              readings = d.readings + \
                                  (SELECT count(*) FROM ins WHERE ins.device_id = d.id), \
                              last_seen_ms = greatest(d.last_seen_ms, u.last) \
-                         FROM unnest($11::text[], $12::bigint[]) AS u (id, last) \
+                         FROM unnest($6::text[], $7::bigint[]) AS u (id, last) \
                          WHERE d.id = u.id) \
                      SELECT device_id, msg_id FROM ins",
                 )
@@ -674,18 +666,6 @@ async fn store_many(
     let times: Vec<i64> = unique.iter().map(|r| r.device_time_ms).collect();
     let received: Vec<i64> = unique.iter().map(|r| r.received_ms).collect();
     let payloads: Vec<&[u8]> = unique.iter().map(|r| &r.payload[..]).collect();
-    let (mut v_dev, mut v_msg, mut v_idx, mut v_sensor, mut v_value) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in &unique {
-        for (idx, (sensor, value)) in (0_i32..).zip(&r.values) {
-            v_dev.push(&*r.device_id);
-            v_msg.push(r.msg_id);
-            v_idx.push(idx);
-            v_sensor.push(&**sensor);
-            // NULL stands for NaN, as in the SQLite backend.
-            v_value.push((!value.is_nan()).then_some(*value));
-        }
-    }
     let ids: Vec<&str> = last.keys().copied().collect();
     let lasts: Vec<i64> = last.values().copied().collect();
     let rows = c
@@ -697,11 +677,6 @@ async fn store_many(
                 &times,
                 &received,
                 &payloads,
-                &v_dev,
-                &v_msg,
-                &v_idx,
-                &v_sensor,
-                &v_value,
                 &ids,
                 &lasts,
             ],

@@ -143,7 +143,7 @@ struct Row {
     last: i64,
     t_min: i64,
     t_max: i64,
-    body: String,
+    body: Vec<u8>,
 }
 
 /// The work of [`Inbox::move_oldest`]: returns the (device, first_msg) of the rows moved.
@@ -185,10 +185,8 @@ fn move_rows(conn: &Connection, max_rows: usize) -> Result<Vec<(i64, i64)>, Stor
     for row in rows {
         match &mut chunk {
             Some(c) if joins(c, &row) => {
-                // Both bodies are JSON arrays of at least one element: "[a,b]" + "[c]" → "[a,b,c]".
-                c.body.pop();
-                c.body.push(',');
-                c.body.push_str(&row.body[1..]);
+                // Bodies are elements back to back (see the `chunk` module): concatenated.
+                c.body.extend_from_slice(&row.body);
                 c.last = row.last;
                 c.t_min = c.t_min.min(row.t_min);
                 c.t_max = c.t_max.max(row.t_max);
@@ -287,7 +285,7 @@ mod tests {
             last,
             t_min: t,
             t_max: t,
-            body: String::new(),
+            body: Vec::new(),
         };
         assert!(joins(&row(1, 1, 5, 0), &row(1, 6, 6, 10)));
         assert!(!joins(&row(1, 1, 5, 0), &row(1, 7, 7, 10)), "gap");

@@ -8,8 +8,11 @@ use rusqlite::{Connection, Row, params};
 use tokio::sync::Semaphore;
 
 use super::schema::CHUNK_SPAN_MS;
-use super::{db, schema};
-use crate::{DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading};
+use super::{chunk, db, schema};
+use crate::{
+    DeviceRecord, ReadingQuery, SessionEvent, StorageError, StoredReading, decode_payload,
+    stored_reading,
+};
 
 /// Readings returned when the query sets no limit.
 pub(super) const DEFAULT_LIMIT: u32 = 1000;
@@ -188,44 +191,29 @@ pub(super) fn readings(
         (a.device_time_ms, a.msg_id).cmp(&(b.device_time_ms, b.msg_id))
     };
     {
-        let mut items = tx
-            .prepare_cached(
-                "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value -> 4 \
-                 FROM json_each(?1) WHERE value ->> 1 BETWEEN ?2 AND ?3 ORDER BY key",
-            )
-            .map_err(db)?;
-        let mut values = tx
-            .prepare_cached("SELECT value ->> 0, value ->> 1 FROM json_each(?1) ORDER BY key")
-            .map_err(db)?;
+        let mut scratch = Vec::new();
         // The readings of one chunk body within the time range, appended to `out`; then keep
         // at most 2 × limit (amortized): sort, cut, remember the cut-off time.
-        let mut take = |body: String,
+        let mut take = |body: Vec<u8>,
                         out: &mut Vec<StoredReading>,
                         threshold: &mut Option<u64>|
          -> Result<(), StorageError> {
-            let mut readings = items.query(params![body, from, to_inclusive]).map_err(db)?;
-            while let Some(r) = readings.next().map_err(db)? {
-                let msg_id: i64 = r.get(0).map_err(db)?;
-                let device_time_ms: i64 = r.get(1).map_err(db)?;
-                let received_ms: i64 = r.get(2).map_err(db)?;
-                let payload_hex: String = r.get(3).map_err(db)?;
-                let json: String = r.get(4).map_err(db)?;
-                let vals = values
-                    .query_map([json], |v| {
-                        let value: Option<f64> = v.get(1)?;
-                        Ok((v.get::<_, String>(0)?, value.unwrap_or(f64::NAN)))
-                    })
-                    .map_err(db)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(db)?;
-                out.push(StoredReading {
-                    device_id: q.device_id.clone(),
-                    msg_id: to_u64(msg_id, "msg_id")?,
-                    device_time_ms: to_u64(device_time_ms, "device_time_ms")?,
-                    received_ms: to_u64(received_ms, "received_ms")?,
-                    payload_hex,
-                    values: vals,
-                });
+            for e in chunk::Elements::new(&body) {
+                let (payload, delta) = e?;
+                let time = match decode_payload(&mut scratch, payload) {
+                    Ok(r) => r.time_ms,
+                    Err(e) => return Err(StorageError(format!("sqlite: {}", e.0))),
+                };
+                if !(from..=to_inclusive).contains(&i64::try_from(time).unwrap_or(i64::MAX)) {
+                    continue;
+                }
+                let received = chunk::received_ms(time, delta)?;
+                out.push(stored_reading(
+                    &q.device_id,
+                    received,
+                    payload,
+                    &mut scratch,
+                )?);
             }
             if out.len() >= limit.saturating_mul(2) || (threshold.is_none() && out.len() >= limit) {
                 out.sort_unstable_by(order);

@@ -53,8 +53,7 @@ type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 /// One device's readings of a store call, prepared by the caller's thread (not the writer's):
 /// converted for SQLite (all integers fit in i64), sorted by message id with the call's own
 /// duplicates removed (the first of equal ids stands), and each reading's chunk-body element
-/// `[msg_id, device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]` written into
-/// one buffer, so the writer copies a chunk's body with one slice.
+/// (see the `chunk` module) written into one buffer, so a chunk's body is one slice of it.
 pub(super) struct DeviceReadings {
     pub(super) device_id: Arc<str>,
     /// The latest receive time among the readings.
@@ -63,8 +62,8 @@ pub(super) struct DeviceReadings {
     pub(super) repeats: usize,
     /// The readings, in message id order.
     pub(super) rows: Vec<ElementRef>,
-    /// The elements back to back, each followed by `,`.
-    pub(super) body: String,
+    /// The elements back to back.
+    pub(super) body: Vec<u8>,
 }
 
 /// One reading of [`DeviceReadings`]: its ids and where its element ends in the body.
@@ -72,24 +71,18 @@ pub(super) struct DeviceReadings {
 pub(super) struct ElementRef {
     pub(super) msg_id: i64,
     pub(super) device_time_ms: i64,
-    /// End (exclusive) of the element and its trailing `,` in the body; it starts where the
-    /// previous one ends.
+    /// End (exclusive) of the element in the body; it starts where the previous one ends.
     pub(super) end: usize,
 }
 
 impl DeviceReadings {
-    /// The chunk body (a JSON array) of `rows[range]`, written into `out`.
-    fn chunk_body<'o>(&self, range: std::ops::Range<usize>, out: &'o mut String) -> &'o str {
+    /// The chunk body of `rows[range]`.
+    fn chunk_body(&self, range: std::ops::Range<usize>) -> &[u8] {
         let start = match range.start {
             0 => 0,
             i => self.rows[i - 1].end,
         };
-        let end = self.rows[range.end - 1].end - 1;
-        out.clear();
-        out.push('[');
-        out.push_str(&self.body[start..end]);
-        out.push(']');
-        out
+        &self.body[start..self.rows[range.end - 1].end]
     }
 }
 
@@ -536,7 +529,6 @@ fn store(
         )
         .map_err(db)?;
     let mut outcome = StoreOutcome::default();
-    let mut buf = String::new();
     for d in devices {
         let Some(key) = st.key(conn, &d.device_id)? else {
             return Err(StorageError(format!("unknown device {:?}", d.device_id)));
@@ -555,13 +547,13 @@ fn store(
             for (i, r) in (run_start..).zip(run) {
                 while ranges.next_if(|&&(_, last)| last < r.msg_id).is_some() {}
                 if ranges.peek().is_some_and(|&&(first, _)| first <= r.msg_id) {
-                    inserted += insert_chunks(conn, st, key, d, start..i, &mut buf)?;
+                    inserted += insert_chunks(conn, st, key, d, start..i)?;
                     start = i + 1;
                     dups += 1;
                 }
             }
             run_start += run.len();
-            inserted += insert_chunks(conn, st, key, d, start..run_start, &mut buf)?;
+            inserted += insert_chunks(conn, st, key, d, start..run_start)?;
         }
         outcome.inserted += inserted;
         outcome.duplicates += dups;
@@ -645,15 +637,13 @@ fn stored_chunk_ranges(
 
 /// Inserts `d.rows[range]` (consecutive message ids, none stored yet) as chunks of at most
 /// [`CHUNK_MAX_READINGS`] readings spanning at most [`CHUNK_SPAN_MS`]; returns how many.
-/// Chunks of fewer than [`INBOX_BELOW`] readings go to the inbox. `buf` is scratch space for
-/// the chunk bodies.
+/// Chunks of fewer than [`INBOX_BELOW`] readings go to the inbox.
 fn insert_chunks(
     conn: &Connection,
     st: &mut State,
     device: i64,
     d: &DeviceReadings,
     range: std::ops::Range<usize>,
-    buf: &mut String,
 ) -> Result<usize, StorageError> {
     let mut at = range.start;
     while at < range.end {
@@ -668,7 +658,7 @@ fn insert_chunks(
             (t_min, t_max) = (lo, hi);
             end += 1;
         }
-        let body = d.chunk_body(at..end, buf);
+        let body = d.chunk_body(at..end);
         let last = d.rows[end - 1].msg_id;
         let to_inbox = end - at < INBOX_BELOW;
         conn.prepare_cached(if to_inbox { INSERT_INBOX } else { INSERT_CHUNK })

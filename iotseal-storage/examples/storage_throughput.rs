@@ -3,7 +3,7 @@
 //! loop for `D` seconds, through the same `Storage` trait the gateway uses.
 //!
 //! ```sh
-//! cargo run --release -p iotseal-gateway --example storage_throughput -- \
+//! cargo run --release -p iotseal-storage --example storage_throughput -- \
 //!     [sqlite|sqlite-normal|memory] [callers=64] [batch=100] [seconds=5]
 //! ```
 //!
@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use iotseal_gateway::storage::sqlite::{SqliteOptions, SqliteStorage};
-use iotseal_gateway::storage::{DeviceRecord, NewReading, Storage};
 use iotseal_proto::SigAlg;
+use iotseal_proto::reading::{Reading, SensorKind};
+use iotseal_storage::memory::MemoryStorage;
+use iotseal_storage::sqlite::{SqliteOptions, SqliteStorage};
+use iotseal_storage::{DeviceRecord, NewReading, Storage, sensor_name};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             },
         )?),
-        "memory" => Arc::new(iotseal_gateway::testing::MemoryStorage::default()),
+        "memory" => Arc::new(MemoryStorage::default()),
         other => return Err(format!("unknown backend {other:?}").into()),
     };
     for c in 0..callers {
@@ -67,18 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let readings = (0..batch)
                     .map(|_| {
                         msg += 1;
-                        NewReading {
-                            device_id: device_id.clone(),
-                            msg_id: msg,
-                            device_time_ms: 1_700_000_000_000 + msg * 1000,
-                            received_ms: 1_700_000_000_000 + msg * 1000,
-                            payload: vec![0x5a; 28].into(),
-                            values: vec![
-                                ("temperature".into(), 21.5 + (msg % 7) as f64),
-                                ("humidity".into(), 40.25),
-                                ("pressure".into(), 1013.2),
-                            ],
-                        }
+                        weather(&device_id, msg)
                     })
                     .collect();
                 let t0 = Instant::now();
@@ -111,4 +102,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         q(0.99)
     );
     Ok(())
+}
+
+/// A weather sensor's reading (three values), as the gateway builds it from a record.
+fn weather(device_id: &Arc<str>, msg: u64) -> NewReading {
+    let time = 1_700_000_000_000 + msg * 1000;
+    let r = Reading {
+        msg_id: msg,
+        time_ms: time,
+        values: vec![
+            (SensorKind::Temperature, 21.5 + (msg % 7) as f32),
+            (SensorKind::Humidity, 40.25),
+            (SensorKind::Pressure, 1013.2),
+        ],
+        extra: Vec::new(),
+    };
+    let mut payload = Vec::new();
+    r.encode(&mut payload);
+    NewReading {
+        device_id: device_id.clone(),
+        msg_id: msg,
+        device_time_ms: time,
+        received_ms: time,
+        payload: payload.into(),
+        values: r
+            .values
+            .iter()
+            .map(|(k, v)| (sensor_name(*k), f64::from(*v)))
+            .collect(),
+    }
 }
