@@ -33,20 +33,23 @@
 //! applied in one transaction at open. A file written by a newer build, or an SQLite file that
 //! is not an iotseal database, is refused.
 //!
-//! Tables (schema versions 4 and 5, docs/decisions.md D11, D14): `devices` (integer `key`, unique
-//! text `id`), `reading_chunks`, `reading_inbox` and `session_events`. A chunk is one device's
-//! run of consecutive message ids (at most 1,024 readings within 10 minutes of device time):
-//! `first_msg`, `last_msg`, `t_min`, `t_max` and a JSON `body` with one `[msg_id,
-//! device_time_ms, received_ms, payload_hex, [[sensor, value], ...]]` per reading (NaN as
-//! null). Chunks of a device never share an id: deduplication probes the chunk with the
-//! largest `first_msg` at or below an id. A record of 100 readings costs the writer one row
+//! Tables (schema versions 4 to 6, docs/decisions.md D11, D14, D37): `devices` (integer `key`,
+//! unique text `id`), `reading_chunks`, `reading_inbox` and `session_events`. A chunk is one
+//! device's run of consecutive message ids (at most 1,024 readings within 10 minutes of device
+//! time): `first_msg`, `last_msg`, `t_min`, `t_max` and a BLOB `body` with one element per
+//! reading: its payload as received (the encoded reading: message id, device time, values) and
+//! its receive time (see the `chunk` module). The values are stored once, in the payload, and
+//! decoded when read. Chunks of a device never share an id: deduplication probes the chunk with
+//! the largest `first_msg` at or below an id. A record of 100 readings costs the writer one row
 //! and two index entries. Runs of fewer than 32 readings go to `reading_inbox` instead (same
 //! columns, no secondary index, its id ranges kept in memory by the writer), which the writer
 //! merges into `reading_chunks` in steps, joining each device's consecutive runs: a commit of
 //! one-reading records from many devices then writes a few pages instead of an index page per
 //! device. Views keep version 1's names for SQL users, over both tables: `readings`
 //! (device_id, msg_id, device_time_ms, received_ms, payload) and `reading_values` (device_id,
-//! msg_id, idx, sensor, value; one row per value).
+//! msg_id, idx, sensor, value; one row per value); they expand a body with the SQL function
+//! `iotseal_chunk_json`, registered on every connection of the storage (other clients:
+//! [`SqliteStorage::register_sql_functions`]).
 
 mod chunk;
 mod inbox;
