@@ -15,10 +15,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use iotseal_proto::Suite;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -103,15 +104,22 @@ pub const MAX_LABEL_SETS: usize = 4096;
 /// value outside the lists, an owned copy.
 type Value = Cow<'static, str>;
 
-fn value(s: &str, known: &[&'static str]) -> Value {
+fn value(s: &str, known: impl IntoIterator<Item = &'static str>) -> Value {
     known
-        .iter()
-        .find(|k| **k == s)
-        .map_or_else(|| Cow::Owned(s.to_owned()), |k| Cow::Borrowed(*k))
+        .into_iter()
+        .find(|k| *k == s)
+        .map_or_else(|| Cow::Owned(s.to_owned()), Cow::Borrowed)
+}
+
+/// Suite label values: `none` and every suite's name (made once).
+fn suites() -> impl Iterator<Item = &'static str> {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| Suite::all().map(|s| s.to_string()).collect());
+    ["none"].into_iter().chain(names.iter().map(String::as_str))
 }
 
 fn reason_value(reason: &str) -> Value {
-    value(reason, REFUSAL_REASONS)
+    value(reason, REFUSAL_REASONS.iter().copied())
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -653,13 +661,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a handshake step outcome (`established`, `retry`, or a refusal reason).
     pub fn handshake(&self, suite: &str, outcome: &str) {
-        let outcome = match HANDSHAKE_OUTCOMES.iter().find(|o| **o == outcome) {
-            Some(o) => Cow::Borrowed(*o),
-            None => reason_value(outcome),
-        };
         let labels = HandshakeLabels {
-            suite: value(suite, &["none"]),
-            outcome,
+            suite: value(suite, suites()),
+            outcome: value(
+                outcome,
+                HANDSHAKE_OUTCOMES.iter().chain(REFUSAL_REASONS).copied(),
+            ),
         };
         self.handshakes.inc_by(&labels, 1);
     }
@@ -693,7 +700,7 @@ impl Metrics {
     /// Counts a TLS handshake (`ok`, `failed`, `timeout`).
     pub fn tls_handshake(&self, outcome: &str) {
         let labels = OutcomeLabels {
-            outcome: value(outcome, TLS_OUTCOMES),
+            outcome: value(outcome, TLS_OUTCOMES.iter().copied()),
         };
         self.tls_handshakes.inc_by(&labels, 1);
     }
@@ -701,7 +708,7 @@ impl Metrics {
     /// Counts an HTTP response.
     pub fn http_request(&self, route: &str, status: u16) {
         let labels = RequestLabels {
-            route: value(route, ROUTES),
+            route: value(route, ROUTES.iter().copied()),
             status: Status(StatusCode::from_u16(status).ok()),
         };
         self.http_requests.inc_by(&labels, 1);
@@ -1065,10 +1072,13 @@ mod tests {
     fn known_label_values_are_borrowed() {
         assert!(matches!(reason_value("busy"), Cow::Borrowed("busy")));
         assert!(matches!(
-            value("/metrics", ROUTES),
+            value("/metrics", ROUTES.iter().copied()),
             Cow::Borrowed("/metrics")
         ));
         assert!(matches!(reason_value("api_misuse"), Cow::Owned(_)));
+        let suite = Suite::DEFAULT.to_string();
+        assert!(matches!(value(&suite, suites()), Cow::Borrowed(_)));
+        assert!(matches!(value("none", suites()), Cow::Borrowed("none")));
     }
 
     /// The snapshot (the dashboard's reads) equals the counters after known increments.
