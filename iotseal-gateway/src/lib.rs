@@ -34,7 +34,7 @@
 //! |-------|------|--------|
 //! | `POST /v1/handshake` | M1, or M3 + batch of records | Retry / M2, or a batch with the ack record |
 //! | `POST /v1/records` | batch of records | batch of ack records (one per session) |
-//! | `GET /healthz`, `GET /metrics` | | `ok`, Prometheus text |
+//! | `GET /healthz`, `GET /metrics` | | `ok`, OpenMetrics text |
 //! | `/v1/devices...`, `GET /v1/cluster` | admin JSON, bearer token | |
 //! | `GET /v1/openapi.json` | bearer token | the admin API's OpenAPI 3.1 document ([`openapi_json`]) |
 //! | `/dashboard...` | live dashboard (see [`dashboard`]), admin token | HTML, JSON, event stream |
