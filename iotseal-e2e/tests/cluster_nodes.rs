@@ -644,8 +644,11 @@ async fn cluster_forward_to_a_silent_owner_times_out_as_busy() {
     // Held as a live node holds it: renewed well within the lease.
     let mut rev = kv.create("p0", "silent-node".into()).await.unwrap();
     let renew = tokio::spawn(async move {
+        // The silent node's renewal cadence (a periodic timer, not a wait for the gateway).
+        let mut every = tokio::time::interval(LEASE / 4);
+        every.tick().await;
         loop {
-            tokio::time::sleep(LEASE / 4).await;
+            every.tick().await;
             rev = kv.update("p0", "silent-node".into(), rev).await.unwrap();
         }
     });

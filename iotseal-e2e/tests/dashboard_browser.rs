@@ -140,14 +140,16 @@ async fn hostile_device(pins: GatewayPins, token: String) {
     let cfg = ident.device_config(&pins, None).unwrap();
     let transport = HttpsTransport::new(&pins).unwrap();
     let mut dev = DeviceClient::new(cfg, transport, DeviceOptions::default());
+    // A reading every 400 ms: the device's cadence (a periodic timer, not a wait).
+    let mut every = tokio::time::interval(Duration::from_millis(400));
     for i in 0u32.. {
+        every.tick().await;
         let x = i as f32 / 4.0;
         let _ = dev.push(
             vec![(SensorKind::Battery, 90.0 - x / 10.0 + x.sin())],
             Vec::new(),
         );
         let _ = dev.flush().await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
     }
 }
 
@@ -346,8 +348,11 @@ async fn dashboard_in_headless_chromium() {
 
     // More history for the screenshot, if asked: an attacker probing now and then.
     let t0 = Instant::now();
+    // Every 7 s (the attacker's cadence: a periodic timer, not a wait).
+    let mut every = tokio::time::interval(Duration::from_secs(7));
+    every.tick().await;
     while t0.elapsed() < Duration::from_secs(linger) {
-        tokio::time::sleep(Duration::from_secs(7)).await;
+        every.tick().await;
         for _ in 0..3 {
             let _ = gw_client
                 .request(Method::POST, "/v1/handshake", &[], vec![0x42; 12])
@@ -367,7 +372,14 @@ async fn dashboard_in_headless_chromium() {
         Some(json!({ "width": 1440, "height": height.clamp(800, 4000) + 90 })),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // one more update, laid out
+    // One more update, laid out.
+    let updates = wd.js("return Number(document.body.dataset.updates);").await;
+    wd.wait_for(
+        "one more update after the resize",
+        &format!("return Number(document.body.dataset.updates) > {updates};"),
+        Duration::from_secs(10),
+    )
+    .await;
     let png = base64_decode(
         wd.cmd(Method::GET, "/screenshot", None)
             .await

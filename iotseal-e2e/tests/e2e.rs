@@ -72,8 +72,14 @@ async fn gateway_restart_mid_run_loses_nothing() {
     let mut sc = Scenario::mixed(2, 6.0, 9);
     sc.groups.truncate(2);
     let sim = Simulation::new(sc, pins(&gw), &gw.token, "").unwrap();
+    // Mid-run: once the gateway has stored some of the devices' readings (a signal, not a
+    // guess at how long that takes), it restarts under them.
+    let mut stored = gw.handle.metrics().stored_readings();
     let run = tokio::spawn(async move { sim.run().await });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::timeout(Duration::from_secs(30), stored.wait_for(|n| *n >= 30))
+        .await
+        .expect("devices stored readings before the restart")
+        .unwrap();
     let gw = restart(gw).await.unwrap();
     let s = run.await.unwrap().unwrap();
     assert_complete(&s);

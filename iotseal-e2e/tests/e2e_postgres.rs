@@ -172,8 +172,14 @@ async fn postgres_gateway_restart_mid_run_loses_nothing() {
         g.rate_hz = 10.0;
     }
     let sim = Simulation::new(sc, pins(&gw), &gw.token, "").unwrap();
+    // Mid-run: once the gateway has stored some of the devices' readings (a signal, not a
+    // guess at how long that takes), it restarts under them.
+    let mut stored = gw.handle.metrics().stored_readings();
     let run = tokio::spawn(async move { sim.run().await });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::timeout(Duration::from_secs(30), stored.wait_for(|n| *n >= 30))
+        .await
+        .expect("devices stored readings before the restart")
+        .unwrap();
     let gw = restart(gw).await.unwrap();
     let s = run.await.unwrap().unwrap();
     let handshakes: u64 = s.groups.iter().map(|g| g.handshakes).sum();

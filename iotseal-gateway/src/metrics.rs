@@ -421,6 +421,8 @@ impl Collector for ClusterMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The stored-readings count, for whoever waits for it ([`Metrics::stored_readings`]).
+    stored_watch: tokio::sync::watch::Sender<u64>,
     handshakes: Bounded<HandshakeLabels>,
     refusals: Bounded<ReasonLabels>,
     tls_handshakes: Bounded<OutcomeLabels>,
@@ -532,6 +534,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut m = Self {
             registry: Registry::with_prefix("iotseal"),
+            stored_watch: tokio::sync::watch::Sender::new(0),
             handshakes: Bounded::new(),
             refusals: Bounded::new(),
             tls_handshakes: Bounded::new(),
@@ -728,6 +731,18 @@ impl Metrics {
     pub fn readings(&self, stored: u64, duplicate: u64) {
         self.readings_stored.inc_by(stored);
         self.readings_duplicate.inc_by(duplicate);
+        // Only while someone waits (an atomic read otherwise).
+        if stored > 0 && self.stored_watch.receiver_count() > 0 {
+            self.stored_watch.send_replace(self.readings_stored.get());
+        }
+    }
+
+    /// The number of readings stored by this gateway so far, updated after each commit:
+    /// `wait_for(|n| *n >= k)` on it instead of waiting for time to pass.
+    pub fn stored_readings(&self) -> tokio::sync::watch::Receiver<u64> {
+        let rx = self.stored_watch.subscribe();
+        self.stored_watch.send_replace(self.readings_stored.get());
+        rx
     }
 
     /// Counts a session audit event dropped because the audit queue was full.
