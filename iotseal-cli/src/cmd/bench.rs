@@ -64,8 +64,9 @@ pub(crate) struct HandshakesArgs {
     /// Handshakes before each run's measurement starts.
     #[arg(long, default_value = "1s", value_parser = crate::cmd::duration::parse)]
     warmup: Duration,
-    /// Suite of the synthetic devices (aws-lc provider); the limit is the gateway's cost of it.
-    #[arg(long, default_value = "x25519/ed25519/aes256gcm", value_parser = parse_suite)]
+    /// Suite of the synthetic devices (aws-lc provider; default: the protocol's default suite);
+    /// the limit is the gateway's cost of it.
+    #[arg(long, default_value_t = Suite::DEFAULT, value_parser = parse_suite)]
     suite: Suite,
     /// Runs (each with its own limit measurement); the JSON has each and the medians.
     #[arg(long, default_value_t = 1)]
