@@ -99,7 +99,7 @@ pub(crate) fn read_series(
                     by_sensor
                         .entry(sensor)
                         .or_default()
-                        .push((r.device_time_ms, value));
+                        .push((r.device_time_ms, f64::from(value)));
                 }
             }
             for (sensor, mut points) in by_sensor {
@@ -156,16 +156,27 @@ mod tests {
             let readings = ["dev-a", "dev-b"]
                 .iter()
                 .flat_map(|id| {
-                    (0..10u64).map(move |m| NewReading {
-                        device_id: (*id).into(),
-                        msg_id: m,
-                        device_time_ms: 1_000 * m,
-                        received_ms: 1_000 * m + 5,
-                        payload: vec![1, 2, 3].into(),
-                        values: vec![
-                            ("temperature".into(), 20.0 + m as f64),
-                            ("humidity".into(), 40.0),
-                        ],
+                    (0..10u64).map(move |m| {
+                        // Storage keeps the payload and decodes the values from it (D37).
+                        let mut payload = Vec::new();
+                        iotseal_proto::reading::Reading {
+                            msg_id: m,
+                            time_ms: 1_000 * m,
+                            values: vec![
+                                (SensorKind::Temperature, 20.0 + m as f32),
+                                (SensorKind::Humidity, 40.0),
+                            ],
+                            extra: Vec::new(),
+                        }
+                        .encode(&mut payload);
+                        NewReading {
+                            device_id: (*id).into(),
+                            msg_id: m,
+                            device_time_ms: 1_000 * m,
+                            received_ms: 1_000 * m + 5,
+                            payload: payload.into(),
+                            values: Vec::new(),
+                        }
                     })
                 })
                 .collect();
