@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Running, TestGateway, iotseal};
+use common::{TestGateway, iotseal};
 
 #[test]
 fn bench_load_fails_when_its_target_dies() {
@@ -68,47 +67,28 @@ fn bench_load_fails_when_its_target_dies() {
 #[test]
 fn bench_handshakes_reports_handshakes_and_the_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("gw");
-    let init = iotseal()
-        .args(["gateway", "init", "--alg", "ed25519", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "gateway init: {init:?}");
     // One worker thread (the flag `bench handshakes` reports are made with); every handshake
     // comes from 127.0.0.1, so the per-address handshake rate limit is raised.
-    let mut child = iotseal()
-        .args(["gateway", "run", "--worker-threads", "1", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--handshake-rate-per-ip", "100000"])
-        .args(["--handshake-burst-per-ip", "100000"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let gateway = Running(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let gateway = TestGateway::start_with(
+        &tmp.path().join("gw"),
+        Some("ed25519"),
+        &[
+            "--worker-threads",
+            "1",
+            "--handshake-rate-per-ip",
+            "100000",
+            "--handshake-burst-per-ip",
+            "100000",
+        ],
+    );
+    let (url, pid) = (gateway.url.clone(), gateway.pid().to_string());
 
     let out = iotseal()
         .args(["bench", "handshakes", "--pins"])
-        .arg(dir.join("gateway.pub.toml"))
+        .arg(gateway.pins())
         .arg("--token-file")
-        .arg(dir.join("admin.token"))
-        .args([
-            "--gateway",
-            &url,
-            "--gateway-pid",
-            &gateway.0.id().to_string(),
-        ])
+        .arg(gateway.token_file())
+        .args(["--gateway", &url, "--gateway-pid", &pid])
         .args(["--suite", "x25519/ed25519/aes256gcm", "--connections", "1"])
         .args(["--duration", "1s", "--warmup", "200ms", "--threads", "1"])
         .args(["--gateway-cores", "1", "--limit-iterations", "11", "--json"])

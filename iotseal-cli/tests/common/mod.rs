@@ -34,6 +34,12 @@ pub(crate) struct TestGateway {
 impl TestGateway {
     /// Initialises `dir` (`algs`: `--alg`, or every algorithm when `None`) and runs it.
     pub(crate) fn start(dir: &Path, algs: Option<&str>) -> Self {
+        Self::start_with(dir, algs, &[])
+    }
+
+    /// [`Self::start`] with more arguments for `gateway run` (flags such as
+    /// `--worker-threads 1`).
+    pub(crate) fn start_with(dir: &Path, algs: Option<&str>, run_args: &[&str]) -> Self {
         let mut init = iotseal();
         init.args(["gateway", "init", "--dir"]).arg(dir);
         if let Some(a) = algs {
@@ -45,6 +51,7 @@ impl TestGateway {
             .args(["gateway", "run", "--config"])
             .arg(dir.join("gateway.toml"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(run_args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
