@@ -173,18 +173,18 @@ struct DeviceRing {
     last_ms: u64,
     /// Message ids of the kept readings (a retransmission is stored once, shown once).
     msg_ids: VecDeque<u64>,
-    series: Vec<(SensorName, VecDeque<f64>)>,
+    series: Vec<(SensorName, VecDeque<f32>)>,
 }
 
 /// A device's latest readings: (id, last receive time in ms, values per sensor).
-type Latest = (String, u64, Vec<(String, Vec<f64>)>);
+type Latest = (String, u64, Vec<(String, Vec<f32>)>);
 
 /// What the ring keeps of a reading.
 struct Note {
     device_id: Arc<str>,
     msg_id: u64,
     received_ms: u64,
-    values: Vec<(SensorName, f64)>,
+    values: Vec<(SensorName, f32)>,
 }
 
 impl Recent {
@@ -272,7 +272,9 @@ impl CommitHook for Recent {
                 device_id: r.device_id.clone(),
                 msg_id: r.msg_id,
                 received_ms: r.received_ms,
-                values: r.values.clone(),
+                // Decoded from the payload (the storage keeps nothing else): shown as the
+                // f32s the device sent. A payload the storage accepted always decodes.
+                values: r.decode_values().unwrap_or_default(),
             })
             .collect();
         notes.reverse();
@@ -394,10 +396,10 @@ struct DeviceView {
 #[derive(Debug, Serialize)]
 struct SensorView {
     name: String,
-    last: f64,
-    min: f64,
-    max: f64,
-    values: Vec<f64>,
+    last: f32,
+    min: f32,
+    max: f32,
+    values: Vec<f32>,
 }
 
 fn sample(m: &MetricsSnapshot, t_ms: u64) -> Sample {
@@ -571,8 +573,8 @@ fn snapshot(sh: &DashboardState, h: &mut History, recent: &Recent) -> Snapshot {
                     .filter(|(_, v)| !v.is_empty())
                     .map(|(name, values)| SensorView {
                         last: values.last().copied().unwrap_or(0.0),
-                        min: values.iter().copied().fold(f64::INFINITY, f64::min),
-                        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        min: values.iter().copied().fold(f32::INFINITY, f32::min),
+                        max: values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                         name,
                         values,
                     })
@@ -978,7 +980,7 @@ mod tests {
         assert_eq!(quantile(&over, 0.99), Some(0.001));
     }
 
-    fn note(dev: &str, msg: u64, t: u64, v: f64) -> Note {
+    fn note(dev: &str, msg: u64, t: u64, v: f32) -> Note {
         Note {
             device_id: dev.into(),
             msg_id: msg,
@@ -990,7 +992,7 @@ mod tests {
     #[test]
     fn ring_is_bounded_and_shows_each_reading_once() {
         let r = Recent::default();
-        r.record((0..200).map(|i| note("a", i, i, i as f64)).collect());
+        r.record((0..200).map(|i| note("a", i, i, i as f32)).collect());
         r.record(vec![note("a", 199, 500, -1.0)]); // a retransmission
         let l = r.latest(10);
         assert_eq!(l.len(), 1);
