@@ -13,7 +13,6 @@ use clap::Subcommand;
 use iotseal_bench::load::handshakes::{HandshakeConfig, HandshakeReport};
 use iotseal_bench::matrix::{self, Config};
 use iotseal_bench::report::CRYPTO_FILE;
-use iotseal_device::GatewayPins;
 use iotseal_proto::Suite;
 
 /// Arguments.
@@ -42,18 +41,8 @@ enum BenchCommand {
 /// Arguments of `bench handshakes`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HandshakesArgs {
-    /// Gateway URL (default: the URL in --pins).
-    #[arg(long, env = "IOTSEAL_GATEWAY")]
-    gateway: Option<String>,
-    /// The gateway's pins file (gateway.pub.toml).
-    #[arg(long, env = "IOTSEAL_PINS")]
-    pins: PathBuf,
-    /// File with the admin token (to register the synthetic devices).
-    #[arg(long, env = "IOTSEAL_ADMIN_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// The admin token itself.
-    #[arg(long, env = "IOTSEAL_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    target: super::load::GatewayArgs,
     /// Concurrent keep-alive connections, one synthetic device each, each handshaking back to
     /// back.
     #[arg(long, default_value_t = 8)]
@@ -162,11 +151,10 @@ fn handshakes(a: HandshakesArgs) -> Result<()> {
     if a.connections == 0 || a.runs == 0 {
         bail!("--connections and --runs must be at least 1");
     }
-    let mut pins = GatewayPins::load(&a.pins).map_err(|e| anyhow!("{e}"))?;
-    if let Some(u) = &a.gateway {
-        pins.url = u.clone();
-    }
-    let token = crate::cmd::simulate::admin_token(a.token.clone(), a.token_file.clone())?;
+    let (pins, token) = a
+        .target
+        .load()?
+        .ok_or_else(|| anyhow!("--pins (the gateway's gateway.pub.toml) needed"))?;
     let cores = a.gateway_cores.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });

@@ -18,14 +18,15 @@ use iotseal_device::GatewayPins;
 use iotseal_device::MqttConfig;
 use iotseal_proto::Suite;
 
-/// Arguments.
+/// The gateway a benchmark loads (`bench load`, `bench handshakes`): where it is, what devices
+/// pin, the admin token that registers the synthetic devices.
 #[derive(Debug, clap::Args)]
-pub(crate) struct LoadArgs {
+pub(crate) struct GatewayArgs {
     /// Gateway URL (default: the URL in --pins).
     #[arg(long, env = "IOTSEAL_GATEWAY")]
     gateway: Option<String>,
     /// The gateway's pins file (gateway.pub.toml).
-    #[arg(long, env = "IOTSEAL_PINS", required_unless_present = "baseline")]
+    #[arg(long, env = "IOTSEAL_PINS")]
     pins: Option<PathBuf>,
     /// File with the admin token (to register the synthetic devices).
     #[arg(long, env = "IOTSEAL_ADMIN_TOKEN_FILE")]
@@ -33,6 +34,28 @@ pub(crate) struct LoadArgs {
     /// The admin token itself.
     #[arg(long, env = "IOTSEAL_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+impl GatewayArgs {
+    /// The pins (their URL replaced by --gateway) and the admin token; `None` without --pins.
+    pub(crate) fn load(&self) -> Result<Option<(GatewayPins, String)>> {
+        let Some(path) = &self.pins else {
+            return Ok(None);
+        };
+        let mut pins = GatewayPins::load(path).map_err(|e| anyhow!("{e}"))?;
+        if let Some(u) = &self.gateway {
+            pins.url = u.clone();
+        }
+        let token = crate::cmd::simulate::admin_token(self.token.clone(), self.token_file.clone())?;
+        Ok(Some((pins, token)))
+    }
+}
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    #[command(flatten)]
+    target: GatewayArgs,
     /// Concurrent keep-alive connections, one synthetic device each.
     #[arg(long, default_value_t = 8)]
     connections: usize,
@@ -117,22 +140,12 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
         url: url.clone(),
         body_len: a.body_size,
     });
-    let sealed = match &a.pins {
-        None => None,
-        Some(path) => {
-            let mut pins = GatewayPins::load(path).map_err(|e| anyhow!("{e}"))?;
-            if let Some(u) = &a.gateway {
-                pins.url = u.clone();
-            }
-            let token = crate::cmd::simulate::admin_token(a.token.clone(), a.token_file.clone())?;
-            Some(Target::Gateway {
-                pins,
-                token,
-                suite: a.suite,
-                prefix: a.prefix.clone(),
-            })
-        }
-    };
+    let sealed = a.target.load()?.map(|(pins, token)| Target::Gateway {
+        pins,
+        token,
+        suite: a.suite,
+        prefix: a.prefix.clone(),
+    });
     let transport = match a.transport.as_str() {
         "mqtt" => {
             if a.baseline.is_some() {
