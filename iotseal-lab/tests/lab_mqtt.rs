@@ -3,7 +3,7 @@
 //! port; skipped otherwise), honest SDK devices over MQTT, and an attacker client of the same
 //! broker. Every case must be blocked with nothing forged in storage.
 
-use iotseal_gateway::mqtt::TestBroker;
+use iotseal_testkit::mqtt::TestBroker;
 use iotseal_lab::{LabOptions, MQTT_ATTACKS, run_mqtt, table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
