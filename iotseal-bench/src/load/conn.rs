@@ -2,7 +2,8 @@
 //! hyper's connection API: no pool, no per-request URI parsing beyond the path, so the load
 //! generator spends as little of the shared CPUs as it can. The connections of one
 //! [`Endpoint`] share its TLS client configuration and so its session cache: a new connection
-//! resumes the TLS session of an earlier one when the server allows it.
+//! resumes the TLS session of an earlier one when the server allows it
+//! ([`Endpoint::with_own_session_cache`]: one cache per reconnecting device).
 
 use std::sync::Arc;
 
@@ -74,6 +75,20 @@ impl Endpoint {
         })
     }
 
+    /// The same endpoint with a TLS session cache of its own (a device that resumes only its
+    /// own sessions); the other settings are shared.
+    pub(crate) fn with_own_session_cache(&self) -> Self {
+        let tls = self.tls.as_ref().map(|cfg| {
+            let mut cfg = rustls::ClientConfig::clone(cfg);
+            cfg.resumption = rustls::client::Resumption::in_memory_sessions(4);
+            Arc::new(cfg)
+        });
+        Self {
+            tls,
+            ..self.clone()
+        }
+    }
+
     /// The port (to find the server's process).
     pub(crate) fn port(&self) -> u16 {
         self.port
@@ -129,8 +144,8 @@ where
 pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
-    /// Its TLS handshake resumed an earlier session (the client configuration's session cache,
-    /// rustls' default: every connection of an [`Endpoint`] shares it).
+    /// Its TLS handshake resumed an earlier session (from its endpoint's session cache:
+    /// rustls' default store, shared by the connections of one [`Endpoint`]).
     pub(crate) resumed: bool,
 }
 

@@ -18,8 +18,9 @@
 //! can be compared run for run.
 //!
 //! With [`LoadConfig::reconnect`] every request goes over a new TLS connection (battery
-//! devices that wake, connect, send and sleep): the TLS session is resumed from the client's
-//! session cache, the iotseal session is kept; the baseline can be run the same way.
+//! devices that wake, connect, send and sleep): each device resumes its own TLS session (a
+//! session cache per device), the iotseal session is kept; the baseline can be run the same
+//! way.
 //!
 //! The same client also drives a baseline server ([`Target::Raw`]): POSTs of a fixed body,
 //! counting 2xx answers, so a plain TLS server (nginx returning 204) can be measured with the
@@ -133,8 +134,8 @@ pub struct LoadConfig {
     /// The gateway's process ids; empty: found by the listening port when the URL is local.
     pub gateway_pids: Vec<u32>,
     /// A new TLS connection for every request (devices that wake, connect, send and sleep):
-    /// TLS sessions resumed (the client's session cache), the iotseal session kept; a request's
-    /// latency includes its connection's set-up. HTTP only.
+    /// each device's TLS session resumed (a cache per device), the iotseal session kept; a
+    /// request's latency includes its connection's set-up. HTTP only.
     pub reconnect: bool,
 }
 
@@ -643,9 +644,11 @@ enum Link {
 }
 
 impl Shared {
-    async fn connect(&self) -> Result<Link, String> {
+    /// A connection to the target through `endpoint` (this worker's: with `reconnect`, its
+    /// own TLS session cache).
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Link, String> {
         match &self.mqtt {
-            None => self.endpoint.connect().await.map(Link::Http),
+            None => endpoint.connect().await.map(Link::Http),
             Some(m) => MqttTransport::connect(m)
                 .await
                 .map(Link::Mqtt)
@@ -826,6 +829,13 @@ async fn worker(
     let mut res = WorkerResult::default();
     let mut hist = new_hist();
     let mut conn: Option<Link> = None;
+    // Reconnecting devices resume their own TLS sessions, as a real device would (one shared
+    // cache would hand each ticket to whichever connection comes first).
+    let endpoint = if sh.reconnect {
+        sh.endpoint.with_own_session_cache()
+    } else {
+        sh.endpoint.clone()
+    };
     let mut opened = 0u64;
     // Set up before the start: connect and handshake (a few tries).
     if let Some(d) = device.as_mut() {
@@ -833,7 +843,7 @@ async fn worker(
     }
     for attempt in 0..40u32 {
         if conn.is_none() {
-            match sh.connect().await {
+            match sh.connect(&endpoint).await {
                 Ok(c) => {
                     conn = Some(c);
                     opened += 1;
@@ -882,7 +892,7 @@ async fn worker(
         // With `reconnect`, a request's time includes its connection's set-up.
         let began = Instant::now();
         if conn.is_none() {
-            match sh.connect().await {
+            match sh.connect(&endpoint).await {
                 Ok(c) => {
                     res.tls_resumed += u64::from(c.resumed());
                     conn = Some(c);
