@@ -21,7 +21,7 @@ use iotseal_device::{IdentityFile, IdentityFileExt};
 use iotseal_gateway::Gateway;
 use iotseal_gateway::client::Client;
 use iotseal_gateway::local::start_local;
-use iotseal_gateway::testing::MemoryStorage;
+use iotseal_gateway::storage::memory::MemoryStorage;
 use iotseal_proto::SigAlg;
 use iotseal_proto::reading::SensorKind;
 use iotseal_testkit::lay_out_gateway_dir;

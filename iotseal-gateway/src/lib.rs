@@ -53,7 +53,7 @@
 // 4. cluster: routes requests to the node that owns them, serves forwarded ones
 // 5. admin, dashboard: the operator's API and page
 // 6. http, mqtt: the bindings
-// 7. server (composition root), local, testing
+// 7. server (composition root), local
 mod addrlimit;
 mod admin;
 pub mod client;
@@ -72,7 +72,6 @@ pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod settings;
-pub mod testing;
 pub mod tls;
 
 pub use iotseal_storage as storage;

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["dashboard"],
     &["http", "mqtt"],
     &["server"],
-    &["local", "testing"],
+    &["local"],
 ];
 
 /// The crate root's items every module may name (`crate::GatewayError`, `crate::Settings`:

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use iotseal_gateway::client::{Client, Connection, Response};
 use iotseal_gateway::clock::ManualClock;
 use iotseal_gateway::keys::GatewayPublic;
-use iotseal_gateway::testing::MemoryStorage;
+use iotseal_gateway::storage::memory::MemoryStorage;
 use iotseal_gateway::{Gateway, GatewayHandle, Settings};
 use iotseal_proto::handshake::{
     DeviceConfig, DeviceEstablished, DeviceHandshake, DeviceNext, PinnedKey,
