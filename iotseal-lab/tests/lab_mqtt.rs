@@ -3,8 +3,8 @@
 //! port; skipped otherwise), honest SDK devices over MQTT, and an attacker client of the same
 //! broker. Every case must be blocked with nothing forged in storage.
 
-use iotseal_testkit::mqtt::TestBroker;
 use iotseal_lab::{LabOptions, MQTT_ATTACKS, run_mqtt, table};
+use iotseal_testkit::mqtt::TestBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_broker_side_attacks_are_all_blocked() {
