@@ -14,6 +14,7 @@
 //! The body of a refusal is the 2-byte alert (`0x7f`, code); nothing else is told. An
 //! oversized body is answered 413 with a Malformed alert, a request that takes too long 408.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ pub(crate) fn router(p: Arc<Pipeline>, extra: Router) -> Router {
         .layer(middleware::from_fn_with_state(p, observe))
 }
 
-/// Per request: a deadline, the security headers, the request counter.
+/// Per request: a deadline, the security headers, the request counter (see [`observed`]).
 async fn observe(State(sh): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -86,8 +87,36 @@ async fn observe(State(sh): State<Arc<Pipeline>>, req: Request, next: Next) -> R
             "/v1/openapi.json" => "/v1/openapi.json",
             _ => "other",
         });
+    observed(&sh, route, next.run(req)).await
+}
+
+/// Whether a request is a device's `POST /v1/records`, which the connection hands to
+/// [`records_direct`] instead of the router (the one-reading path: no route lookup, no
+/// middleware boxes; the same deadline, headers, metric and body limit).
+pub(crate) fn is_records<B>(req: &axum::http::Request<B>) -> bool {
+    req.method() == axum::http::Method::POST && req.uri().path() == "/v1/records"
+}
+
+/// `POST /v1/records` without the router: what the router's route, body limit and
+/// [`observe`] would do, in one future.
+pub(crate) async fn records_direct(
+    p: Arc<Pipeline>,
+    peer: std::net::SocketAddr,
+    req: Request,
+) -> Response {
+    let answer = device_request(&p, Kind::Records, Some(peer), req);
+    observed(&p, "/v1/records", answer).await
+}
+
+/// The deadline, the security headers and the request counter around `answer`: every
+/// answer, routed or direct.
+async fn observed(
+    sh: &Pipeline,
+    route: &'static str,
+    answer: impl Future<Output = Response>,
+) -> Response {
     let limit = Duration::from_secs(sh.settings.limits.request_timeout_secs);
-    let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
+    let mut resp = match tokio::time::timeout(limit, answer).await {
         Ok(r) => r,
         Err(_) => {
             sh.metrics.refusal("timeout");
@@ -98,6 +127,8 @@ async fn observe(State(sh): State<Arc<Pipeline>>, req: Request, next: Next) -> R
         }
     };
     let h = resp.headers_mut();
+    // One allocation for the headers below instead of growing the map as they come.
+    h.reserve(7);
     if !sh.settings.plain_http {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
@@ -243,16 +274,22 @@ async fn linger(mut body: axum::body::Body, budget: usize) {
 // Device requests
 
 async fn handshake(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
-    device_request(&p, Kind::Handshake, req).await
+    let peer = req.extensions().get::<Peer>().map(|x| x.0);
+    device_request(&p, Kind::Handshake, peer, req).await
 }
 
 async fn records(State(p): State<Arc<Pipeline>>, req: Request) -> Response {
-    device_request(&p, Kind::Records, req).await
+    let peer = req.extensions().get::<Peer>().map(|x| x.0);
+    device_request(&p, Kind::Records, peer, req).await
 }
 
 /// Reads the body (bounded) and hands the request to the pipeline.
-async fn device_request(p: &Arc<Pipeline>, kind: Kind, req: Request) -> Response {
-    let peer = req.extensions().get::<Peer>().map(|x| x.0);
+async fn device_request(
+    p: &Arc<Pipeline>,
+    kind: Kind,
+    peer: Option<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
     let body = match read_body(p, req).await {
         Ok(b) => b,
         Err(r) => return r,

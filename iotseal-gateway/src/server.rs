@@ -11,6 +11,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -511,9 +513,20 @@ async fn connection(
         .header_read_timeout(Duration::from_secs(l.header_read_timeout_secs))
         .keep_alive(true)
         .max_buf_size(64 * 1024);
+    // A device's records go straight to the pipeline (the one-reading path); everything
+    // else through the router. Both answer through `http::observed`.
+    let direct = shared.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
-        router.clone().oneshot(req)
+        if http::is_records(&req) {
+            let req = req.map(axum::body::Body::new);
+            Either::Left(
+                http::records_direct(direct.clone(), peer, req)
+                    .map(Ok::<_, std::convert::Infallible>),
+            )
+        } else {
+            req.extensions_mut().insert(Peer(peer));
+            Either::Right(router.clone().oneshot(req))
+        }
     });
     match acceptor {
         None => serve_conn(&builder, TokioIo::new(tcp), svc, shutdown).await,

@@ -18,20 +18,20 @@ pub fn sensor_name(k: SensorKind) -> SensorName {
 }
 
 /// Appends the readings of a data record's plaintext to `out`, all of them or (on an error)
-/// none; returns how many. Their payloads are slices of one copy of the plaintext.
+/// none; returns how many. Their payloads are slices of `plain` (the buffer the record was
+/// opened in), not copies.
 pub(super) fn push_readings(
     out: &mut Vec<NewReading>,
     device_id: &Arc<str>,
-    plaintext: &[u8],
+    plain: &Bytes,
     now: Time,
 ) -> Result<usize, Malformed> {
-    let plain = Bytes::copy_from_slice(plaintext);
-    let readings = reading::iter_batch(&plain)?;
+    let readings = reading::iter_batch(plain)?;
     let start = out.len();
     out.reserve(readings.size_hint().1.unwrap_or(0));
     for r in readings {
         match r {
-            Ok(r) => out.push(new_reading(device_id, &plain, r, now)),
+            Ok(r) => out.push(new_reading(device_id, plain, r, now)),
             Err(e) => {
                 out.truncate(start);
                 return Err(e);

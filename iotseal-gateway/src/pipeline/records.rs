@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use iotseal_proto::record::{ContentType, Header, batch};
 use iotseal_proto::{Error, Refusal, Time};
 use tracing::{debug, error, warn};
@@ -30,39 +31,49 @@ pub(super) async fn handle(sh: &Pipeline, body: &[u8]) -> Answer {
             *first = Some((idx, r));
         }
     };
-    // Group by session, in session id order (the lock order, so requests never deadlock).
-    let mut by_session: std::collections::BTreeMap<u32, Vec<(usize, &[u8])>> =
-        std::collections::BTreeMap::new();
+    // Group by session, in session id order (the lock order, so requests never deadlock):
+    // (session id, index, record) sorted, then cut into runs of one session.
+    let mut keyed: Vec<(u32, usize, &[u8])> = Vec::with_capacity(recs.len());
     for (i, r) in recs.iter().enumerate() {
         match Header::peek_session_id(r) {
-            Ok(id) => by_session.entry(id).or_default().push((i, r)),
+            Ok(id) => keyed.push((id, i, r)),
             Err(_) => {
                 sh.metrics.refusal("malformed");
                 note(i, Refusal::Malformed, &mut first);
             }
         }
     }
-    let mut entries = Vec::new();
-    for (id, rs) in by_session {
+    if keyed.len() > 1 {
+        // (id, index) pairs are unique: unstable is stable here.
+        keyed.sort_unstable_by_key(|&(id, i, _)| (id, i));
+    }
+    let mut entries: Vec<Arc<SessionEntry>> = Vec::new();
+    let mut records: Vec<Vec<(usize, &[u8])>> = Vec::new();
+    for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+        let (id, i0, _) = run[0];
         match sh.sessions.get(id) {
-            Some(e) => entries.push((e, rs)),
+            Some(e) => {
+                entries.push(e);
+                records.push(run.iter().map(|&(_, i, r)| (i, r)).collect());
+            }
             None => {
-                sh.metrics.refusals_n("unknown_session", rs.len() as u64);
-                note(rs[0].0, Refusal::UnknownSession, &mut first);
+                sh.metrics.refusals_n("unknown_session", run.len() as u64);
+                note(i0, Refusal::UnknownSession, &mut first);
             }
         }
     }
     let mut guards = Vec::with_capacity(entries.len());
-    for (e, _) in &entries {
+    for e in &entries {
         guards.push(e.state.lock().await);
     }
     let mut groups: Vec<Group<'_, '_>> = entries
         .iter()
         .zip(guards.iter_mut())
-        .map(|((e, rs), g)| Group {
+        .zip(records)
+        .map(|((e, g), rs)| Group {
             entry: e,
             state: g,
-            records: rs.clone(),
+            records: rs,
             force_ack: false,
         })
         .collect();
@@ -102,6 +113,37 @@ pub(super) struct Processed {
     storage_failed: bool,
 }
 
+/// Sequence numbers seen in one request: a short list scanned for the usual few records, a
+/// set beyond [`Seen::LIST`].
+#[derive(Default)]
+struct Seen {
+    list: Vec<u64>,
+    set: HashSet<u64>,
+}
+
+impl Seen {
+    const LIST: usize = 16;
+
+    fn contains(&self, seq: u64) -> bool {
+        if self.set.is_empty() {
+            self.list.contains(&seq)
+        } else {
+            self.set.contains(&seq)
+        }
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if !self.set.is_empty() {
+            self.set.insert(seq);
+        } else if self.list.len() < Self::LIST {
+            self.list.push(seq);
+        } else {
+            self.set.extend(self.list.drain(..));
+            self.set.insert(seq);
+        }
+    }
+}
+
 #[derive(Default)]
 struct GroupWork {
     pending: Vec<u64>,
@@ -139,24 +181,36 @@ pub(super) async fn process(sh: &Pipeline, now: Time, groups: &mut [Group<'_, '_
         }
         g.entry.touch(now.as_millis());
         let device_id = &g.entry.device.id;
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut buf = Vec::new();
+        // The sequence numbers opened in this request (the same record twice: once is
+        // enough); a set only for requests with many records.
+        let mut seen = Seen::default();
         for &(idx, rec) in &g.records {
-            buf.clear();
-            buf.extend_from_slice(rec);
-            match g.state.session.open(now, &mut buf) {
-                Ok(o) if seen.contains(&o.seq) => {
+            // Each record is opened in place in its own buffer, which its readings' payloads
+            // then share (no second copy of the plaintext).
+            let mut buf = BytesMut::from(rec);
+            let base = buf.as_ptr() as usize;
+            let opened = g.state.session.open(now, &mut buf).map(|o| {
+                (
+                    o.seq,
+                    o.content_type,
+                    o.plaintext.as_ptr() as usize - base,
+                    o.plaintext.len(),
+                )
+            });
+            match opened {
+                Ok((seq, ..)) if seen.contains(seq) => {
                     // The same record twice in one request: once is enough.
                     w.replays += 1;
                     sh.metrics.refusal("replay");
                     note(idx, Refusal::Replay, &mut out);
                 }
-                Ok(o) => match o.content_type {
+                Ok((seq, content_type, off, len)) => match content_type {
                     ContentType::Data => {
-                        match push_readings(&mut new_readings, device_id, o.plaintext, now) {
+                        let plain = buf.freeze().slice(off..off + len);
+                        match push_readings(&mut new_readings, device_id, &plain, now) {
                             Ok(_) => {
-                                seen.insert(o.seq);
-                                w.pending.push(o.seq);
+                                seen.insert(seq);
+                                w.pending.push(seq);
                             }
                             Err(e) => {
                                 warn!(session = g.entry.id, error = ?e, "authenticated record with malformed readings");
@@ -166,8 +220,8 @@ pub(super) async fn process(sh: &Pipeline, now: Time, groups: &mut [Group<'_, '_
                         }
                     }
                     ContentType::Close => {
-                        seen.insert(o.seq);
-                        w.pending.push(o.seq);
+                        seen.insert(seq);
+                        w.pending.push(seq);
                         w.close = true;
                     }
                     _ => {
