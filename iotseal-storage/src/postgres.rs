@@ -45,6 +45,7 @@
 
 mod reader;
 mod schema;
+mod tls;
 mod writer;
 
 use std::fmt;
@@ -168,13 +169,13 @@ impl PgStorage {
     /// or holds tables iotseal did not create.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StorageError> {
         let config = schema::config(url, &options)?;
-        let target = describe(&config);
+        let target = describe(&config.config);
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let max_batch = options.max_batch;
         let mut writer_config = config.clone();
         if !options.synchronous_commit {
-            writer_config.options("-c synchronous_commit=off");
+            writer_config.config.options("-c synchronous_commit=off");
         }
         let thread = std::thread::Builder::new()
             .name("iotseal-postgres".into())
@@ -484,7 +485,8 @@ mod tests {
             "postgres://gw:secret@db.example:6543/iot?options=-c%20search_path%3Dgw1",
             &PgOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(describe(&c), "gw@db.example:6543/iot");
         assert_eq!(c.get_options(), Some("-c search_path=gw1"));
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(10)));
@@ -493,10 +495,13 @@ mod tests {
             "postgresql://gw@h/iot?connect_timeout=3&application_name=x",
             &PgOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert_eq!(c.get_application_name(), Some("x"));
-        let err = schema::config("postgres://h:notaport/x", &PgOptions::default()).unwrap_err();
+        let Err(err) = schema::config("postgres://h:notaport/x", &PgOptions::default()) else {
+            panic!("a bad port must be refused");
+        };
         assert!(!err.0.is_empty());
         assert!(schema::config("sqlite:x", &PgOptions::default()).is_err());
     }

@@ -4,7 +4,9 @@ use std::ops::Deref;
 use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
+
+use super::schema::Target;
 
 use super::{pg, schema};
 use crate::{
@@ -31,7 +33,7 @@ pub(super) struct ReadConn {
 
 impl ReadConn {
     /// Connects (on the storage's runtime: `tokio::spawn` drives the connection there).
-    async fn open(config: Config) -> Result<Self, StorageError> {
+    async fn open(config: Target) -> Result<Self, StorageError> {
         let client = schema::connect(&config).await?;
         // Reads only: a bug here cannot write.
         client
@@ -69,7 +71,7 @@ impl ReadConn {
 
 /// The pool: at most `max` connections, opened on demand, kept while they work.
 pub(super) struct Readers {
-    config: Config,
+    config: Target,
     runtime: tokio::runtime::Handle,
     idle: Mutex<Vec<ReadConn>>,
     permits: Semaphore,
@@ -107,7 +109,7 @@ impl Drop for Lease<'_> {
 
 impl Readers {
     /// Connections are driven on `runtime` (the storage's own thread).
-    pub(super) fn new(config: Config, runtime: tokio::runtime::Handle, max: usize) -> Self {
+    pub(super) fn new(config: Target, runtime: tokio::runtime::Handle, max: usize) -> Self {
         Self {
             config,
             runtime,

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::tls::{self, MakeRustls};
 use super::{PgOptions, pg};
 use crate::StorageError;
 
@@ -185,14 +186,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
 pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
 
 /// Parses a `postgres://` URL and fills in defaults (connect timeout, application name).
-pub(super) fn config(url: &str, options: &PgOptions) -> Result<Config, StorageError> {
+/// A connection's configuration and its TLS connector (None for `sslmode=disable`).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) config: Config,
+    pub(super) tls: Option<MakeRustls>,
+}
+
+pub(super) fn config(url: &str, options: &PgOptions) -> Result<Target, StorageError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StorageError(
             "postgres: expected a postgres:// or postgresql:// URL".into(),
         ));
     }
+    // sslmode=verify-ca|verify-full and sslrootcert, which tokio-postgres's parser refuses.
+    let parsed = tls::parse(url)?;
     // The error of the parser never contains the URL (and so no password).
-    let mut config = Config::from_str(url)
+    let mut config = Config::from_str(&parsed.url)
         .map_err(|e| StorageError(format!("postgres: invalid URL: {}", pg(e).0)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.connect_timeout);
@@ -200,15 +210,23 @@ pub(super) fn config(url: &str, options: &PgOptions) -> Result<Config, StorageEr
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION);
     }
-    Ok(config)
+    let tls = tls::client_config(parsed.mode, parsed.root_cert.as_deref())?;
+    Ok(Target { config, tls })
 }
 
 /// Opens a connection and drives it on the current runtime.
-pub(super) async fn connect(config: &Config) -> Result<Client, StorageError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| StorageError(format!("postgres: cannot connect: {}", pg(e).0)))?;
+pub(super) async fn connect(target: &Target) -> Result<Client, StorageError> {
+    let cannot = |e| StorageError(format!("postgres: cannot connect: {}", pg(e).0));
+    let (client, connection) = match &target.tls {
+        Some(tls) => {
+            let (client, connection) = target.config.connect(tls.clone()).await.map_err(cannot)?;
+            (client, futures_util::future::Either::Left(connection))
+        }
+        None => {
+            let (client, connection) = target.config.connect(NoTls).await.map_err(cannot)?;
+            (client, futures_util::future::Either::Right(connection))
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("postgres: connection ended: {}", pg(e));

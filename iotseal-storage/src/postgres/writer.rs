@@ -40,7 +40,9 @@ use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres::{Client, Statement};
+
+use super::schema::Target;
 
 use super::{pg, schema};
 use crate::{StorageError, StoreOutcome};
@@ -176,13 +178,13 @@ impl Statements {
 
 /// The write connection (reopened when it breaks).
 pub(super) struct Writer {
-    config: Config,
+    config: Target,
     conn: Option<(Client, Statements)>,
 }
 
 impl Writer {
     /// Connects, migrates and prepares.
-    pub(super) async fn open(config: Config) -> Result<Self, StorageError> {
+    pub(super) async fn open(config: Target) -> Result<Self, StorageError> {
         let mut client = schema::connect(&config).await?;
         schema::migrate(&mut client).await?;
         let stmts = Statements::prepare(&client).await.map_err(pg)?;
