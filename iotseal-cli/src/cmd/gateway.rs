@@ -420,7 +420,7 @@ fn run_gateway(a: RunArgs) -> Result<()> {
     )?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.worker_threads {
-        rt.worker_threads(n.into());
+        rt.worker_threads(usize::from(n));
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
