@@ -76,8 +76,9 @@ async fn full_exchange(s: Suite) {
     got.sort();
     assert_eq!(got, want);
     assert!(stored.iter().all(|r| &*r.device_id == "sensor-1"));
-    assert_eq!(stored[0].values[0].0, "temperature");
-    assert_eq!(stored[0].values[1], ("humidity".into(), 40.25));
+    let values = stored[0].decode_values().unwrap();
+    assert_eq!(values[0].0, "temperature");
+    assert_eq!(values[1], ("humidity".into(), 40.25));
 
     // The readings endpoint, JSON and CSV.
     let r = env

@@ -55,7 +55,6 @@ async fn settings_select_postgres() {
         device_time_ms: 1,
         received_ms: 2,
         payload: payload.into(),
-        values: Vec::new(),
     };
     assert_eq!(s.store_readings(vec![r]).await.unwrap().inserted, 1);
     s.flush().await.unwrap();

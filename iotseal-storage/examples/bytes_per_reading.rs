@@ -15,11 +15,6 @@ use iotseal_proto::reading::{Reading, SensorKind};
 use iotseal_storage::sqlite::{SqliteOptions, SqliteStorage};
 use iotseal_storage::{DeviceRecord, NewReading, Storage};
 
-/// The f32's shortest decimal form as an f64: what the gateway put in `values` until D37.
-fn shortest_f64(v: f32) -> f64 {
-    format!("{v:e}").parse().unwrap_or(f64::from(v))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<u64> = std::env::args()
@@ -71,11 +66,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     device_time_ms: time,
                     received_ms: time + 412,
                     payload: payload.into(),
-                    values: r
-                        .values
-                        .iter()
-                        .map(|(k, v)| (k.name().into(), shortest_f64(*v)))
-                        .collect(),
                 });
                 if call.len() as u64 == batch {
                     calls.push(std::mem::take(&mut call));

@@ -18,7 +18,7 @@ use iotseal_proto::SigAlg;
 use iotseal_proto::reading::{Reading, SensorKind};
 use iotseal_storage::memory::MemoryStorage;
 use iotseal_storage::sqlite::{SqliteOptions, SqliteStorage};
-use iotseal_storage::{DeviceRecord, NewReading, Storage, sensor_name};
+use iotseal_storage::{DeviceRecord, NewReading, Storage};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -125,10 +125,5 @@ fn weather(device_id: &Arc<str>, msg: u64) -> NewReading {
         device_time_ms: time,
         received_ms: time,
         payload: payload.into(),
-        values: r
-            .values
-            .iter()
-            .map(|(k, v)| (sensor_name(*k), f64::from(*v)))
-            .collect(),
     }
 }

@@ -59,10 +59,6 @@ pub struct NewReading {
     /// The encoded reading as it arrived (see `iotseal_proto::reading`); the readings of a
     /// record share one buffer. What is stored: the values are decoded from it when read.
     pub payload: bytes::Bytes,
-    /// Not stored, not read by any backend (the payload holds the values): kept so the
-    /// gateway's constructor and its dashboard hook compile unchanged; to be removed (see
-    /// [`NewReading::decode_values`]).
-    pub values: Vec<(SensorName, f64)>,
 }
 
 impl NewReading {

@@ -175,7 +175,6 @@ mod tests {
                             device_time_ms: 1_000 * m,
                             received_ms: 1_000 * m + 5,
                             payload: payload.into(),
-                            values: Vec::new(),
                         }
                     })
                 })

@@ -118,10 +118,6 @@ pub fn reading_with(
         received_ms: device_time_ms + 5,
         payload: payload(msg_id, device_time_ms, values, extra).into(),
         // Not stored (D37): what the gateway's constructor fills in today.
-        values: values
-            .iter()
-            .map(|(k, v)| (iotseal_storage::sensor_name(*k), f64::from(*v)))
-            .collect(),
     }
 }
 
