@@ -191,6 +191,9 @@ fn snapshot(db: &Path) -> Snapshot {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .expect("open the database read-only");
+    // The `readings` view decodes chunk bodies with the storage's SQL functions (D37).
+    iotseal_gateway::storage::sqlite::SqliteStorage::register_sql_functions(&c)
+        .expect("register the storage's SQL functions");
     let check: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
