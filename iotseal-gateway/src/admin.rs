@@ -31,7 +31,6 @@ use utoipa_axum::routes;
 use crate::cluster::Cluster;
 use crate::pipeline::Pipeline;
 use crate::registry::{DeviceState, RegisterError};
-use crate::sessions::EndReason;
 use crate::storage::json::non_finite;
 use crate::storage::{DeviceRecord, ReadingQuery, StoredReading};
 
@@ -486,19 +485,17 @@ async fn revoke(
     }
     // In memory first: from here on no handshake completes and no record is accepted.
     sh.registry.revoke(id.as_bytes());
-    let ended = sh.sessions.remove_device(&id);
-    let now = sh.now();
-    sh.ended(&ended, EndReason::Revoked, now);
+    let ended = sh.end_device_sessions(&id);
     match sh.storage.revoke_device(id.clone()).await {
         Ok(_) => {
-            info!(device = %id, sessions = ended.len(), "device revoked");
+            info!(device = %id, sessions = ended, "device revoked");
             if let Some(c) = &sh.cluster {
                 c.announce_device(&id).await;
             }
             Json(Revoked {
                 id,
                 revoked: true,
-                sessions_ended: ended.len(),
+                sessions_ended: ended,
             })
             .into_response()
         }

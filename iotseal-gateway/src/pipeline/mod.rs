@@ -297,10 +297,11 @@ impl Pipeline {
         self.metrics.set_active_sessions(self.sessions.len());
     }
 
-    /// Ends every session of device `id` (it was revoked).
-    pub(crate) fn end_device_sessions(&self, id: &str) {
+    /// Ends every session of device `id` (it was revoked); returns how many.
+    pub(crate) fn end_device_sessions(&self, id: &str) -> usize {
         let ended = self.sessions.remove_device(id);
         self.ended(&ended, EndReason::Revoked, self.now());
+        ended.len()
     }
 
     /// Brings one device of the shared storage into the registry: a new device is added, a
@@ -309,7 +310,7 @@ impl Pipeline {
         match self.registry.get(d.id.as_bytes()) {
             Some(s) if d.revoked && !s.is_revoked() => {
                 self.registry.revoke(d.id.as_bytes());
-                self.end_device_sessions(&d.id);
+                let _ = self.end_device_sessions(&d.id);
             }
             Some(_) => {}
             None => {
